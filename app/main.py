@@ -1,0 +1,42 @@
+"""Entry point of the desktop app: build the QApplication, wire services, show the main window."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="lem-desktop", description="LEM Desktop")
+    parser.add_argument("--screenshot", metavar="PNG", help="render the main window to PNG and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        from lemcore.blas import reexec_with_openblas
+
+        reexec_with_openblas()
+        argv = sys.argv[1:]
+    args = parse_args(argv)
+
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationName("LEM Desktop")
+    app.setOrganizationName("LEM")
+    window = MainWindow()
+    window.show()
+    if args.screenshot:
+        app.processEvents()
+        window.grab().save(args.screenshot)
+        window.close()
+        return 0
+    return int(app.exec())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""lemcore: the GUI-free engines of LEM Desktop (generation, training, benchmarks).
+
+Importing this package must stay cheap: it never imports mlx, Qt or network clients at import time, so
+`lem --help` and the GUI start fast. Engines import mlx lazily inside the functions that need it.
+"""
+
+from lemcore.errors import (
+    AuthError,
+    Cancelled,
+    ConfigError,
+    DataError,
+    DownloadError,
+    InfluxError,
+    LemError,
+    ModelFitError,
+    ModelLoadError,
+    SecretStoreError,
+    ServerUnreachable,
+)
+from lemcore.jobs import CancelToken, Report, no_report
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthError",
+    "CancelToken",
+    "Cancelled",
+    "ConfigError",
+    "DataError",
+    "DownloadError",
+    "InfluxError",
+    "LemError",
+    "ModelFitError",
+    "ModelLoadError",
+    "Report",
+    "SecretStoreError",
+    "ServerUnreachable",
+    "no_report",
+    "__version__",
+]

@@ -1,0 +1,167 @@
+"""The only module that speaks to InfluxDB.
+
+We use the v1-compatible HTTP API (`POST /write`, `GET /query` with InfluxQL) because it is the one API that
+both the lab's InfluxDB 3 Core and Debian's InfluxDB 1.x (our test server) answer the same way. HTTP Basic
+auth carries the token as the password (3.x ignores the user name). The token is passed in by the caller,
+kept only on this object, and never put in a message, log line or exception.
+
+Queries written here must mean the same on 1.x and 3.x (platform-notes): always bound `time`, never rely on
+`SHOW TAG VALUES` without a time range, and never send SQL to `/query`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+from urllib.parse import urlencode, urlsplit
+
+from lemcore.errors import AuthError, ConfigError, InfluxError, ServerUnreachable
+
+DEFAULT_DB = "training"
+DEFAULT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class InfluxTarget:
+    """Where the server is; holds no secret."""
+
+    url: str
+    db: str = DEFAULT_DB
+    user: str = "lem"
+
+    def validate(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"Server URL {self.url!r} is not a web address. Use the form http://host:8181 "
+                "(ask the lab for the address)."
+            )
+        if not self.db:
+            raise ConfigError("The InfluxDB database name is empty. The lab's database is 'training'.")
+
+
+class InfluxClient:
+    """Thin client for `/ping`, `/write` and `/query` (v1 API)."""
+
+    def __init__(self, target: InfluxTarget, token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        target.validate()
+        import urllib3  # lazy: keeps `import lemcore` cheap
+
+        self.target = target
+        self._timeout = urllib3.Timeout(connect=min(timeout, 5.0), read=timeout)
+        # No retries here: the caller decides (the outbox retries later; claims must not double-write).
+        self._http = urllib3.PoolManager(retries=False)
+        raw = f"{target.user}:{token}".encode()
+        self._auth_header = "Basic " + base64.b64encode(raw).decode()
+
+    def __repr__(self) -> str:  # never show the token
+        return f"InfluxClient({self.target.url!r}, db={self.target.db!r})"
+
+    # -- HTTP ------------------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, params: dict[str, str], body: bytes | None = None) -> Any:
+        import urllib3
+
+        url = self.target.url.rstrip("/") + path
+        if params:
+            url += "?" + urlencode(params)
+        headers = {"Authorization": self._auth_header}
+        if body is not None:
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+        try:
+            return self._http.request(method, url, body=body, headers=headers, timeout=self._timeout)
+        except urllib3.exceptions.HTTPError as err:
+            # The error text of urllib3 names the URL (no secret in it: the token is only in a header).
+            reason = type(err).__name__
+            raise ServerUnreachable(
+                f"Cannot reach the InfluxDB server at {self.target.url} ({reason}). Check the address and "
+                "your network; work continues and results are kept locally until the server is back."
+            ) from None
+
+    def _check(self, resp: Any, what: str) -> None:
+        if resp.status in (200, 204):
+            return
+        if resp.status in (401, 403):
+            raise AuthError(
+                f"The InfluxDB server at {self.target.url} rejected the token (HTTP {resp.status}). "
+                "Paste the current token in Settings (or run `lem login`)."
+            )
+        detail = _error_text(resp.data)
+        if resp.status == 404 and "database not found" in detail:
+            raise InfluxError(
+                f"The database {self.target.db!r} does not exist on {self.target.url}. Ask the lab to create "
+                "it, or check the database name in Settings."
+            )
+        raise InfluxError(f"InfluxDB {what} failed at {self.target.url}: HTTP {resp.status} {detail}".strip())
+
+    def ping(self) -> str:
+        """Returns the server version; raises ServerUnreachable. Does not check the token."""
+        resp = self._request("GET", "/ping", {})
+        if resp.status not in (200, 204):
+            raise InfluxError(f"{self.target.url} answered /ping with HTTP {resp.status}: is it InfluxDB?")
+        return resp.headers.get("X-Influxdb-Version", "unknown")
+
+    def write(self, lines: Iterable[str]) -> None:
+        """Write line-protocol lines (server-assigned timestamps unless a line carries one)."""
+        body = "\n".join(lines).encode("utf-8")
+        if not body:
+            return
+        resp = self._request("POST", "/write", {"db": self.target.db}, body)
+        self._check(resp, "write")
+
+    def query(self, influxql: str) -> list[dict[str, Any]]:
+        """Run one InfluxQL statement; returns rows as dicts (series tags merged into each row)."""
+        resp = self._request("GET", "/query", {"db": self.target.db, "q": influxql, "epoch": "ns"})
+        self._check(resp, "query")
+        try:
+            payload = json.loads(resp.data or b"{}")
+        except ValueError:
+            raise InfluxError(f"InfluxDB at {self.target.url} sent a reply that is not JSON.") from None
+        rows: list[dict[str, Any]] = []
+        for result in payload.get("results", []):
+            if "error" in result:
+                raise InfluxError(f"InfluxDB query failed: {result['error']}")
+            for series in result.get("series", []):
+                cols = series.get("columns", [])
+                tags = series.get("tags", {})
+                for values in series.get("values", []):
+                    row = dict(zip(cols, values))
+                    row.update(tags)
+                    rows.append(row)
+        return rows
+
+    def check_access(self) -> None:
+        """Ping, then one authenticated, time-bounded read: proves address, token and database."""
+        self.ping()
+        self.query("SELECT * FROM golden_gen_progress WHERE time > now() - 1m LIMIT 1")
+
+    def close(self) -> None:
+        self._http.clear()
+
+
+def _error_text(data: bytes | None) -> str:
+    if not data:
+        return ""
+    try:
+        return str(json.loads(data).get("error", "")).strip()
+    except (ValueError, AttributeError):
+        return data[:200].decode("utf-8", "replace").strip()
+
+
+def line(measurement: str, tags: dict[str, Any], fields: dict[str, Any], time_ns: int | None = None) -> str:
+    """One line of line protocol, built (and escaped) by influxdb-client's Point."""
+    from influxdb_client import Point  # lazy: the package pulls in reactivex
+
+    point = Point(measurement)
+    for key, value in tags.items():
+        # Point alters tag values ending in a backslash or holding newlines/tabs (platform-notes): clean them.
+        text = str(value).replace("\n", " ").replace("\t", " ").rstrip("\\")
+        point = point.tag(key, text)
+    for key, value in fields.items():
+        if isinstance(value, str):
+            value = value.replace("\n", " ")  # 3.x rejects raw newlines in string fields
+        point = point.field(key, value)
+    if time_ns is not None:
+        point = point.time(time_ns)
+    return point.to_line_protocol()

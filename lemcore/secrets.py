@@ -1,0 +1,131 @@
+"""Where the server token lives: the OS keychain, behind a small `TokenStore` interface.
+
+The token is read when a job starts and handed to the client as an argument; it never goes into settings,
+events, logs or exception messages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from lemcore.errors import SecretStoreError
+
+SERVICE = "lem-desktop"
+INFLUX_ACCOUNT = "influx-token"
+
+
+class TokenStore(Protocol):
+    def get(self, account: str = INFLUX_ACCOUNT) -> str | None: ...
+    def set(self, token: str, account: str = INFLUX_ACCOUNT) -> None: ...
+    def delete(self, account: str = INFLUX_ACCOUNT) -> None: ...
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    is_system: bool  # a real OS store (macOS Keychain, Secret Service, Windows Credential Locker)
+    advice: str
+
+
+_SYSTEM_BACKENDS = ("macOS", "SecretService", "Windows", "kwallet", "libsecret")
+
+
+def backend_info() -> BackendInfo:
+    import keyring
+
+    kr = keyring.get_keyring()
+    name = f"{type(kr).__module__}.{type(kr).__name__}"
+    chain = getattr(kr, "backends", None)  # a ChainerBackend wraps the real ones
+    names = [f"{type(b).__module__}.{type(b).__name__}" for b in chain] if chain else [name]
+    is_system = any(marker in n for n in names for marker in _SYSTEM_BACKENDS) and "fail" not in name
+    if is_system:
+        return BackendInfo(name, True, "")
+    if "fail" in name:
+        advice = (
+            "No system keychain is available. On Linux install and unlock a Secret Service "
+            "(gnome-keyring or KWallet); until then use INFLUX_TOKEN or contribute offline."
+        )
+    else:
+        advice = "This keychain backend is not a system store (secrets may be kept in a plain file)."
+    return BackendInfo(name, False, advice)
+
+
+class KeyringTokenStore:
+    """The system keychain through `keyring`. Errors become SecretStoreError with advice."""
+
+    def __init__(self, service: str = SERVICE) -> None:
+        self.service = service
+
+    def _call(self, what: str, fn, *args):  # type: ignore[no-untyped-def]
+        import keyring.errors
+
+        try:
+            return fn(*args)
+        except keyring.errors.NoKeyringError:
+            raise SecretStoreError(backend_info().advice) from None
+        except keyring.errors.KeyringLocked:
+            raise SecretStoreError(f"The keychain is locked, so the token could not be {what}. Unlock it.") from None
+        except keyring.errors.PasswordDeleteError:
+            return None
+        except keyring.errors.KeyringError as err:
+            raise SecretStoreError(f"The keychain refused: the token could not be {what} ({type(err).__name__}).") from None
+
+    def get(self, account: str = INFLUX_ACCOUNT) -> str | None:
+        import keyring
+
+        return self._call("read", keyring.get_password, self.service, account)
+
+    def set(self, token: str, account: str = INFLUX_ACCOUNT) -> None:
+        import keyring
+
+        if not token or not token.strip():
+            raise SecretStoreError("The token is empty. Paste the token the lab gave you.")
+        self._call("saved", keyring.set_password, self.service, account, token.strip())
+
+    def delete(self, account: str = INFLUX_ACCOUNT) -> None:
+        import keyring
+
+        self._call("removed", keyring.delete_password, self.service, account)
+
+
+class MemoryTokenStore:
+    """In-process store for tests and for `INFLUX_TOKEN` runs."""
+
+    def __init__(self, initial: dict[str, str] | None = None) -> None:
+        self._data = dict(initial or {})
+
+    def get(self, account: str = INFLUX_ACCOUNT) -> str | None:
+        return self._data.get(account)
+
+    def set(self, token: str, account: str = INFLUX_ACCOUNT) -> None:
+        self._data[account] = token
+
+    def delete(self, account: str = INFLUX_ACCOUNT) -> None:
+        self._data.pop(account, None)
+
+
+LEGACY_TOKEN_FILE = Path.home() / ".influx_token"
+
+
+def resolve_token(store: TokenStore, *, legacy_file: Path | None = None) -> tuple[str | None, str]:
+    """The token to use and a note for the user (never the token itself).
+
+    Order: `INFLUX_TOKEN` env, then the keychain, then the lab's `~/.influx_token`, which is imported into
+    the keychain once (the user is told the file can now be deleted).
+    """
+    env = os.environ.get("INFLUX_TOKEN", "").strip()
+    if env:
+        return env, "token from INFLUX_TOKEN"
+    token = store.get()
+    if token:
+        return token, "token from the keychain"
+    legacy = legacy_file if legacy_file is not None else LEGACY_TOKEN_FILE
+    if legacy.is_file():
+        text = legacy.read_text(encoding="utf-8", errors="replace").strip()
+        if text:
+            store.set(text)
+            return text, f"imported the token from {legacy} into the keychain; you can now delete that file"
+    return None, "no token saved: run `lem login` or paste it in Settings"

@@ -1,0 +1,88 @@
+"""User settings (never secrets), stored as JSON in the platform's config folder.
+
+`LEM_CONFIG_DIR` and `LEM_DATA_DIR` override the folders (tests, portable installs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from lemcore.errors import ConfigError
+
+APP_NAME = "lem-desktop"
+
+
+def config_dir() -> Path:
+    env = os.environ.get("LEM_CONFIG_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def data_dir() -> Path:
+    env = os.environ.get("LEM_DATA_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
+@dataclass
+class Settings:
+    influx_url: str = field(default="", metadata={"help": "Lab server address, e.g. http://host:8181. Empty: solo mode."})
+    influx_db: str = field(default="training", metadata={"help": "InfluxDB database name."})
+    worker_name: str = field(default="", metadata={"help": "Name shown on the lab dashboard. Empty: host name."})
+    model_override: str = field(default="", metadata={"help": "Hub id or local folder instead of the recommended model."})
+    only_on_power: bool = field(default=True, metadata={"help": "Pause while on battery."})
+    pause_when_in_use: bool = field(default=False, metadata={"help": "Pause while the computer is in use."})
+    min_free_memory_gb: float = field(default=2.0, metadata={"help": "Pause when less memory than this is free."})
+    preset: str = field(default="gentle", metadata={"help": "gentle, balanced or max."})
+
+    @property
+    def server_configured(self) -> bool:
+        return bool(self.influx_url.strip())
+
+    def effective_worker(self) -> str:
+        return self.worker_name.strip() or socket.gethostname().split(".")[0]
+
+
+def settings_path() -> Path:
+    return config_dir() / "settings.json"
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    path = path or settings_path()
+    settings = Settings()
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"Settings file {path} is unreadable ({err}). Fix or delete it.") from None
+        known = {f.name for f in fields(Settings)}
+        for key, value in raw.items():
+            if key in known:
+                setattr(settings, key, value)
+    if os.environ.get("INFLUX_URL"):
+        settings.influx_url = os.environ["INFLUX_URL"]
+    if os.environ.get("INFLUX_DB"):
+        settings.influx_db = os.environ["INFLUX_DB"]
+    return settings
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> None:
+    path = path or settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(settings), indent=2), encoding="utf-8")
+    os.replace(tmp, path)
