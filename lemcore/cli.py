@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Engine subcommands live next to their engines; each module adds its own parsers."""
-    from lemcore import cli_models
+    from lemcore import cli_contribute, cli_models
 
-    return [cli_models.register]
+    return [cli_models.register, cli_contribute.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

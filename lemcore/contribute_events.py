@@ -1,0 +1,61 @@
+"""Events the contribution engine emits (the GUI turns each into a Qt signal)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Started:
+    kind: str
+    worker: str
+    model: str
+    total: int
+    done_fleet: int
+    done_local: int
+    remaining: int
+
+
+@dataclass(frozen=True)
+class ResponseDone:
+    idx: int
+    seed_id: str
+    domain: str
+    voice: str
+    prompt: str
+    response: str
+    tokens: int
+    seconds: float
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Rates:
+    session_done: int
+    all_time_done: int
+    responses_per_hour: float
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class FleetProgress:
+    completed: int
+    target: int
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    state: str  # "running", "waiting", "paused"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    done: int
+    reason: str
+    unreported: int
