@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lemcore.errors import ConfigError
+from lemcore.errors import ConfigError, ServerUnreachable
 
 
 def _queue(args: argparse.Namespace, kind: str, worker: str) -> Any:
@@ -98,6 +98,11 @@ def _run(args: argparse.Namespace, kind: str) -> int:
               f"backend {args.backend}")
         return 0
     queue = _queue(args, kind, worker)
+    try:
+        queue.completed()  # fail fast on a wrong address or token, before loading a model
+    except ServerUnreachable:
+        raise ServerUnreachable(f"Cannot reach the InfluxDB server at {args.influx or 'the configured address'}. "
+                                "Check the address, or contribute offline with --solo.") from None
     generator = make_generator(args.backend, args.model, batch_size=args.batch_size, api_url=args.api_url,
                                api_model=args.api_model)
     result = run_contribution(config, queue, generator, report=_Printer(args.quiet))

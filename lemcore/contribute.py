@@ -152,9 +152,9 @@ class _Worker:
                 return WAIT
             try:
                 got = self._claim_round()
-            except (ServerUnreachable, InfluxError) as err:
+            except ServerUnreachable:
                 self.retry_at = time.monotonic() + self.config.retry_s
-                self.set_status("waiting", SERVER_DOWN if isinstance(err, ServerUnreachable) else str(err))
+                self.set_status("waiting", SERVER_DOWN)
                 return WAIT
             if got is None:
                 return None
@@ -233,9 +233,8 @@ class _Worker:
                 chunk = pending[start:start + 500]
                 self.queue.report(chunk)
                 self.journal.mark_reported([c.idx for c in chunk])
-        except (ServerUnreachable, InfluxError) as err:
-            self.set_status("waiting" if not self.in_flight else "running",
-                            SERVER_DOWN if isinstance(err, ServerUnreachable) else str(err))
+        except ServerUnreachable:
+            self.set_status("waiting" if not self.in_flight else "running", SERVER_DOWN)
             return False
         return True
 
@@ -251,7 +250,7 @@ class _Worker:
             try:
                 self.queue.renew(self.in_flight)
                 self.last_renew = now
-            except (ServerUnreachable, InfluxError):
+            except ServerUnreachable:
                 self.set_status("running", SERVER_DOWN)
         self.flush()
 
@@ -259,7 +258,11 @@ class _Worker:
 def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Any, *, report: Report = no_report,
                      cancel: CancelToken | None = None, drain: CancelToken | None = None) -> ContributeResult:
     """Generate until the work runs out, `limit` is reached, `drain` is set (finish in-flight answers,
-    then stop) or `cancel` is set (stop now; in-flight answers are dropped and their leases expire)."""
+    then stop) or `cancel` is set (stop now; in-flight answers are dropped and their leases expire).
+
+    An unreachable server makes the worker wait and retry (finished answers stay in the outbox); any
+    other server error (a rejected token, a missing database) stops the run with its message.
+    """
     config.validate()
     output = Path(config.output) if config.output else default_output(config.kind, config.worker)
     items, dataset = load_work(config, report)
@@ -270,8 +273,8 @@ def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Any,
         worker.flush(force=True)
         try:
             worker.refresh_completed()
-        except (ServerUnreachable, InfluxError) as err:
-            worker.set_status("waiting", SERVER_DOWN if isinstance(err, ServerUnreachable) else str(err))
+        except ServerUnreachable:
+            worker.set_status("waiting", SERVER_DOWN)
         remaining = len(worker.remaining())
         report(Started(config.kind, config.worker, worker.model_name, len(items),
                        len(worker.completed & set(worker.items)), journal.count(), remaining))
