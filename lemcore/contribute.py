@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lemcore.contribute_events import (
     FleetProgress,
@@ -46,6 +46,8 @@ class ContributeConfig:
     kernel_path: Path | None = None
     progress_every: int = 25
     retry_s: float = 5.0
+    # Asked before new work is claimed; a non-empty reason pauses (answers in progress still finish).
+    pause_check: Callable[[], str] | None = None
 
     def validate(self) -> None:
         if self.kind not in ("gold", "expansion"):
@@ -147,6 +149,13 @@ class _Worker:
         if (self.drain is not None and self.drain.cancelled) or (
                 self.config.limit is not None and self.fed >= self.config.limit):
             return None
+        if self.config.pause_check is not None:
+            reason = self.config.pause_check()
+            if reason:
+                self.set_status("paused", reason)
+                return WAIT
+            if self.status and self.status[0] == "paused":
+                self.set_status("running", "")
         if not self.pool:
             if time.monotonic() < self.retry_at:
                 return WAIT

@@ -176,3 +176,42 @@ def test_api_backend_bad_reply_is_clear(chat_server) -> None:
     handler.mode = "garbage"
     with pytest.raises(APIError, match="not an OpenAI chat completion"):
         APIGenerator(url, "m").complete([{"role": "user", "content": "hi"}], Sampling())
+
+
+def test_pause_rule_holds_new_work_until_it_clears(tmp_path, tiny_llama) -> None:
+    from lemcore.contribute_events import StatusChanged
+    from lemcore.governor import Governor, GovernorRules
+
+    plugged = {"value": False}
+    governor = Governor(GovernorRules(only_on_power=True), battery=lambda: not plugged["value"],
+                        memory=lambda: 8.0, check_every_s=0)
+    prompts = write_prompts(tmp_path / "p.jsonl", 3)
+    kernel = write_small_kernel(tmp_path / "k")
+    events: list = []
+
+    def report(event) -> None:
+        events.append(event)
+        if isinstance(event, StatusChanged) and event.reason == "Paused: on battery":
+            plugged["value"] = True  # the volunteer plugs the laptop in
+
+    config = ContributeConfig(prompts=prompts, output=tmp_path / "o.jsonl", worker="w", axioms_path=kernel[0],
+                              kernel_path=kernel[1], sampling=Sampling(temperature=0, max_tokens=2),
+                              pause_check=governor.pause_reason)
+    run_contribution(config, SQLiteQueue(tmp_path / "q.sqlite", "gold", "w"),
+                     MLXGenerator.load(tiny_llama, batch_size=2), report=report)
+    states = [(e.state, e.reason) for e in events if isinstance(e, StatusChanged)]
+    assert states[0] == ("paused", "Paused: on battery") and ("running", "") in states
+    assert sorted(jsonl_indices(tmp_path / "o.jsonl")) == [0, 1, 2]
+
+
+def test_governor_reasons() -> None:
+    from lemcore.governor import Governor, GovernorRules
+
+    g = Governor(GovernorRules(pause_when_in_use=True, min_free_memory_gb=2), battery=lambda: None,
+                 memory=lambda: 1.0, idle=lambda: 5.0, check_every_s=0)
+    assert g.pause_reason() == "Paused: low on memory (1.0 GB free)"
+    g = Governor(GovernorRules(pause_when_in_use=True), battery=lambda: False, memory=lambda: 9.0,
+                 idle=lambda: 5.0, check_every_s=0)
+    assert g.pause_reason() == "Paused: computer in use"
+    g.snooze(3600)
+    assert g.pause_reason().startswith("Paused: snoozed for 60")
