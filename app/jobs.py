@@ -9,9 +9,10 @@ the GUI thread. Pages start work with one call (`JobRunner.start`) and never tou
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
@@ -95,7 +96,7 @@ class JobRunner(QObject):
                 result = fn(**kwargs)
             except Cancelled:
                 self._bridge.cancelled.emit(job)
-            except BaseException as err:  # noqa: BLE001 - shown to the user by the page's handler
+            except BaseException as err:
                 if not isinstance(err, Exception):
                     raise
                 log.exception("job %s failed", name)

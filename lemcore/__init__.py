@@ -35,6 +35,6 @@ __all__ = [
     "Report",
     "SecretStoreError",
     "ServerUnreachable",
-    "no_report",
     "__version__",
+    "no_report",
 ]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lemcore.errors import ConfigError, LemError, ServerUnreachable
 from lemcore.generation import WAIT, GenResult, Sampling

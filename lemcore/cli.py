@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from lemcore.errors import Cancelled, LemError
 

@@ -7,53 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lemcore.errors import ConfigError, ServerUnreachable
-
-
-def _queue(args: argparse.Namespace, kind: str, worker: str) -> Any:
-    from lemcore.settings import load_settings
-    from lemcore.work_queue import SQLiteQueue, default_solo_queue_path
-
-    settings = load_settings()
-    url = "" if args.solo else (args.influx or settings.influx_url)
-    if not url:
-        return SQLiteQueue(default_solo_queue_path(), kind, worker, lease_s=args.lease)
-    from lemcore.influx import InfluxClient, InfluxTarget
-    from lemcore.queue_influx import InfluxQueue
-    from lemcore.secrets import KeyringTokenStore, MemoryTokenStore, resolve_token
-
-    try:
-        store: Any = KeyringTokenStore()
-        token, note = resolve_token(store)
-    except Exception:  # noqa: BLE001 - no keychain at all: INFLUX_TOKEN may still be set
-        token, note = resolve_token(MemoryTokenStore())
-    if not token:
-        raise ConfigError(f"No token for {url}: run `lem login` (or set INFLUX_TOKEN), or use --solo.")
-    if "imported" in note:
-        print(note, file=sys.stderr)
-    client = InfluxClient(InfluxTarget(url, settings.influx_db), token)
-    return InfluxQueue(client, kind, worker, lease_s=args.lease)
-
-
-def make_generator(backend: str, model: str, *, batch_size: int, api_url: str = "", api_model: str = "") -> Any:
-    if backend == "api":
-        from lemcore.api_backend import APIGenerator
-        from lemcore.secrets import KeyringTokenStore
-
-        key = None
-        try:
-            key = KeyringTokenStore().get("generation-api-key")
-        except Exception:  # noqa: BLE001 - a key is optional for local servers
-            pass
-        return APIGenerator(api_url, api_model, api_key=key)
-    from lemcore.generation import MLXGenerator
-
-    if not model:
-        from lemcore.embedded_model import ensure_embedded_model
-
-        model = str(ensure_embedded_model())
-    return MLXGenerator.load(model, batch_size=batch_size)
-
 
 class _Printer:
     def __init__(self, quiet: bool) -> None:
@@ -78,6 +31,7 @@ class _Printer:
 
 def _run(args: argparse.Namespace, kind: str) -> int:
     from lemcore.contribute import ContributeConfig, default_output, load_work, run_contribution
+    from lemcore.contribute_setup import QueueChoice, check_queue, make_generator, open_queue, print_notice
     from lemcore.generation import Sampling
     from lemcore.settings import load_settings
 
@@ -97,12 +51,11 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         print(f"Dry run: {len(items)} prompts (set {dataset[:12]}), worker {worker}, output {out}, "
               f"backend {args.backend}")
         return 0
-    queue = _queue(args, kind, worker)
-    try:
-        queue.completed()  # fail fast on a wrong address or token, before loading a model
-    except ServerUnreachable:
-        raise ServerUnreachable(f"Cannot reach the InfluxDB server at {args.influx or 'the configured address'}. "
-                                "Check the address, or contribute offline with --solo.") from None
+    settings = load_settings()
+    url = "" if args.solo else (args.influx or settings.influx_url)
+    queue = open_queue(QueueChoice(url, settings.influx_db, args.lease), kind, worker, notice=print_notice)
+    if url:
+        check_queue(queue, url)
     generator = make_generator(args.backend, args.model, batch_size=args.batch_size, api_url=args.api_url,
                                api_model=args.api_model)
     result = run_contribution(config, queue, generator, report=_Printer(args.quiet))

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lemcore.contribute_events import (
-    FleetProgress,
     Finished,
+    FleetProgress,
     Notice,
     Rates,
     ResponseDone,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lemcore.errors import ConfigError, ModelLoadError
 from lemcore.jobs import CancelToken, Report, no_report
@@ -131,7 +132,7 @@ class MLXGenerator:
         self._prefix_cache: list[Any] | None = None
 
     @classmethod
-    def load(cls, path: str | Path, *, batch_size: int = 8) -> "MLXGenerator":
+    def load(cls, path: str | Path, *, batch_size: int = 8) -> MLXGenerator:
         model, tokenizer = load_mlx_model(path)
         return cls(model, tokenizer, batch_size=batch_size, name=str(path))
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 PRESETS = {
     # batch size (answers generated together) per preset; gentle keeps the computer usable

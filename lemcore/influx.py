@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from lemcore.errors import AuthError, ConfigError, InfluxError, ServerUnreachable

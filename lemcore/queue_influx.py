@@ -13,7 +13,7 @@ InfluxQL that 1.x and 3.x read the same way.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from lemcore.influx import InfluxClient, line
 from lemcore.work_queue import EXPANSION, GOLD, Completion

@@ -12,8 +12,8 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("LEM_NO_OPENBLAS", "1")  # tests never re-exec; the runner preloads OpenBLAS itself
 
-from tests import servers  # noqa: E402
-from tests.tiny_models import make_tiny_model, tiny_gemma, tiny_llama  # noqa: E402,F401
+from tests import servers
+from tests.tiny_models import make_tiny_model, tiny_gemma, tiny_llama  # noqa: F401
 
 # One shared cache for converted embedded models across test sessions (conversion takes seconds).
 os.environ.setdefault("LEM_MODEL_CACHE", str(Path(tempfile.gettempdir()) / "lem-test-model-cache"))

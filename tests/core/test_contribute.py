@@ -120,7 +120,7 @@ class _ChatServer(BaseHTTPRequestHandler):
     requests: list = []
     mode = "ok"
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append((self.path, dict(self.headers), body))
         if type(self).mode == "garbage":
