@@ -25,15 +25,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from app.main_window import MainWindow
 
+    from app.errors import setup_logging
+
+    setup_logging()
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("LEM Desktop")
     app.setOrganizationName("LEM")
+    app.setQuitOnLastWindowClosed(False)  # the tray icon keeps a contribution running
     window = MainWindow()
+    app.aboutToQuit.connect(window.runner.shutdown)
     window.show()
     if args.screenshot:
         app.processEvents()
         window.grab().save(args.screenshot)
-        window.close()
+        window.quit()
         return 0
     return int(app.exec())
 

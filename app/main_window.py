@@ -1,34 +1,49 @@
-"""The main window: a sidebar of pages (Contribute, Train, Results, Settings) and a status bar."""
+"""The main window: a sidebar of pages, a status bar, and a tray icon that keeps contributing when the
+window is closed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QCloseEvent, QIcon
 from PySide6.QtWidgets import (
+    QApplication,
     QHBoxLayout,
     QListWidget,
-    QListWidgetItem,
     QMainWindow,
+    QMenu,
     QStackedWidget,
+    QSystemTrayIcon,
     QWidget,
 )
 
-from app.pages.welcome_page import WelcomePage
+from app.jobs import JobRunner
+from app.pages.contribute_page import ContributePage
+from app.pages.settings_page import SettingsPage
+from app.style import STYLE
+from lemcore.resources import resource
+
+TRAY_TEXT = {"idle": "LEM: idle", "running": "LEM: contributing", "paused": "LEM: paused",
+             "waiting": "LEM: waiting for the server"}
 
 
 class MainWindow(QMainWindow):
-    def __init__(self) -> None:
+    def __init__(self, *, token_store: Any = None, runner: JobRunner | None = None) -> None:
         super().__init__()
+        if token_store is None:
+            from lemcore.secrets import KeyringTokenStore
+
+            token_store = KeyringTokenStore()
+        self.token_store = token_store
+        self.runner = runner or JobRunner(self)
         self.setWindowTitle("LEM Desktop")
-        self.resize(1100, 720)
+        self.resize(1180, 780)
+        self.setStyleSheet(STYLE)
         self.nav = QListWidget()
-        self.nav.setFixedWidth(180)
+        self.nav.setFixedWidth(190)
         self.nav.setObjectName("nav")
         self.nav.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.nav.setStyleSheet(
-            "QListWidget#nav { border: none; background: palette(window); font-size: 15px; padding-top: 12px; }"
-            "QListWidget#nav::item { padding: 10px 16px; border-radius: 6px; margin: 2px 8px; }"
-            "QListWidget#nav::item:selected { background: palette(highlight); color: palette(highlighted-text); }"
-        )
         self.stack = QStackedWidget()
         central = QWidget()
         layout = QHBoxLayout(central)
@@ -38,11 +53,89 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
-        self.add_page("Contribute", WelcomePage())
+
+        self.contribute = ContributePage(self.runner, token_store)
+        self.settings_page = SettingsPage(self.runner, token_store)
+        self.pages: dict[str, QWidget] = {}
+        self.add_page("Contribute", self.contribute)
+        for title, factory in self._optional_pages():
+            self.add_page(title, factory())
+        self.add_page("Settings", self.settings_page)
+        self.settings_page.saved.connect(self.contribute._refresh_summary)
         self.nav.setCurrentRow(0)
         self.statusBar().showMessage("Ready")
+        self.quitting = False
+        self.tray = self._make_tray()
+        self.contribute.state_changed.connect(self._on_state)
+
+    def _optional_pages(self) -> list:
+        """Pages whose engines may not be installed in this build are added when importable."""
+        pages = []
+        try:
+            from app.pages.train_page import TrainPage
+
+            pages.append(("Train", lambda: TrainPage(self.runner)))
+        except ImportError:
+            pass
+        try:
+            from app.pages.results_page import ResultsPage
+
+            pages.append(("Results", lambda: ResultsPage(self.runner)))
+        except ImportError:
+            pass
+        return pages
 
     def add_page(self, title: str, page: QWidget) -> None:
-        item = QListWidgetItem(title)
-        self.nav.addItem(item)
+        self.pages[title] = page
+        self.nav.addItem(title)
         self.stack.addWidget(page)
+
+    def show_page(self, title: str) -> None:
+        self.nav.setCurrentRow(list(self.pages).index(title))
+
+    # -- tray ---------------------------------------------------------------------------------------
+    def _make_tray(self) -> QSystemTrayIcon | None:
+        if not QSystemTrayIcon.isSystemTrayAvailable():
+            return None
+        icon_path = resource("icon.png")
+        tray = QSystemTrayIcon(QIcon(str(icon_path)) if icon_path.exists() else self.windowIcon(), self)
+        menu = QMenu()
+        self.tray_state = QAction("LEM: idle", menu)
+        self.tray_state.setEnabled(False)
+        menu.addAction(self.tray_state)
+        menu.addAction("Start contributing", self.contribute.start)
+        menu.addAction("Pause", self.contribute.pause)
+        menu.addSeparator()
+        menu.addAction("Show window", self._show_window)
+        menu.addAction("Quit LEM Desktop", self.quit)
+        tray.setContextMenu(menu)
+        tray.setToolTip("LEM Desktop")
+        tray.show()
+        return tray
+
+    def _on_state(self, state: str) -> None:
+        text = TRAY_TEXT.get(state, f"LEM: {state}")
+        self.statusBar().showMessage(text.replace("LEM: ", "").capitalize())
+        if self.tray is not None:
+            self.tray_state.setText(text)
+            self.tray.setToolTip(text)
+
+    def _show_window(self) -> None:
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
+    # -- quitting -----------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if not self.quitting and self.tray is not None and self.runner.busy("contribute"):
+            event.ignore()  # keep contributing from the tray
+            self.hide()
+            self.tray.showMessage("LEM Desktop", "Still contributing. Use the tray icon to pause or quit.")
+            return
+        self.runner.shutdown()
+        event.accept()
+
+    def quit(self) -> None:
+        self.quitting = True
+        self.close()
+        QApplication.quit()

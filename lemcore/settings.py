@@ -48,6 +48,9 @@ class Settings:
     pause_when_in_use: bool = field(default=False, metadata={"help": "Pause while the computer is in use."})
     min_free_memory_gb: float = field(default=2.0, metadata={"help": "Pause when less memory than this is free."})
     preset: str = field(default="gentle", metadata={"help": "gentle, balanced or max."})
+    max_tokens: int = field(default=512, metadata={"help": "Longest answer in tokens (the lab's limit is 512)."})
+    first_run_done: bool = field(default=False, metadata={"help": "The welcome steps were completed."})
+    solo: bool = field(default=False, metadata={"help": "Contribute offline even if a server is set."})
 
     @property
     def server_configured(self) -> bool:

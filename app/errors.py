@@ -1,0 +1,59 @@
+"""Engine errors become one readable sentence with what to do; details go to the log file only."""
+
+from __future__ import annotations
+
+import logging
+
+from lemcore.errors import (
+    AuthError,
+    Cancelled,
+    ConfigError,
+    DataError,
+    DownloadError,
+    LemError,
+    ModelFitError,
+    ModelLoadError,
+    SecretStoreError,
+    ServerUnreachable,
+)
+
+log = logging.getLogger("lem.app")
+
+_TITLES = [
+    (AuthError, "The server did not accept the token"),
+    (ServerUnreachable, "The server cannot be reached"),
+    (SecretStoreError, "The keychain is not available"),
+    (ModelFitError, "This model does not fit in memory"),
+    (ModelLoadError, "The model could not be loaded"),
+    (DownloadError, "The download did not finish"),
+    (DataError, "A data file has a problem"),
+    (ConfigError, "A setting needs attention"),
+]
+
+
+def user_message(err: BaseException) -> tuple[str, str] | None:
+    """(title, message) to show, or None for a cancellation (not an error)."""
+    if isinstance(err, Cancelled):
+        return None
+    if isinstance(err, LemError):
+        for cls, title in _TITLES:
+            if isinstance(err, cls):
+                return title, str(err)
+        return "Something went wrong", str(err)
+    log.error("unexpected error", exc_info=err)
+    return ("Something went wrong",
+            f"An unexpected error happened ({type(err).__name__}). Details are in the log file; "
+            "please include it when you report the problem.")
+
+
+def setup_logging() -> None:
+    """Log to a file in the app's data folder (never to a dialog). No secret is ever logged."""
+    from lemcore.settings import data_dir
+
+    folder = data_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / "lem-desktop.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)

@@ -1,0 +1,71 @@
+"""Small shared widgets: page heading, card, stat tile, status line."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
+
+STATE_COLORS = {"running": "#2aa876", "waiting": "#e0a02a", "paused": "#e0a02a", "idle": "#8a8f98",
+                "error": "#d64541"}
+
+
+def heading(title: str, subtitle: str = "") -> QWidget:
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 8)
+    t = QLabel(title)
+    t.setObjectName("title")
+    layout.addWidget(t)
+    if subtitle:
+        s = QLabel(subtitle)
+        s.setObjectName("hint")
+        s.setWordWrap(True)
+        layout.addWidget(s)
+    return box
+
+
+class Card(QFrame):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("card")
+        self.body = QVBoxLayout(self)
+        self.body.setContentsMargins(18, 14, 18, 14)
+
+
+class StatTile(QFrame):
+    def __init__(self, label: str, value: str) -> None:
+        super().__init__()
+        self.setObjectName("card")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 10, 14, 10)
+        self.value = QLabel(value)
+        self.value.setObjectName("statValue")
+        name = QLabel(label)
+        name.setObjectName("hint")
+        layout.addWidget(self.value)
+        layout.addWidget(name)
+
+    def set_value(self, text: str) -> None:
+        self.value.setText(text)
+
+
+class StatusLine(QLabel):
+    """A coloured dot and one honest sentence about what is happening."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWordWrap(True)
+        self.state, self.text, self.note = "idle", "Ready.", ""
+        self._render()
+
+    def set_state(self, state: str, text: str) -> None:
+        self.state, self.text = state, text
+        self._render()
+
+    def set_note(self, note: str) -> None:
+        self.note = note
+        self._render()
+
+    def _render(self) -> None:
+        color = STATE_COLORS.get(self.state, "#8a8f98")
+        note = f"<br><span style='color:#666'>{self.note}</span>" if self.note else ""
+        self.setText(f"<span style='color:{color}; font-size:16px'>●</span> {self.text}{note}")
