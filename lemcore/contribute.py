@@ -162,9 +162,9 @@ class _Worker:
                 return WAIT
             try:
                 got = self._claim_round()
-            except ServerUnreachable:
+            except InfluxError as err:
                 self.retry_at = time.monotonic() + self.config.retry_s
-                self.set_status("waiting", SERVER_DOWN)
+                self.set_status("waiting", _server_reason(err))
                 return WAIT
             if got is None:
                 return None
@@ -243,15 +243,15 @@ class _Worker:
                 chunk = pending[start:start + 500]
                 self.queue.report(chunk)
                 self.journal.mark_reported([c.idx for c in chunk])
-        except ServerUnreachable:
-            self.set_status("waiting" if not self.in_flight else "running", SERVER_DOWN)
+        except InfluxError as err:
+            self.set_status("waiting" if not self.in_flight else "running", _server_reason(err))
             return False
         return True
 
     def send_progress(self) -> None:
         try:
             self.queue.progress(self.journal.count(), len(self.items))
-        except (ServerUnreachable, InfluxError):
+        except InfluxError:
             pass  # progress is advisory; the next one will carry the same totals
 
     def on_tick(self) -> None:
@@ -260,9 +260,15 @@ class _Worker:
             try:
                 self.queue.renew(self.in_flight)
                 self.last_renew = now
-            except ServerUnreachable:
-                self.set_status("running", SERVER_DOWN)
+            except InfluxError as err:
+                self.set_status("running", _server_reason(err))
         self.flush()
+
+
+def _server_reason(err: InfluxError) -> str:
+    if isinstance(err, ServerUnreachable):
+        return SERVER_DOWN
+    return f"{err} Retrying; finished answers are saved locally and queued"
 
 
 def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Any, *, report: Report = no_report,
@@ -270,8 +276,9 @@ def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Any,
     """Generate until the work runs out, `limit` is reached, `drain` is set (finish in-flight answers,
     then stop) or `cancel` is set (stop now; in-flight answers are dropped and their leases expire).
 
-    An unreachable server makes the worker wait and retry (finished answers stay in the outbox); any
-    other server error (a rejected token, a missing database) stops the run with its message.
+    Server trouble during a run (unreachable, restarting, even a rejected token) makes the worker wait and
+    retry while showing the reason; finished answers stay in the outbox. Callers that want a wrong address
+    or token to fail at once check the queue before starting (contribute_setup.check_queue).
     """
     config.validate()
     output = Path(config.output) if config.output else default_output(config.kind, config.worker)
@@ -283,8 +290,8 @@ def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Any,
         worker.flush(force=True)
         try:
             worker.refresh_completed()
-        except ServerUnreachable:
-            worker.set_status("waiting", SERVER_DOWN)
+        except InfluxError as err:
+            worker.set_status("waiting", _server_reason(err))
         remaining = len(worker.remaining())
         report(Started(config.kind, config.worker, worker.model_name, len(items),
                        len(worker.completed & set(worker.items)), journal.count(), remaining))

@@ -89,6 +89,12 @@ class InfluxClient:
                 "Paste the current token in Settings (or run `lem login`)."
             )
         detail = _error_text(resp.data)
+        if resp.status >= 500:
+            # A server starting up or overloaded: worth retrying, like a refused connection.
+            raise ServerUnreachable(
+                f"The InfluxDB server at {self.target.url} is not ready (HTTP {resp.status}); "
+                "results are kept locally until it is back."
+            )
         if resp.status == 404 and "database not found" in detail:
             raise InfluxError(
                 f"The database {self.target.db!r} does not exist on {self.target.url}. Ask the lab to create "
