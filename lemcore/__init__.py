@@ -4,7 +4,13 @@ Importing this package must stay cheap: it never imports mlx, Qt or network clie
 `lem --help` and the GUI start fast. Engines import mlx lazily inside the functions that need it.
 """
 
-from lemcore.errors import (
+import os
+
+# transformers (pulled in by mlx-lm for tokenizers) announces at import that PyTorch is absent; we never
+# use PyTorch, so keep that line out of the CLI's and the app's output.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from lemcore.errors import (  # noqa: E402
     AuthError,
     Cancelled,
     ConfigError,

@@ -173,6 +173,8 @@ class _Worker:
             self.set_status("running", "")
         idx = self.pool.pop(0)
         self.in_flight.add(idx)
+        if self.fed == 0:
+            self.started = time.monotonic()  # rates count generation time, not model loading
         self.fed += 1
         return GenItem(idx, self.to_messages(self.items[idx]))
 

@@ -51,8 +51,8 @@ def check_queue(queue: Any, url: str) -> None:
     try:
         queue.completed()
     except ServerUnreachable:
-        raise ServerUnreachable(f"Cannot reach the InfluxDB server at {url}. Check the address, or contribute "
-                                "offline (--solo in the CLI).") from None
+        raise ServerUnreachable(f"Cannot reach the InfluxDB server at {url}. Check the address in Settings, or "
+                                "contribute offline (Settings, or --solo on the command line).") from None
 
 
 def resolve_generation_model(model: str, *, report: Report = no_report, cancel: Any = None) -> str:

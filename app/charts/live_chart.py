@@ -47,9 +47,9 @@ class LiveChart(pg.PlotWidget):
             from PySide6.QtCore import Qt
 
             pen.setStyle(Qt.PenStyle.DashLine)
-        kwargs = {"name": name, "pen": None if symbol else pen, "skipFiniteCheck": True}
+        kwargs = {"name": name, "pen": pen, "skipFiniteCheck": True}
         if symbol:
-            kwargs.update(symbol=symbol, symbolBrush=qcolor, symbolPen=None, symbolSize=7)
+            kwargs.update(symbol=symbol, symbolBrush=qcolor, symbolPen=None, symbolSize=6)
         self.curves[name] = self.plot([], [], **kwargs)
         self.buffers[name] = SeriesBuffer()
         return self.buffers[name]

@@ -101,7 +101,14 @@ class ContributePage(QWidget):
         self.connect_msg.setWordWrap(True)
         self.connect_msg.setObjectName("hint")
         (self.offline if self.settings.solo or not self.settings.influx_url else self.online).setChecked(True)
-        for w in (self.online, self.url_edit, self.token_edit, self.offline, self.connect_msg):
+        fields = QWidget()
+        flayout = QVBoxLayout(fields)
+        flayout.setContentsMargins(26, 0, 0, 6)  # indented under the option they belong to
+        flayout.addWidget(self.url_edit)
+        flayout.addWidget(self.token_edit)
+        self.online.toggled.connect(fields.setEnabled)
+        fields.setEnabled(self.online.isChecked())
+        for w in (self.online, fields, self.offline, self.connect_msg):
             card.body.addWidget(w)
         row = QHBoxLayout()
         back = QPushButton("Back")
@@ -196,9 +203,9 @@ class ContributePage(QWidget):
         fleet_row = QHBoxLayout()
         fleet_row.addWidget(QLabel("Lab progress:"))
         self.fleet = QProgressBar()
-        self.fleet.setFormat("%v of %m prompts answered")
         self.fleet.setRange(0, 1)
         self.fleet.setValue(0)
+        self.fleet.setFormat("shown once contributing starts")
         fleet_row.addWidget(self.fleet, 1)
         layout.addLayout(fleet_row)
 
@@ -216,9 +223,9 @@ class ContributePage(QWidget):
 
         charts = QHBoxLayout()
         self.rate_chart = LiveChart("Answers per hour", x_label="minutes")
-        self.rate_series = self.rate_chart.add_series("answers/h")
+        self.rate_series = self.rate_chart.add_series("answers/h", symbol="o")
         self.tps_chart = LiveChart("Tokens per second", x_label="minutes")
-        self.tps_series = self.tps_chart.add_series("tokens/s", color="#2aa876")
+        self.tps_series = self.tps_chart.add_series("tokens/s", color="#2aa876", symbol="o")
         charts.addWidget(self.rate_chart)
         charts.addWidget(self.tps_chart)
         layout.addLayout(charts)
@@ -306,18 +313,21 @@ class ContributePage(QWidget):
             self.tps_series.append(minutes, event.tokens_per_s)
         elif isinstance(event, ev.Started):
             self.tile_total.set_value(str(event.done_local))
-            self.fleet.setRange(0, max(1, event.total))
-            self.fleet.setValue(event.done_fleet)
+            self._set_fleet(event.done_fleet, event.total)
             self.status.set_state("running", f"Contributing: {event.remaining} prompts left")
         elif isinstance(event, ev.FleetProgress):
-            self.fleet.setRange(0, max(1, event.target))
-            self.fleet.setValue(event.completed)
+            self._set_fleet(event.completed, event.target)
         elif isinstance(event, ev.StatusChanged):
             text = event.reason or "Contributing"
             self.status.set_state(event.state, text)
             self.state_changed.emit(event.state)
         elif isinstance(event, ev.Notice):
             self.status.set_note(event.message)
+
+    def _set_fleet(self, done: int, target: int) -> None:
+        self.fleet.setRange(0, max(1, target))
+        self.fleet.setValue(done)
+        self.fleet.setFormat("%v of %m prompts answered (%p%)")
 
     def _flush_text(self) -> None:
         if self._pending_text is None:
