@@ -145,6 +145,8 @@ class SecretService:
             except ProcessLookupError:
                 pass
         _stop(self.dbus_proc)
+        if self.dbus_proc.stdout is not None:
+            self.dbus_proc.stdout.close()
 
 
 def _name_has_owner(address: str, name: str) -> bool:
@@ -173,6 +175,7 @@ def start_secret_service(home: Path) -> SecretService:
     address = dbus.stdout.readline().strip()
     if not address:
         _stop(dbus)
+        dbus.stdout.close()
         raise RuntimeError("dbus-daemon did not print an address")
     env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=address, XDG_DATA_HOME=str(home / "data"),
                XDG_RUNTIME_DIR=str(home / "run"), HOME=str(home))
