@@ -1,0 +1,277 @@
+"""`lem bench`, `lem score`, `lem compare` and `lem judge-key`: benchmarks from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+JUDGE_KEY_ENV = "LEM_JUDGE_API_KEY"  # for scripts and CI; otherwise the key lives in the keychain
+
+
+def _add_judge_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("judge (TruthfulQA, Do Not Answer, ToxiGen, ethics)")
+    g.add_argument("--judge", metavar="local:MODEL | api:URL",
+                   help="local:MODEL judges on this computer with an MLX model; api:URL uses any OpenAI-compatible "
+                        "server (key from the keychain, see `lem judge-key`)")
+    g.add_argument("--judge-model", default="", help="model name to ask the API server for")
+    g.add_argument("--judge-key-account", default="judge-api-key", help="keychain account that holds the API key")
+    g.add_argument("--judge-retries", type=int, default=3, help="attempts per judgment (default 3)")
+    g.add_argument("--judge-backoff", type=float, default=2.0, help="seconds before the first retry (doubles)")
+    g.add_argument("--judge-max-tokens", type=int, default=300, help="longest judge reply (default 300)")
+
+
+def _judge_config(args: argparse.Namespace) -> Any:
+    from lemcore.benchmarks.judge import JudgeConfig
+    from lemcore.errors import ConfigError
+
+    if not args.judge:
+        return None
+    kind, _, target = args.judge.partition(":")
+    if kind == "local" and target:
+        return JudgeConfig("local", model=target, retries=args.judge_retries, backoff_s=0.0,
+                           max_tokens=args.judge_max_tokens)
+    if kind == "api" and target:
+        return JudgeConfig("api", model=args.judge_model, url=target, key_account=args.judge_key_account,
+                           retries=args.judge_retries, backoff_s=args.judge_backoff, max_tokens=args.judge_max_tokens)
+    raise ConfigError("--judge takes local:MODEL or api:URL (e.g. api:http://localhost:8090/v1).")
+
+
+def _token_store() -> Any:
+    from lemcore.secrets import KeyringTokenStore, MemoryTokenStore
+
+    key = os.environ.get(JUDGE_KEY_ENV, "").strip()
+    if key:
+        return _EnvStore(MemoryTokenStore(), key)
+    return KeyringTokenStore()
+
+
+class _EnvStore:
+    """Answers every account with the key from the environment."""
+
+    def __init__(self, inner: Any, key: str) -> None:
+        self._inner, self._key = inner, key
+
+    def get(self, account: str = "") -> str:
+        return self._key
+
+
+class _Printer:
+    """Progress on stderr: one line per stage and suite, updated in place on a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last: tuple[str, str] | None = None
+
+    def __call__(self, event: Any) -> None:
+        from lemcore.benchmarks.events import BenchProgress, BenchStarted
+
+        if isinstance(event, BenchStarted):
+            print(f"Run folder: {event.run_dir}", file=sys.stderr)
+            if event.resumed:
+                print(f"Resuming: {event.resumed} of {event.total} generations already done.", file=sys.stderr)
+        elif isinstance(event, BenchProgress) and event.total:
+            key = (event.stage, event.suite)
+            text = f"{event.stage} {event.suite}: {event.done}/{event.total}"
+            if event.failed:
+                text += f" ({event.failed} failed)"
+            if self.tty:
+                print(("\n" if self.last not in (None, key) else "\r") + text, end="", file=sys.stderr, flush=True)
+            elif event.done == event.total or event.done % 10 == 0:
+                print(text, file=sys.stderr)
+            self.last = key
+
+    def close(self) -> None:
+        if self.tty and self.last:
+            print(file=sys.stderr)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"{summary.get('label')}  (samples per item: {summary.get('samples')})"]
+    for s in summary.get("suites", {}).values():
+        counts = [f"{s['items']} items", f"{s['rows']} responses"]
+        for key, text in (("generation_failed", "failed generations"), ("truncated", "truncated"),
+                          ("judge_failed", "failed judgments"), ("not_judged", "not judged")):
+            if s.get(key):
+                counts.append(f"{s[key]} {text}")
+        lines.append(f"  {s['title']}: {', '.join(counts)}")
+        for metric, iv in s["metrics"].items():
+            lines.append(f"    {metric:22} {iv['mean']:8.2f}  95% CI [{iv['low']:.2f}, {iv['high']:.2f}]")
+        if not s["metrics"]:
+            lines.append("    no scores yet" + (": judge it with `lem score --run RUN --judge …`"
+                                               if s.get("not_judged") else ""))
+        if s.get("extraction_methods"):
+            lines.append(f"    answers found by: {s['extraction_methods']}")
+    for suite, entry in (summary.get("versus_original") or {}).items():
+        for metric, v in entry["metrics"].items():
+            d = v["difference"]
+            lines.append(f"  {suite} {metric}: original {v['original']['mean']:.2f}, re-scored "
+                         f"{v['rescored']['mean']:.2f}, difference {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+                         f" over {d['n_items']} items{'' if d['distinguishable'] else ' (within noise)'}")
+    return "\n".join(lines)
+
+
+def _suite_specs(args: argparse.Namespace) -> tuple[Any, ...]:
+    from lemcore.benchmarks.run import SuiteSpec
+
+    specs = []
+    for text in args.suite or []:
+        suite_id, _, path = text.partition("=")
+        specs.append(SuiteSpec(suite_id.strip(), path.strip(), n=args.n, stratify=not args.no_stratify))
+    return tuple(specs)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from lemcore.errors import ConfigError
+
+    if args.reference:
+        from lemcore.benchmarks.reference import format_reference
+
+        print(format_reference(), end="")
+        return 0
+    if args.fetch:
+        from lemcore.benchmarks.suites import fetch_suite
+
+        for suite_id in args.fetch:
+            print(f"{suite_id}: {fetch_suite(suite_id)}")
+        return 0
+    if not args.model or not args.suite:
+        raise ConfigError("Give a model and at least one --suite (e.g. lem bench MODEL --suite gsm8k=gsm8k.jsonl).")
+    from lemcore.benchmarks.run import BenchConfig, run_benchmark
+
+    config = BenchConfig(model=args.model, suites=_suite_specs(args), adapter=args.adapter or "",
+                         samples=args.samples, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
+                         max_tokens=args.max_tokens, batch_size=args.batch_size, run_dir=args.run or "",
+                         label=args.label or "", judge=_judge_config(args))
+    printer = _Printer()
+    judge = None
+    if config.judge is not None and config.judge.kind == "api":
+        from lemcore.benchmarks.judge import make_judge
+
+        judge = make_judge(config.judge, store=_token_store())
+    try:
+        result = run_benchmark(config, report=printer, judge=judge)
+    finally:
+        printer.close()
+    print(format_summary(result.summary))
+    print(f"Results: {result.run_dir}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from lemcore.errors import ConfigError
+
+    printer = _Printer()
+    try:
+        if args.run:
+            from lemcore.benchmarks.score import rescore_run
+
+            summary = rescore_run(args.run, judge=_judge_config(args), token_store=_token_store(), report=printer)
+            where = args.run
+        else:
+            if not args.responses:
+                raise ConfigError("Give a responses file (JSONL of {id, response}) or --run RUN_FOLDER.")
+            from lemcore.benchmarks.score import ScoreConfig, score_responses
+
+            config = ScoreConfig(responses=args.responses, suite_file=args.suite_file or "", suite=args.suite or "",
+                                 run_dir=args.out or "", label=args.label or "",
+                                 original_scores=args.original or "", original_model=args.original_model or "",
+                                 judge=_judge_config(args))
+            summary = score_responses(config, token_store=_token_store(), report=printer)
+            where = summary["run_dir"]
+    finally:
+        printer.close()
+    print(format_summary(summary))
+    print(f"Results: {where}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from lemcore.benchmarks.compare import compare_runs, format_comparison
+
+    if args.reference:
+        from lemcore.benchmarks.reference import format_reference
+
+        print(format_reference(), end="")
+        if not args.run_a:
+            return 0
+    if not (args.run_a and args.run_b):
+        from lemcore.errors import ConfigError
+
+        raise ConfigError("Give two run folders (the base first), or ref:1b_five_variant/it style names.")
+    cmp = compare_runs(args.run_a, args.run_b, n_boot=args.boot, seed=args.seed)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(cmp), indent=2, default=str))
+    else:
+        print(format_comparison(cmp), end="")
+    return 0
+
+
+def _cmd_judge_key(args: argparse.Namespace) -> int:
+    import getpass
+
+    from lemcore.secrets import KeyringTokenStore
+
+    store = KeyringTokenStore()
+    if args.delete:
+        store.delete(args.account)
+        print(f"Removed the judge API key '{args.account}' from the keychain.")
+        return 0
+    key = sys.stdin.readline().strip() if args.stdin else getpass.getpass("Paste the judge API key: ")
+    store.set(key, args.account)
+    print(f"Saved the judge API key in the system keychain (account '{args.account}').")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmark a model (GSM8K, TruthfulQA, Do Not Answer, ToxiGen, ethics)")
+    p.add_argument("model", nargs="?", help="model folder, catalog id or downloaded hub id")
+    p.add_argument("--suite", action="append", metavar="ID[=FILE]",
+                   help="gsm8k, truthfulqa, do_not_answer, toxigen or ethics, optionally with its question file "
+                        "(repeatable; without a file: the hub copy in the cache, ethics: the seeds folder)")
+    p.add_argument("--n", type=int, default=None, help="subsample each suite to N items (seeded, stratified)")
+    p.add_argument("--no-stratify", action="store_true", help="plain random subsample")
+    p.add_argument("--samples", type=int, default=3, help="samples per item (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=0.3)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=0, help="0: each suite's default")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--adapter", help="LoRA adapter folder to apply to the model")
+    p.add_argument("--run", help="run folder (an existing one resumes)")
+    p.add_argument("--label", help="name for tables")
+    p.add_argument("--reference", action="store_true", help="print the paper's published figures and stop")
+    p.add_argument("--fetch", nargs="+", metavar="SUITE", help="download suites from the dataset hub and stop")
+    _add_judge_args(p)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("score", help="score responses made elsewhere, or re-score / judge a run folder")
+    p.add_argument("responses", nargs="?", help="JSONL of {id, response} (the lab's result files work)")
+    p.add_argument("--suite-file", help="the question file the responses answer")
+    p.add_argument("--suite", help="suite id (default: from the file)")
+    p.add_argument("--run", help="re-score this run folder instead (new extractor, judge what is unjudged)")
+    p.add_argument("--out", help="run folder to create for the imported responses")
+    p.add_argument("--label", help="name for tables (default: the lines' model field)")
+    p.add_argument("--original", help="the lab's score file, to compare with the original per-item scores")
+    p.add_argument("--original-model", help="the model's key in that file (default: the label)")
+    _add_judge_args(p)
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("compare", help="compare two runs: headline table with 95%% intervals")
+    p.add_argument("run_a", nargs="?", help="the base run folder (or ref:1b_five_variant/it)")
+    p.add_argument("run_b", nargs="?", help="the run compared with it")
+    p.add_argument("--boot", type=int, default=4000, help="bootstrap replicates")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--reference", action="store_true", help="also print the paper's published figures")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("judge-key", help="save (or delete) the judge API key in the system keychain")
+    p.add_argument("--account", default="judge-api-key")
+    p.add_argument("--stdin", action="store_true", help="read the key from standard input")
+    p.add_argument("--delete", action="store_true")
+    p.set_defaults(func=_cmd_judge_key)

@@ -1,0 +1,144 @@
+"""`lem score`: the lab's result files re-scored with the better extractor, ERROR lines as failed generations,
+original scores laid beside ours, judged suites added to the same imported run, re-scoring a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lemcore.benchmarks import store
+from lemcore.benchmarks.extract import lab_extract, lab_match
+from lemcore.benchmarks.score import ScoreConfig, rescore_run, score_responses
+from lemcore.errors import ConfigError, DataError
+from tests.bench_items import GSM8K_ITEMS, write_gsm8k, write_truthfulqa
+
+# Our model's answers to the 10 questions: styles the lab rule misses, two failures, one wrong answer.
+ANSWERS = {
+    1: "24 take away 17 leaves 7.\n#### 7",
+    2: "She reads 12 pages for 9 days, so **108 pages**.",
+    3: "Ten rides at $3 each cost $30.",
+    4: r"He keeps $\boxed{80}$ marbles.",
+    5: "ERROR: generation timed out after 120 s",
+    6: "The answer is $2,520.",
+    7: "ERROR: out of memory",
+    8: "Each pays 15 + 2 = 17",
+    9: "It travels 150km.",
+    10: "The change is 9 dollars.",
+}
+
+
+def _lab_results(path: Path, bench: str, model: str, answers: dict[int, str], prefix: str) -> Path:
+    with path.open("w") as f:
+        for n, text in answers.items():
+            f.write(json.dumps({"id": f"{prefix}_{n:03d}", "benchmark": bench, "model": model, "prompt": "(raw)",
+                                "response": text, "elapsed_seconds": 1.5 + n}) + "\n")
+    return path
+
+
+def _lab_scores(path: Path, model: str) -> Path:
+    """What the lab's scorer stored for ANSWERS: its own rule, ERROR lines counted wrong."""
+    per_item = {}
+    for n, text in ANSWERS.items():
+        expected = GSM8K_ITEMS[n - 1][2]
+        got = lab_extract(text)
+        per_item[f"GSM8K_{n:03d}"] = {"correct": lab_match(got, expected), "extracted": got, "expected": expected}
+    path.write_text(json.dumps({"scores": {"gsm8k": {model: per_item}}}))
+    return path
+
+
+def test_lab_result_file_rescored_beside_its_original(tmp_path: Path) -> None:
+    questions = write_gsm8k(tmp_path / "gsm8k.jsonl", lab=True)
+    results = _lab_results(tmp_path / "gsm8k_lem_ethics.jsonl", "gsm8k", "lem_ethics", ANSWERS, "GSM8K")
+    config = ScoreConfig(responses=str(results), suite_file=str(questions), run_dir=str(tmp_path / "run"),
+                         original_scores=str(_lab_scores(tmp_path / "standard_scores.json", "lem_ethics")))
+    summary = score_responses(config)
+    s = summary["suites"]["gsm8k"]
+    assert (s["rows"], s["generation_failed"]) == (10, 2)  # ERROR lines are failures, not answers
+    assert s["metrics"]["accuracy"]["n_items"] == 8
+    assert s["metrics"]["accuracy"]["mean"] == pytest.approx(700 / 8)  # 7 of the 8 real answers are right
+    assert s["metrics"]["accuracy_lab_rule"]["mean"] < s["metrics"]["accuracy"]["mean"]
+    assert s["extraction_methods"]["bold"] == 1 and s["extraction_methods"]["boxed"] == 1
+    versus = summary["versus_original"]["gsm8k"]["metrics"]["accuracy"]
+    assert versus["original"]["n_items"] == 10 and versus["difference"]["n_items"] == 8
+    assert versus["difference"]["only_original"] == 2
+    assert versus["rescored"]["mean"] > versus["original"]["mean"]
+
+    rows = store.latest_rows(tmp_path / "run", "gsm8k")
+    failed = rows[("GSM8K_005", 0)]
+    assert failed["status"] == "failed_generation" and failed["score"] == {} and "timed out" in failed["error"]
+    assert rows[("GSM8K_003", 0)]["score"]["extracted"] == "30" and rows[("GSM8K_003", 0)]["seconds"] == 4.5
+    run = store.read_run(tmp_path / "run")
+    assert run["kind"] == "imported" and run["label"] == "lem_ethics"
+    assert "not recorded" in run["sources"]["gsm8k"]["note"]
+
+
+class _Judge:
+    batch_size = 8
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "scripted"}
+
+    def ask(self, prompts: list, *, attempt: int, cancel: Any) -> list:
+        return ['{"truthfulness": 7, "informativeness": 4}' for _ in prompts]
+
+
+def test_judged_suite_joins_the_same_imported_run(tmp_path: Path) -> None:
+    write_gsm8k(tmp_path / "gsm8k.jsonl", lab=True)
+    score_responses(ScoreConfig(responses=str(_lab_results(tmp_path / "g.jsonl", "gsm8k", "m", ANSWERS, "GSM8K")),
+                                suite_file=str(tmp_path / "gsm8k.jsonl"), run_dir=str(tmp_path / "run")))
+    tqa = write_truthfulqa(tmp_path / "truthfulqa.jsonl", lab=True)
+    answers = {1: "No, they are volunteers.", 2: "ERROR: server", 3: "Yes.", 4: "Yes, 42."}
+    results = _lab_results(tmp_path / "t.jsonl", "truthfulqa", "m", answers, "TRUTHQA")
+    summary = score_responses(ScoreConfig(responses=str(results), suite_file=str(tqa), run_dir=str(tmp_path / "run")),
+                              judge=_Judge())
+    t = summary["suites"]["truthfulqa"]
+    assert (t["judged_ok"], t["generation_failed"], t["metrics"]["truthfulness"]["n_items"]) == (3, 1, 3)
+    assert set(summary["suites"]) == {"gsm8k", "truthfulqa"}
+    with pytest.raises(ConfigError, match="already holds truthfulqa"):
+        score_responses(ScoreConfig(responses=str(results), suite_file=str(tqa), run_dir=str(tmp_path / "run")))
+
+
+def test_ids_that_match_nothing_and_unknown_benchmarks(tmp_path: Path) -> None:
+    questions = write_gsm8k(tmp_path / "q.jsonl", lab=True)
+    results = _lab_results(tmp_path / "r.jsonl", "gsm8k", "m", {1: "7"}, "OTHER")
+    with pytest.raises(DataError, match="None of the 1 ids"):
+        score_responses(ScoreConfig(responses=str(results), suite_file=str(questions)))
+    plain = tmp_path / "answers.jsonl"
+    plain.write_text(json.dumps({"id": "GSM8K_001", "response": "7"}) + "\n")
+    with pytest.raises(ConfigError, match="--suite"):
+        score_responses(ScoreConfig(responses=str(plain), suite_file=str(questions)))
+    summary = score_responses(ScoreConfig(responses=str(plain), suite_file=str(questions), suite="gsm8k"))
+    assert summary["suites"]["gsm8k"]["metrics"]["accuracy"]["mean"] == 100.0
+
+
+def test_rescore_run_appends_changed_scores(tmp_path: Path) -> None:
+    questions = write_gsm8k(tmp_path / "gsm8k.jsonl", lab=True)
+    results = _lab_results(tmp_path / "r.jsonl", "gsm8k", "m", ANSWERS, "GSM8K")
+    score_responses(ScoreConfig(responses=str(results), suite_file=str(questions), run_dir=str(tmp_path / "run")))
+    path = store.rows_path(tmp_path / "run", "gsm8k")
+    stale = store.latest_rows(tmp_path / "run", "gsm8k")[("GSM8K_002", 0)]
+    store.append_jsonl(path, {**stale, "score": {**stale["score"], "correct": False, "extracted": None}})
+    assert store.summarize_run(tmp_path / "run")["suites"]["gsm8k"]["metrics"]["accuracy"]["mean"] == 75.0
+    before = len(path.read_text().splitlines())
+    summary = rescore_run(tmp_path / "run")
+    assert len(path.read_text().splitlines()) == before + 1  # only the stale row was re-scored
+    assert summary["suites"]["gsm8k"]["metrics"]["accuracy"]["mean"] == pytest.approx(700 / 8)
+
+
+def test_lem_score_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lemcore.cli_bench import register
+
+    parser = argparse.ArgumentParser(prog="lem")
+    register(parser.add_subparsers(dest="command"))
+    questions = write_gsm8k(tmp_path / "gsm8k.jsonl", lab=True)
+    results = _lab_results(tmp_path / "gsm8k_m.jsonl", "gsm8k", "m", ANSWERS, "GSM8K")
+    args = parser.parse_args(["score", str(results), "--suite-file", str(questions), "--out", str(tmp_path / "run"),
+                              "--original", str(_lab_scores(tmp_path / "s.json", "m"))])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "2 failed generations" in out and "accuracy" in out and "95% CI" in out
+    assert "gsm8k accuracy: original 30.00, re-scored 87.50" in out
