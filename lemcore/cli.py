@@ -56,9 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Engine subcommands live next to their engines; each module adds its own parsers."""
-    from lemcore import cli_contribute, cli_models
+    from lemcore import cli_bench, cli_contribute, cli_models
 
-    return [cli_models.register, cli_contribute.register]
+    registers = [cli_models.register, cli_contribute.register, cli_bench.register]
+    try:
+        from lemcore import cli_train
+
+        registers.append(cli_train.register)
+    except ImportError:
+        pass
+    return registers
 
 
 def main(argv: Sequence[str] | None = None) -> int:

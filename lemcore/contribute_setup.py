@@ -55,13 +55,18 @@ def check_queue(queue: Any, url: str) -> None:
                                 "contribute offline (Settings, or --solo on the command line).") from None
 
 
-def resolve_generation_model(model: str, *, report: Report = no_report, cancel: Any = None) -> str:
-    """The model to generate with: the override when given, else the embedded model (converted once)."""
-    if model:
-        return model
-    from lemcore.embedded_model import ensure_embedded_model
+def recommended_model() -> Any:
+    """The lab's pick for this machine's memory and GPU (a catalog Recommendation)."""
+    from lemcore.catalog import recommend
+    from lemcore.hardware import detect_hardware, mlx_backend
 
-    return str(ensure_embedded_model(report=report, cancel=cancel))
+    return recommend(detect_hardware(), mlx_backend())
+
+
+def resolve_generation_model(model: str, *, report: Report = no_report, cancel: Any = None) -> str:
+    """The model to generate with: the user's override (hub id or folder), else the recommended catalog id
+    (which the Models engine downloads or, for the built-in model, converts once)."""
+    return model or recommended_model().entry.id
 
 
 def make_generator(backend: str, model: str, *, batch_size: int, api_url: str = "", api_model: str = "",
@@ -79,7 +84,7 @@ def make_generator(backend: str, model: str, *, batch_size: int, api_url: str = 
     from lemcore.generation import MLXGenerator
 
     path = resolve_generation_model(model, report=report, cancel=cancel)
-    return MLXGenerator.load(path, batch_size=batch_size)
+    return MLXGenerator.load(path, batch_size=batch_size, report=report, cancel=cancel)
 
 
 def print_notice(message: Any) -> None:

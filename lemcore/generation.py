@@ -100,24 +100,14 @@ def _quiet_transformers() -> None:
         pass
 
 
-def load_mlx_model(path: str | Path) -> tuple[Any, Any]:
-    """mlx_lm.load with its failures turned into one clear message."""
+def load_mlx_model(path: str | Path, *, batch: int = 1, report: Report = no_report,
+                   cancel: CancelToken | None = None) -> tuple[Any, Any]:
+    """Load through the Models engine: the fit check (counting `batch` sequences) and one clear message
+    for every bad input (missing folder, no weights, corrupt config, unknown architecture, offline hub)."""
     _quiet_transformers()
-    try:
-        from lemcore.model_loading import load_model  # the Models engine: fit check and clear errors
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        return load_model(path)
-    import mlx_lm
+    from lemcore.model_loading import load_model
 
-    folder = Path(path)
-    if not folder.is_dir():
-        raise ModelLoadError(f"Model folder {folder} does not exist. Pick another model in Settings.")
-    try:
-        return mlx_lm.load(str(folder))
-    except Exception as err:  # noqa: BLE001
-        raise ModelLoadError(f"Could not load the model in {folder}: {err}") from None
+    return load_model(str(path), batch=batch, report=report, cancel=cancel)
 
 
 class MLXGenerator:
@@ -132,8 +122,9 @@ class MLXGenerator:
         self._prefix_cache: list[Any] | None = None
 
     @classmethod
-    def load(cls, path: str | Path, *, batch_size: int = 8) -> MLXGenerator:
-        model, tokenizer = load_mlx_model(path)
+    def load(cls, path: str | Path, *, batch_size: int = 8, report: Report = no_report,
+             cancel: CancelToken | None = None) -> MLXGenerator:
+        model, tokenizer = load_mlx_model(path, batch=batch_size, report=report, cancel=cancel)
         return cls(model, tokenizer, batch_size=batch_size, name=str(path))
 
     # -- shared prefix ------------------------------------------------------------------------------

@@ -29,10 +29,14 @@ from app.charts.live_chart import LiveChart
 from app.contribute_job import contribute
 from app.errors import user_message
 from app.jobs import Job, JobRunner
+from app.pages.model_step import ModelStep
 from app.widgets import Card, StatTile, StatusLine, heading
 from lemcore import contribute_events as ev
 from lemcore.generation import TokenChunk
+from lemcore.governor import PRESETS
 from lemcore.settings import Settings, load_settings, save_settings
+
+MODEL_STEP, DASHBOARD = 2, 3
 
 WHAT_HAPPENS = (
     "<p>Your computer will write answers to ethical questions, guided by five principles: "
@@ -60,8 +64,11 @@ class ContributePage(QWidget):
         layout.addWidget(self.stack, 1)
         self.stack.addWidget(self._build_welcome())
         self.stack.addWidget(self._build_connect())
+        self.model_step = ModelStep(runner)
+        self.model_step.done.connect(self._model_step_done)
+        self.stack.addWidget(_page(self.model_step))
         self.stack.addWidget(self._build_dashboard())
-        self.stack.setCurrentIndex(2 if self.settings.first_run_done else 0)
+        self.stack.setCurrentIndex(DASHBOARD if self.settings.first_run_done else 0)
         self._pending_text: tuple[str, str] | None = None
         self._text_timer = QTimer(self)
         self._text_timer.setInterval(150)  # the streaming answer repaints at most ~7 times a second
@@ -150,12 +157,19 @@ class ContributePage(QWidget):
 
     def _first_run_saved(self, s: Settings) -> None:
         self.finish_btn.setEnabled(True)
-        s.first_run_done = True
         save_settings(s)
         self.settings = s
         self.connect_msg.setText("")
+        self.model_step.refresh(s.model_override, PRESETS.get(s.preset, 2))
+        self.stack.setCurrentIndex(MODEL_STEP)
+
+    def _model_step_done(self) -> None:
+        s = load_settings()
+        s.first_run_done = True
+        save_settings(s)
+        self.settings = s
         self._refresh_summary()
-        self.stack.setCurrentIndex(2)
+        self.stack.setCurrentIndex(DASHBOARD)
 
     # -- dashboard ---------------------------------------------------------------------------------
     def _build_dashboard(self) -> QWidget:
@@ -254,7 +268,12 @@ class ContributePage(QWidget):
     def _refresh_summary(self) -> None:
         s = self.settings = load_settings()
         where = "offline (answers stay on this computer)" if s.solo or not s.influx_url else f"to {s.influx_url}"
-        model = s.model_override or "the built-in SmolLM2-135M-Instruct model"
+        if s.model_override:
+            model = s.model_override
+        else:
+            from lemcore.contribute_setup import recommended_model
+
+            model = f"{recommended_model().entry.label} (recommended for this computer)"
         self.summary.setText(f"Contributing {where} as “{s.effective_worker()}”, with {model}. "
                              "Change this in Settings.")
 

@@ -26,8 +26,13 @@ def test_first_run_saves_token_in_real_keychain(qtbot, make_window, system_keyri
     page.url_edit.setText(influx.url)
     qtbot.keyClicks(page.token_edit, influx.token)
     qtbot.mouseClick(page.finish_btn, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: page.stack.currentIndex() == 2, timeout=10000)
+    qtbot.waitUntil(lambda: page.stack.currentIndex() == 2, timeout=10000)  # the model step
     assert store.get() == influx.token
+    step = page.model_step
+    assert "SmolLM2" in step.choice.text() and "needs" in step.fit.text()  # fit verdict in words
+    qtbot.mouseClick(step.prepare_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.stack.currentIndex() == 3, timeout=120000)  # converted, then the dashboard
+    assert step.message.text() == "The model is ready."
     assert page.token_edit.text() == ""  # the field never keeps the token
     s = load_settings()
     assert s.first_run_done and s.influx_url == influx.url and not s.solo
@@ -40,7 +45,7 @@ def test_start_pause_resume_finish_offline(qtbot, make_window, tiny_llama) -> No
                                            worker_name="vol", max_tokens=8, only_on_power=False,
                                            min_free_memory_gb=0.5))
     page = window.contribute
-    assert page.stack.currentIndex() == 2
+    assert page.stack.currentIndex() == 3
     qtbot.mouseClick(page.start_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(_answers("vol")) >= 2, timeout=120000)
     assert not page.start_btn.isEnabled() and page.pause_btn.isEnabled()
