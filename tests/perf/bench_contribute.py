@@ -19,7 +19,7 @@ def _model(name: str) -> Path:
     if name == "tiny":
         from tests.tiny_models import make_tiny_model
 
-        return make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", arch="llama", hidden_size=256, num_layers=4)
+        return make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", arch="llama")
     if name == "smollm2":
         from lemcore.embedded_model import ensure_embedded_model
 
