@@ -1,6 +1,6 @@
 """Screenshots of every page in its main states, for the README and for looking at what users see.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python -m app.screenshots docs/screenshots
+    QT_QPA_PLATFORM=offscreen .venv/bin/python -m app.screenshots resources/screenshots
 
 Runs the real engines: the embedded SmolLM2 model writes a real answer for the "running" shots, and
 errors come from real failures (an address where no server listens). Settings and data go to a temp
@@ -13,8 +13,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def _wait(app, cond: Callable[[], bool], timeout: float) -> bool:  # type: ignore[no-untyped-def]
@@ -27,9 +27,26 @@ def _wait(app, cond: Callable[[], bool], timeout: float) -> bool:  # type: ignor
     return False
 
 
+def _axiom_dataset(folder: Path) -> Path:
+    """A small chat dataset from our own kernel: questions about each axiom, answered by its statement."""
+    import json
+
+    from lemcore.kernel import default_kernel_paths, load_axioms
+
+    axioms = load_axioms(default_kernel_paths().axioms).axioms
+    asks = ("What does the {n} principle ask of you?", "Explain the axiom of {n}.", "Why does {n} matter?",
+            "How should I apply {n}?")
+    rows = [json.dumps({"messages": [{"role": "user", "content": q.format(n=a.name)},
+                                     {"role": "assistant", "content": a.statement}]}) for a in axioms for q in asks]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.jsonl").write_text("\n".join(rows[:16]) + "\n")
+    (folder / "valid.jsonl").write_text("\n".join(rows[16:]) + "\n")
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[0] if argv else "docs/screenshots")
+    out = Path(argv[0] if argv else "resources/screenshots")
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     tmp = Path(tempfile.mkdtemp(prefix="lem-shots-"))
@@ -88,14 +105,45 @@ def main(argv: list[str] | None = None) -> int:
     shot(window, "contribute-error")
     window.show_page("Settings")
     shot(window, "settings")
-    for title in window.pages:
-        if title not in ("Contribute", "Settings"):
-            window.show_page(title)
-            shot(window, f"{title.lower()}-idle")
-            extra = getattr(window.pages[title], "screenshot_states", None)
-            if extra is not None:
-                for name in extra(lambda n, w=window: shot(w, n), lambda c, t: _wait(app, c, t)):
-                    pass
+    window.runner.shutdown()
+    window.close()
+
+    # Train: idle form, a real LoRA run on the built-in model (running, then stopped), and a form error.
+    window = MainWindow(token_store=MemoryTokenStore())
+    window.show()
+    window.show_page("Train")
+    train = window.pages["Train"]
+    shot(window, "train-idle")
+    train.start()
+    shot(window, "train-error")
+    from lemcore.embedded_model import ensure_embedded_model
+
+    data = _axiom_dataset(tmp / "train-data")
+    form = train.form
+    form.widgets["model"].setText(str(ensure_embedded_model()))
+    form.widgets["data"].setText(str(data))
+    form.widgets["iters"].setValue(60)
+    form.widgets["num_layers"].setValue(8)
+    form.advanced_box.setChecked(True)
+    form.widgets["steps_per_eval"].setValue(10)
+    form.widgets["save_every"].setValue(10)
+    form.advanced_box.setChecked(False)
+    train.start()
+    _wait(app, lambda: train.chart.val.n >= 3, 900)
+    shot(window, "train-running")
+    train.stop()
+    _wait(app, lambda: train.start_btn.isEnabled(), 300)
+    shot(window, "train-paused")
+
+    # Results: the paper's figures on first launch, and the delta table.
+    window.show_page("Results")
+    results = window.pages["Results"]
+    results.reload()
+    shot(window, "results-idle")
+    results.tabs.setCurrentIndex(1)
+    shot(window, "results-delta-table")
+    results.tabs.setCurrentIndex(2)
+    shot(window, "results-scatter")
     window.runner.shutdown()
     window.close()
     print("\n".join(str(out / s) for s in shots))

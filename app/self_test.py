@@ -204,7 +204,6 @@ def check_keychain_packaged() -> str:
 
 def check_keychain_backend() -> str:
     import keyring
-    import keyring.errors
 
     from lemcore.secrets import backend_info
 
@@ -213,7 +212,7 @@ def check_keychain_backend() -> str:
         raise CheckWarning(f"{info.name}, system store: no. {info.advice}")
     try:
         keyring.get_password(PROBE_SERVICE, PROBE_ACCOUNT)  # read-only; the account never exists
-    except keyring.errors.KeyringError as err:  # locked, dismissed prompt: the machine's state, not the build
+    except Exception as err:  # noqa: BLE001 - locked, dismissed, no D-Bus session: the machine's state, not the build
         raise CheckWarning(f"{info.name}, system store: yes, but a read failed ({type(err).__name__})") from None
     return f"{info.name}, system store: yes (read probe answered)"
 

@@ -70,8 +70,9 @@ class KeyringTokenStore:
             raise SecretStoreError(f"The keychain is locked, so the token could not be {what}. Unlock it.") from None
         except keyring.errors.PasswordDeleteError:
             return None
-        except keyring.errors.KeyringError as err:
-            raise SecretStoreError(f"The keychain refused: the token could not be {what} ({type(err).__name__}).") from None
+        except Exception as err:  # noqa: BLE001 - backends raise their own types (e.g. no D-Bus session)
+            raise SecretStoreError(f"The keychain refused: the token could not be {what} ({type(err).__name__}). "
+                                   "Check that the system keychain is running and unlocked.") from None
 
     def get(self, account: str = INFLUX_ACCOUNT) -> str | None:
         import keyring

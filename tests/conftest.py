@@ -57,8 +57,8 @@ def system_keyring(secret_service: servers.SecretService, monkeypatch: pytest.Mo
     import keyring
     from keyring.backends import SecretService as ss
 
+    previous = keyring.get_keyring()  # before the bus address is set: keyring picks its default on first use
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", secret_service.bus_address)
-    previous = keyring.get_keyring()
     backend = ss.Keyring()
     keyring.set_keyring(backend)
     yield backend
