@@ -29,9 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from app.main_window import MainWindow
-
     from app.errors import setup_logging
+    from app.main_window import MainWindow
 
     setup_logging()
     app = QApplication.instance() or QApplication([sys.argv[0]])
