@@ -20,7 +20,9 @@ from PySide6.QtWidgets import (
 
 from app.jobs import JobRunner
 from app.pages.contribute_page import ContributePage
+from app.pages.results_page import ResultsPage
 from app.pages.settings_page import SettingsPage
+from app.pages.train_page import TrainPage
 from app.style import STYLE
 from lemcore.resources import resource
 
@@ -58,8 +60,8 @@ class MainWindow(QMainWindow):
         self.settings_page = SettingsPage(self.runner, token_store)
         self.pages: dict[str, QWidget] = {}
         self.add_page("Contribute", self.contribute)
-        for title, factory in self._optional_pages():
-            self.add_page(title, factory())
+        self.add_page("Train", TrainPage(self.runner))
+        self.add_page("Results", ResultsPage(self.runner))
         self.add_page("Settings", self.settings_page)
         self.settings_page.saved.connect(self.contribute._refresh_summary)
         self.nav.setCurrentRow(0)
@@ -67,23 +69,6 @@ class MainWindow(QMainWindow):
         self.quitting = False
         self.tray = self._make_tray()
         self.contribute.state_changed.connect(self._on_state)
-
-    def _optional_pages(self) -> list:
-        """Pages whose engines may not be installed in this build are added when importable."""
-        pages = []
-        try:
-            from app.pages.train_page import TrainPage
-
-            pages.append(("Train", lambda: TrainPage(self.runner)))
-        except ImportError:
-            pass
-        try:
-            from app.pages.results_page import ResultsPage
-
-            pages.append(("Results", lambda: ResultsPage(self.runner)))
-        except ImportError:
-            pass
-        return pages
 
     def add_page(self, title: str, page: QWidget) -> None:
         self.pages[title] = page

@@ -56,16 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Engine subcommands live next to their engines; each module adds its own parsers."""
-    from lemcore import cli_bench, cli_contribute, cli_models
+    from lemcore import cli_bench, cli_contribute, cli_models, cli_train
 
-    registers = [cli_models.register, cli_contribute.register, cli_bench.register]
-    try:
-        from lemcore import cli_train
-
-        registers.append(cli_train.register)
-    except ImportError:
-        pass
-    return registers
+    return [cli_models.register, cli_contribute.register, cli_train.register, cli_bench.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,68 @@
+"""Training curves: raw train loss (faint), its EMA, validation loss as markers, the best checkpoint as a
+vertical line, and the learning rate in a small plot below."""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from app.charts.live_chart import LiveChart
+
+
+class LossChart(QWidget):
+    def __init__(self, smoothing: float = 0.9) -> None:
+        super().__init__()
+        self.smoothing = smoothing
+        self.loss = LiveChart("Loss", x_label="iteration")
+        self.raw = self.loss.add_series("train (raw)", color="#2f6fdf", alpha=90)
+        self.smooth = self.loss.add_series("train (smoothed)", color="#2f6fdf", width=1.0)
+        self.val = self.loss.add_series("validation", color="#e0592a", symbol="o")
+        self.lr = LiveChart("Learning rate", x_label="iteration")
+        self.lr.setMaximumHeight(150)
+        self.lr_series = self.lr.add_series("learning rate", color="#8e44ad")
+        self.best_line = pg.InfiniteLine(angle=90, movable=False,
+                                         pen=pg.mkPen("#2aa876", width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
+                                         label="best", labelOpts={"position": 0.9, "color": "#2aa876"})
+        self.best_line.hide()
+        self.loss.addItem(self.best_line)
+        self._ema: float | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.loss, 3)
+        layout.addWidget(self.lr, 1)
+
+    def clear(self) -> None:
+        self._ema = None
+        self.loss.clear_all()
+        self.lr.clear_all()
+        self.best_line.hide()
+
+    def add_train(self, iteration: int, loss: float, lr: float | None = None) -> None:
+        self.raw.append(iteration, loss)
+        self._ema = loss if self._ema is None else self.smoothing * self._ema + (1 - self.smoothing) * loss
+        self.smooth.append(iteration, self._ema)
+        if lr is not None:
+            self.lr_series.append(iteration, lr)
+
+    def add_val(self, iteration: int, loss: float) -> None:
+        self.val.append(iteration, loss)
+
+    def mark_best(self, iteration: int) -> None:
+        self.best_line.setValue(iteration)
+        self.best_line.show()
+
+    def load_records(self, records: list[dict]) -> None:
+        """Draw a past run from its metrics.jsonl records."""
+        self.clear()
+        best = None
+        for rec in records:
+            if rec.get("type") == "train":
+                self.add_train(rec["iteration"], rec["train_loss"], rec.get("learning_rate"))
+            elif rec.get("type") == "val":
+                self.add_val(rec["iteration"], rec["val_loss"])
+                if best is None or rec["val_loss"] < best[1]:
+                    best = (rec["iteration"], rec["val_loss"])
+        if best is not None:
+            self.mark_best(best[0])
+        self.loss.redraw()
+        self.lr.redraw()
