@@ -144,10 +144,14 @@ def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: Canc
                   "check": asdict(check)}
     (save_path / "lem_fuse.json").write_text(json.dumps(provenance, indent=2), encoding="utf-8")
     if not check.passed:
+        why = (f"Re-quantizing the fused weights to {model_config['quantization'].get('bits', '?')} bits rounds "
+               "away much of the adapter's small change: fuse with de-quantize (a larger float model that keeps "
+               "it), or use base + adapter unfused." if quantized else
+               "This should not happen with float weights: keep the adapter and report the problem.")
         raise FuseMismatch(f"The fused model in {save_path} does not reproduce base+adapter: it misses "
                            f"{check.relative_diff:.1%} of the adapter's effect on the logits (allowed "
-                           f"{check.tolerance:.1%}) and the top token agrees at {check.top1_agreement:.0%} of "
-                           "positions. Fuse with de-quantize, or use the adapter unfused.")
+                           f"{check.tolerance:.0%}) and the top token agrees at {check.top1_agreement:.0%} of "
+                           f"positions. {why}")
     return FuseResult(save_path=save_path, base_model=base, quantized=quantized, check=check,
                       seconds=time.monotonic() - started)
 

@@ -93,12 +93,22 @@ def test_quantized_base_stays_quantized_or_dequantizes(adapter: Path, quantized:
     assert "quantization" not in json.loads((tmp_path / "f" / "config.json").read_text())
 
 
+def test_a_quantized_fuse_that_loses_the_adapter_says_why(adapter: Path, quantized: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from lemcore import fuse
+
+    real = fuse._compare
+    monkeypatch.setattr(fuse, "_compare", lambda *a: real(a[0], a[1], a[0], a[3], a[4]))  # as if rounded away
+    with pytest.raises(FuseMismatch, match="misses 100.0%.*Re-quantizing the fused weights to 8 bits rounds away"):
+        fuse_adapter(FuseConfig(adapter_path=str(adapter), model=str(quantized(8)), save_path=str(tmp_path / "q")))
+
+
 def test_the_check_catches_a_fuse_that_loses_the_adapter(adapter: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from mlx_lm.tuner.lora import LoRALinear
 
     monkeypatch.setattr(LoRALinear, "fuse", lambda self, dequantize=False: self.linear)  # a broken fuse
-    with pytest.raises(FuseMismatch, match="misses 100.0% of the adapter's effect.*Fuse with de-quantize"):
+    with pytest.raises(FuseMismatch, match="misses 100.0% of the adapter's effect.*should not happen with float weights"):
         fuse_adapter(FuseConfig(adapter_path=str(adapter), save_path=str(tmp_path / "x")))
     assert (tmp_path / "x" / "lem_fuse.json").is_file()  # kept, with the numbers, for a person to judge
 

@@ -1,12 +1,13 @@
 """Training throughput: lem's engine (`train_lora`) vs the `mlx_lm lora` command line, same model, data and
 settings, in one run. Not a pytest test: run it directly.
 
-    .venv/bin/python tests/perf/bench_training.py [--iters 200] [--smollm2-iters 30] [--repeats 3]
+    .venv/bin/python tests/perf/bench_training.py [--iters 200] [--smollm2-iters 30] [--repeats 4]
                                                   [--models tiny,smollm2]
 
 Both sides use mlx-lm's trainer; ours adds a callback every step, our batch iterator, metrics.jsonl and
-events. Ours runs twice: as `lem train` in a subprocess (symmetric with the CLI: the headline ratio) and
-in this process. Throughput is wall-clock tokens/s over the same window of iterations (from the 10th to the
+events. Ours runs as `lem train` in a subprocess, symmetric with the CLI, in back-to-back pairs whose order
+alternates; the headline is the median of the pairs' ratios, which cancels slow drift in a shared machine's
+load (on the tiny model it also runs in this process). Throughput is wall-clock tokens/s over the same window of iterations (from the 10th to the
 (iters-10)th: compilation and the validations at the start and end are outside it). Every example has the
 same length and the training set covers the whole run in one epoch, so both sides train on exactly the same
 batches; the script checks that by comparing their reported losses. Target: ours >= 0.95x the CLI.
