@@ -1,6 +1,6 @@
 """A pyqtgraph line chart fed from SeriesBuffers and redrawn by a timer, never per event.
 
-Thin cosmetic pens, peak downsampling and clip-to-view keep long runs cheap (anchors.md, part E).
+Thin cosmetic pens and peak downsampling keep long runs cheap (anchors.md, part E).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ class LiveChart(pg.PlotWidget):
         if x_label:
             plot.setLabel("bottom", x_label)
         plot.showGrid(x=True, y=True, alpha=0.15)
-        plot.setClipToView(True)
+        # Peak downsampling keeps long runs cheap and loss spikes visible. No clip-to-view: with auto-range
+        # it clips points outside the current view, so a new series would never come into view.
         plot.setDownsampling(auto=True, mode="peak")
         plot.addLegend(offset=(-10, 10))
         self.buffers: dict[str, SeriesBuffer] = {}

@@ -273,7 +273,7 @@ class ContributePage(QWidget):
         else:
             from lemcore.contribute_setup import recommended_model
 
-            model = f"{recommended_model().entry.label} (recommended for this computer)"
+            model = f"{recommended_model().entry.label}, the model recommended for this computer"
         self.summary.setText(f"Contributing {where} as “{s.effective_worker()}”, with {model}. "
                              "Change this in Settings.")
 
