@@ -330,6 +330,10 @@ class ContributePage(QWidget):
             minutes = (time.monotonic() - self._t0) / 60
             self.rate_series.append(minutes, event.responses_per_hour)
             self.tps_series.append(minutes, event.tokens_per_s)
+            # One point per finished answer (seconds apart), so drawing now costs nothing and never waits
+            # for the chart timer.
+            self.rate_chart.redraw()
+            self.tps_chart.redraw()
         elif isinstance(event, ev.Started):
             self.tile_total.set_value(str(event.done_local))
             self._set_fleet(event.done_fleet, event.total)
@@ -365,6 +369,8 @@ class ContributePage(QWidget):
 
     def on_cancelled(self) -> None:
         self._set_running(False)
+        self._pending_text = None
+        self.now_answer.setPlainText("The answer in progress was set aside; it is written again when you resume.")
         self.status.set_state("paused", "Paused. Press Start contributing to go on where you left off.")
         self.state_changed.emit("paused")
 
