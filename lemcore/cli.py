@@ -71,10 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand: a LemError prints one "Error: ..." line and exits 2, a cancel exits 130,
+    and the user never sees a traceback."""
     try:
         return int(args.func(args) or 0)
-    except Cancelled:
-        print("Cancelled.", file=sys.stderr)
+    except Cancelled as err:
+        print(str(err), file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

@@ -211,22 +211,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`train` and `fuse` on their own (`python -m lemcore.cli_train train ...`), with `lem`'s error handling:
     a LemError prints one "Error: ..." line and exits 2, a cancel exits 130. No traceback."""
-    from lemcore.errors import Cancelled, LemError
-
     parser = argparse.ArgumentParser(prog="lem")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except Cancelled as err:
-        print(str(err), file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
-    except LemError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 2
+    from lemcore.cli import run_command
+
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
