@@ -15,15 +15,8 @@ from lemcore.training import train_lora
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _uncompiled() -> Any:
-    """mx.compile JIT-builds C++ kernels on first use: ~90 s per new shape set on a cold cache with 2 cores.
-    These tests run uncompiled (the same losses); tests/perf/bench_training.py runs the compiled path and
-    checks resume equivalence there too."""
-    import mlx.core as mx
-
-    mx.disable_compile()
-    yield
-    mx.enable_compile()
+def _uncompiled(uncompiled_mlx: None) -> None:
+    """Training tests run with mx.compile off (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
