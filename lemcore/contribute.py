@@ -270,7 +270,7 @@ class _Worker:
 def _server_reason(err: InfluxError) -> str:
     if isinstance(err, ServerUnreachable):
         return SERVER_DOWN
-    return f"{err} Retrying; finished answers are saved locally and queued"
+    return f"{str(err).rstrip('.')}. Retrying; finished answers are saved locally and queued"
 
 
 def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Any, *, report: Report = no_report,

@@ -128,7 +128,10 @@ class InfluxClient:
         rows: list[dict[str, Any]] = []
         for result in payload.get("results", []):
             if "error" in result:
-                raise InfluxError(f"InfluxDB query failed: {result['error']}")
+                if "shutdown" in str(result["error"]):  # a server stopping: transient, like a refused connection
+                    raise ServerUnreachable(f"The InfluxDB server at {self.target.url} is shutting down; "
+                                            "results are kept locally until it is back.")
+                raise InfluxError(f"InfluxDB query failed: {result['error']}.")
             for series in result.get("series", []):
                 cols = series.get("columns", [])
                 tags = series.get("tags", {})
