@@ -59,12 +59,33 @@ class _Bridge(QObject):
     cancelled = Signal(object)
 
 
+# Modules the engines import lazily. Importing them for the first time on a worker thread while the GUI
+# thread is inside PySide can deadlock (seen once in a test run: the engine thread stuck in an import while
+# the GUI thread sat in a Qt call). So the runner imports them once, on the GUI thread, before any job runs.
+ENGINE_MODULES = (
+    "mlx.core", "mlx_lm", "mlx_lm.generate", "mlx_lm.tuner.trainer", "transformers", "influxdb_client",
+    "lemcore.contribute", "lemcore.contribute_setup", "lemcore.queue_influx", "lemcore.model_loading",
+    "lemcore.training", "lemcore.fuse", "lemcore.benchmarks", "lemcore.embedded_model",
+)
+
+
+def preload_engine_modules() -> None:
+    import importlib
+
+    for name in ENGINE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an engine this build lacks: its job reports the error when started
+            log.warning("could not preload %s", name)
+
+
 class JobRunner(QObject):
     job_started = Signal(object)
     job_finished = Signal(object)
 
     def __init__(self, parent: QObject | None = None, *, io_threads: int = 2) -> None:
         super().__init__(parent)
+        preload_engine_modules()
         self._mlx = MLXWorker("lem-engine")
         self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="lem-io")
         self._bridge = _Bridge()
