@@ -69,6 +69,19 @@ class MainWindow(QMainWindow):
         self.quitting = False
         self.tray = self._make_tray()
         self.contribute.state_changed.connect(self._on_state)
+        self._warm_contribute_model()
+
+    @staticmethod
+    def _warm_contribute_model() -> None:
+        """Load the contribute model's tokenizer now, before the window shows: parsing it holds the GIL for
+        a few hundred ms, a visible freeze if the first Start did it (see lemcore.model_loading)."""
+        from lemcore.contribute_setup import resolve_generation_model
+        from lemcore.model_loading import warm_tokenizer
+        from lemcore.settings import load_settings
+
+        settings = load_settings()
+        if settings.first_run_done:
+            warm_tokenizer(resolve_generation_model(settings.model_override))
 
     def add_page(self, title: str, page: QWidget) -> None:
         self.pages[title] = page

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lemcore.cpu_attention import fast_attention
 from lemcore.errors import ConfigError, ModelLoadError
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.sampling import make_sampler
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ class MLXGenerator:
         self.name = name
         self._prefix_ids: list[int] = []
         self._prefix_cache: list[Any] | None = None
+        # The layers without the vocabulary head: prompt tokens need their keys and values, not their logits.
+        self._body = getattr(model, "model", model)
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = 8, report: Report = no_report,
@@ -148,16 +152,36 @@ class MLXGenerator:
             return 0
         self._prefix_ids = encoded[0][:common]
         cache = make_prompt_cache(self.model)
-        self.model(mx.array(self._prefix_ids)[None], cache=cache)
-        mx.eval([c.state for c in cache])
+        with fast_attention(self.model):
+            self._body(mx.array(self._prefix_ids)[None], cache=cache)
+            mx.eval([c.state for c in cache])
         self._prefix_cache = cache
         return common
 
-    def _cache_for(self, ids: list[int]) -> tuple[list[int], list[Any] | None]:
+    def _prefill(self, ids: list[int], cancel: CancelToken | None) -> list[Any]:
+        """A cache holding every prompt token but the last (which starts decoding), one sequence at a time.
+
+        Done here rather than by BatchGenerator, which pads prompts to a common length, masks them with arrays
+        and computes vocabulary logits for every prompt token only to drop them; on the CPU, prefill is
+        compute-bound, so batching prompts gains nothing. Chunks are smaller on the CPU (the attention scores of
+        a 512-token chunk stay in cache; measured 2x faster than 2048 on a 3.7K-token sandwich).
+        """
+        import mlx.core as mx
+        from mlx_lm.models.cache import make_prompt_cache
+
         n = len(self._prefix_ids)
         if self._prefix_cache is not None and n and ids[:n] == self._prefix_ids and len(ids) > n:
-            return ids[n:], copy.deepcopy(self._prefix_cache)
-        return ids, None
+            cache, start = copy.deepcopy(self._prefix_cache), n
+        else:
+            cache, start = make_prompt_cache(self.model), 0
+        step = 512 if mx.default_device() == mx.cpu else 2048
+        tokens = mx.array(ids)
+        for at in range(start, len(ids) - 1, step):
+            if cancel is not None:
+                cancel.check()
+            self._body(tokens[at:min(at + step, len(ids) - 1)][None], cache=cache)
+            mx.eval([c.state for c in cache])
+        return cache
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(
@@ -174,17 +198,16 @@ class MLXGenerator:
         """Generate until `feed` returns None and all sequences finish. Returns the number of results.
 
         `feed` returns a GenItem, None (no more work) or WAIT (nothing now; asked again shortly).
-        `on_tick` runs after every decoding step (lease renewal lives there). On cancel, sequences in flight
-        are dropped: their items were never reported as done.
+        `on_tick` runs after every decoding step and every prompt's prefill (lease renewal lives there). On
+        cancel, sequences in flight are dropped: their items were never reported as done.
         """
         import mlx.core as mx
         from mlx_lm.generate import BatchGenerator
-        from mlx_lm.sample_utils import make_sampler
 
         sampling.validate()
         if sampling.seed is not None:
             mx.random.seed(sampling.seed)
-        sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1 else 0.0)
+        sampler = make_sampler(sampling.temperature, sampling.top_p)
         eos = [[t] for t in sorted(self.tokenizer.eos_token_ids)]
         gen = BatchGenerator(self.model, max_tokens=sampling.max_tokens, stop_tokens=eos, sampler=sampler,
                              completion_batch_size=self.batch_size, prefill_batch_size=self.batch_size)
@@ -193,60 +216,64 @@ class MLXGenerator:
         feed_done = False
         featured: int | None = None
         last_stream = 0.0
-        try:
-            while True:
-                if cancel is not None:
-                    cancel.check()
-                waiting = False
-                while not feed_done and len(slots) < self.batch_size:
-                    item = feed()
-                    if item is None:
-                        feed_done = True
-                        break
-                    if item is WAIT:
-                        waiting = True
-                        break
-                    text, ids = encode_prompt(self.tokenizer, item.messages)
-                    rest, cache = self._cache_for(ids)
-                    (uid,) = gen.insert([rest], [sampling.max_tokens], caches=[cache] if cache else None)
-                    slots[uid] = _Slot(item, time.perf_counter(), text, len(ids))
-                if not slots:
-                    if feed_done:
-                        break
-                    if waiting:
-                        if on_tick is not None:
+        with fast_attention(self.model):
+            try:
+                while True:
+                    if cancel is not None:
+                        cancel.check()
+                    waiting = False
+                    while not feed_done and len(slots) < self.batch_size:
+                        item = feed()
+                        if item is None:
+                            feed_done = True
+                            break
+                        if item is WAIT:
+                            waiting = True
+                            break
+                        started = time.perf_counter()
+                        text, ids = encode_prompt(self.tokenizer, item.messages)
+                        cache = self._prefill(ids, cancel)
+                        (uid,) = gen.insert([ids[-1:]], [sampling.max_tokens], caches=[cache])
+                        slots[uid] = _Slot(item, started, text, len(ids))
+                        if on_tick is not None:  # a prefill takes seconds on a CPU: keep the leases fresh
                             on_tick()
-                        if cancel is not None:
-                            cancel.wait(0.5)
-                        else:
-                            time.sleep(0.5)
-                    continue
-                for resp in gen.next_generated():
-                    slot = slots.get(resp.uid)
-                    if slot is None:
+                    if not slots:
+                        if feed_done:
+                            break
+                        if waiting:
+                            if on_tick is not None:
+                                on_tick()
+                            if cancel is not None:
+                                cancel.wait(0.5)
+                            else:
+                                time.sleep(0.5)
                         continue
-                    if resp.finish_reason != "stop":
-                        slot.ids.append(resp.token)
-                    if resp.finish_reason is not None:
-                        del slots[resp.uid]
-                        finished += 1
-                        on_result(GenResult(
-                            key=slot.item.key, text=self.tokenizer.decode(slot.ids),
-                            prompt_tokens=slot.prompt_tokens, tokens=len(slot.ids),
-                            seconds=time.perf_counter() - slot.started,
-                            truncated=resp.finish_reason == "length", prompt_text=slot.prompt_text,
-                        ))
-                if on_tick is not None:
-                    on_tick()
-                now = time.perf_counter()
-                if featured not in slots:
-                    featured = next(iter(slots), None)
-                if featured is not None and now - last_stream >= stream_every_s:
-                    last_stream = now
-                    slot = slots[featured]
-                    report(TokenChunk(slot.item.key, self.tokenizer.decode(slot.ids), len(slot.ids)))
-        finally:
-            gen.close()
+                    for resp in gen.next_generated():
+                        slot = slots.get(resp.uid)
+                        if slot is None:
+                            continue
+                        if resp.finish_reason != "stop":
+                            slot.ids.append(resp.token)
+                        if resp.finish_reason is not None:
+                            del slots[resp.uid]
+                            finished += 1
+                            on_result(GenResult(
+                                key=slot.item.key, text=self.tokenizer.decode(slot.ids),
+                                prompt_tokens=slot.prompt_tokens, tokens=len(slot.ids),
+                                seconds=time.perf_counter() - slot.started,
+                                truncated=resp.finish_reason == "length", prompt_text=slot.prompt_text,
+                            ))
+                    if on_tick is not None:
+                        on_tick()
+                    now = time.perf_counter()
+                    if featured not in slots:
+                        featured = next(iter(slots), None)
+                    if featured is not None and now - last_stream >= stream_every_s:
+                        last_stream = now
+                        slot = slots[featured]
+                        report(TokenChunk(slot.item.key, self.tokenizer.decode(slot.ids), len(slot.ids)))
+            finally:
+                gen.close()
         return finished
 
 

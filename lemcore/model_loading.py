@@ -10,8 +10,11 @@ folder and the problem.
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,15 @@ from lemcore.jobs import CancelToken, Report, no_report
 # Hub ids as the hub validates them: owner/name from letters, digits, '-', '_', '.'.
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tiktoken.model", "vocab.json")
+log = logging.getLogger(__name__)
+
+# Tokenizers loaded so far, by folder and file stamps. Parsing a real tokenizer.json (json, then the Rust
+# tokenizer) holds the GIL for 0.1-0.4 s in a few long calls, which freezes a Qt window even when a worker
+# thread does it. The app loads the chosen model's tokenizer once before its window opens (warm_tokenizer),
+# and every later load (each Start, Resume, benchmark) reuses it.
+_TOKENIZERS: dict[tuple[Any, ...], Any] = {}
+_TOKENIZERS_LOCK = threading.Lock()
+_TOKENIZERS_KEPT = 4
 
 
 @dataclass(frozen=True)
@@ -226,12 +238,47 @@ def load_model(
         cancel.check()
 
     report(LoadStage("load", str(folder)))
-    import mlx_lm
+    from mlx_lm.utils import load_model as load_weights
 
     try:
-        model, tokenizer = mlx_lm.load(str(folder))
+        model, config = load_weights(folder)
+        tokenizer = cached_tokenizer(folder, config.get("eos_token_id"))
     except Exception as err:  # noqa: BLE001 - whatever mlx-lm raises on a bad folder is a load error
         raise ModelLoadError(f"Could not load the model in {folder}: {short_error(err)}. "
                              "Download or convert it again, or pick another model.") from None
     report(ModelLoaded(ref.name, folder, fit))
     return model, tokenizer
+
+
+def cached_tokenizer(folder: Path, eos_token_ids: Any = None) -> Any:
+    """mlx-lm's tokenizer for a model folder, loaded once per process (see _TOKENIZERS)."""
+    from mlx_lm.utils import load_tokenizer
+
+    folder = Path(folder).resolve()
+    stamps = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(folder.iterdir())
+                   if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "tiktoken"))
+                   or f.name == "chat_template.jinja")
+    key = (str(folder), stamps, json.dumps(eos_token_ids))
+    with _TOKENIZERS_LOCK:
+        tokenizer = _TOKENIZERS.get(key)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(folder, eos_token_ids=eos_token_ids)
+            if len(_TOKENIZERS) >= _TOKENIZERS_KEPT:
+                _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+            _TOKENIZERS[key] = tokenizer
+    return tokenizer
+
+
+def warm_tokenizer(path_or_id: str) -> bool:
+    """Load a model's tokenizer into the cache now, if the model is on this computer. Never raises: a model
+    that cannot load says so, clearly, when a job loads it. Returns whether the tokenizer is ready."""
+    try:
+        folder = resolve_model(path_or_id).folder
+        if folder is None:
+            return False
+        check_model_folder(folder)
+        cached_tokenizer(folder, check_model_folder(folder).get("eos_token_id"))
+        return True
+    except Exception as err:  # noqa: BLE001 - a warm-up is best effort
+        log.info("tokenizer not preloaded for %s: %s", path_or_id, short_error(err))
+        return False

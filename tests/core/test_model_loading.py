@@ -136,3 +136,29 @@ def test_red_fit_refuses_unless_forced(tiny_llama: Path) -> None:
         load_model(tiny_llama, hw=small)
     model, _ = load_model(tiny_llama, hw=small, force=True)
     assert model is not None
+
+
+def test_tokenizer_is_loaded_once_and_again_when_its_files_change(model_copy: Path) -> None:
+    from lemcore.model_loading import warm_tokenizer
+
+    assert warm_tokenizer(str(model_copy)) is True
+    _, first = load_model(str(model_copy), hw=BIG)
+    _, again = load_model(str(model_copy), hw=BIG)
+    assert again is first
+    config_file = model_copy / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["model_max_length"] = 4096
+    config_file.write_text(json.dumps(config))
+    _, changed = load_model(str(model_copy), hw=BIG)
+    assert changed is not first
+    assert changed.model_max_length == 4096
+
+
+def test_warm_tokenizer_quietly_skips_models_that_are_not_here(tmp_path: Path, hf_cache: Path) -> None:
+    from lemcore.model_loading import warm_tokenizer
+
+    assert warm_tokenizer(str(tmp_path / "no-such-model")) is False
+    assert warm_tokenizer("someone/not-downloaded") is False
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    assert warm_tokenizer(str(tmp_path / "broken")) is False

@@ -1,38 +1,69 @@
 """Gold generation throughput: the lab's approach vs ours, in one process, same model/prompts/token limit.
 
-Lab: one `mlx_lm.generate` call per prompt, the sandwich built per prompt (worker/lem_generate.py).
-Ours: lemcore's MLXGenerator (continuous batching + shared-prefix cache), as `lem gold` runs it.
-Prints responses/hour for both and the ratio. Run:
+Lab: one `mlx_lm.generate` call per prompt, the sandwich built per prompt (worker/lem_generate.py), stock
+mlx-lm (its default 2048-token prefill chunks, fused attention, categorical sampler).
+Ours: lemcore's MLXGenerator as `lem gold` runs it: continuous batching, the shared system prefix prefilled
+once, our own prefill (512-token chunks on the CPU, no vocabulary logits for prompt tokens), and on the CPU
+our attention (lemcore/cpu_attention.py) and sampler (lemcore/sampling.py).
+Prints responses/hour for both and the ratio. Models: `smollm2` (the real 135M instruct model, float32),
+`tiny` (2 layers, 64 wide, random weights, SmolLM2's tokenizer: realistic token counts), `tiny-bytes` (the
+tests' tiny model with its 512-token byte-level tokenizer: the sandwich is 2.4x as many tokens). Run:
 
-    .venv/bin/python -m tests.perf.bench_contribute [--model tiny|smollm2|PATH] [--prompts 16] [--max-tokens 64]
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
+    .venv/bin/python -m tests.perf.bench_contribute [--model tiny|tiny-bytes|smollm2|PATH] [--prompts 16]
+                                                    [--max-tokens 512] [--batch-size 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 
 def _model(name: str) -> Path:
-    if name == "tiny":
-        from tests.tiny_models import make_tiny_model
+    from lemcore.embedded_model import ensure_embedded_model
+    from tests.tiny_models import make_tiny_model
 
+    if name == "tiny":
+        return _tiny_with_tokenizer(ensure_embedded_model("float32"))
+    if name == "tiny-bytes":
         return make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", arch="llama")
     if name == "smollm2":
-        from lemcore.embedded_model import ensure_embedded_model
-
         return ensure_embedded_model("float32")
     return Path(name)
+
+
+def _tiny_with_tokenizer(real: Path) -> Path:
+    """A tiny random llama (2 layers, 64 wide) that speaks a real model's tokenizer and chat template.
+
+    Token counts then match what a real model sees (the sandwich is ~1.5K tokens for SmolLM2's tokenizer,
+    3.7K for the tests' 512-token byte-level one), and so does the vocabulary-sized output layer, the way
+    hub "tiny-random" test models pair a real tokenizer with small random weights.
+    """
+    from tests.tiny_models import make_tiny_model
+
+    real_config = json.loads((real / "config.json").read_text())
+    dest = make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", arch="llama",
+                           vocab_size=real_config["vocab_size"])
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (real / name).exists():
+            shutil.copyfile(real / name, dest / name)
+    config = json.loads((dest / "config.json").read_text())
+    config["eos_token_id"] = real_config["eos_token_id"]
+    (dest / "config.json").write_text(json.dumps(config, indent=2))
+    return dest
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=512)  # the lab's gold setting
+    parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
     import mlx.core as mx

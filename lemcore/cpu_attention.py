@@ -1,0 +1,87 @@
+"""Attention for MLX's CPU backend, switched in while our generator runs a model.
+
+On the CPU, `mx.fast.scaled_dot_product_attention` falls back to plain ops, and its softmax spends most of its
+time in `exp` (about 50 M elements/s on our x86 runners, single-threaded). A gold sandwich is 1.5-3.7K tokens,
+so attention's softmax is most of a prompt's prefill and a large share of every batched decoding step. Written
+with `power(2, x)` on log2-scaled scores (about 3x faster per element here) and grouped-query heads folded into
+one matrix product, the same attention runs about 2x faster, equal to float32 rounding
+(tests/core/test_cpu_attention.py; measured ratios in tests/perf/bench_contribute.py's notes).
+
+Metal keeps MLX's fused kernel: `fast_attention()` changes nothing unless the default device is the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_LOG2E = 1.0 / math.log(2.0)
+VARIANT = "plain"
+_NAME = "scaled_dot_product_attention"  # what mlx-lm's model modules import from mlx_lm.models.base
+
+
+def attention(queries: Any, keys: Any, values: Any, cache: Any, scale: float, mask: Any,
+              sinks: Any = None) -> Any:
+    """Drop-in for mlx_lm.models.base.scaled_dot_product_attention (float32, unquantized cache, no sinks;
+    anything else goes to the stock function)."""
+    import mlx.core as mx
+    from mlx_lm.models import base
+
+    if sinks is not None or hasattr(cache, "bits") or queries.dtype != mx.float32:
+        return base.scaled_dot_product_attention(queries, keys, values, cache=cache, scale=scale, mask=mask,
+                                                 sinks=sinks)
+    b, q_heads, length, dim = queries.shape
+    kv_heads, span = keys.shape[1], keys.shape[2]
+    group = q_heads // kv_heads
+    # Query heads that share a key/value head become rows of one matrix: one BLAS call per kv head.
+    scores = (queries * (scale * _LOG2E)).reshape(b, kv_heads, group * length, dim) @ keys.swapaxes(-1, -2)
+    if mask is not None:
+        scores = scores.reshape(b, kv_heads, group, length, span)
+        if isinstance(mask, str):  # "causal": the queries are the last `length` positions
+            mask = mx.arange(span - length, span)[:, None] >= mx.arange(span)[None]
+        elif mask.ndim == 4:  # (batch, 1 or heads, length, span)
+            if mask.shape[1] == 1:
+                mask = mx.expand_dims(mask, 2)
+            else:
+                mask = mask.reshape(mask.shape[0], kv_heads, group, *mask.shape[-2:])
+        if mask.dtype == mx.bool_:
+            # The float minimum, not -inf, so a fully masked (padding) row stays finite, as in mlx-lm.
+            scores = mx.where(mask, scores, mx.finfo(mx.float32).min)
+        else:
+            scores = scores + mask * _LOG2E
+        scores = scores.reshape(b, kv_heads, group * length, span)
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    if VARIANT == "clamp":
+        shifted = mx.maximum(shifted, -64.0)
+    weights = mx.power(2.0, shifted)
+    # Normalise the (length x dim) output rather than the (length x span) weights: fewer elements.
+    out = (weights @ values) * mx.reciprocal(weights.sum(axis=-1, keepdims=True))
+    return out.reshape(b, q_heads, length, dim)
+
+
+@contextmanager
+def fast_attention(model: Any) -> Iterator[bool]:
+    """Use `attention` in the model's modules for the duration (CPU only). Yields whether it is on.
+
+    Use on the MLX thread, around code that runs this model; the stock function is put back on exit.
+    """
+    import mlx.core as mx
+    from mlx_lm.models import base
+
+    if mx.default_device() != mx.cpu:
+        yield False
+        return
+    patched = []
+    for name in {type(m).__module__ for m in model.modules()}:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, _NAME, None) is base.scaled_dot_product_attention:
+            setattr(module, _NAME, attention)
+            patched.append(module)
+    try:
+        yield bool(patched)
+    finally:
+        for module in patched:
+            setattr(module, _NAME, base.scaled_dot_product_attention)

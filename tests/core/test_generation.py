@@ -1,0 +1,86 @@
+"""The generation engine against mlx-lm's own one-by-one generation, on real (tiny) models and real sandwiches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lemcore.generation import GenItem, MLXGenerator, Sampling, encode_prompt, load_mlx_model
+from lemcore.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
+from tests.tiny_models import ARCHS, make_tiny_model
+
+QUESTIONS = ("Is it fair to read a partner's messages?", "Should a town put cameras in its parks?",
+             "May I share a friend's photo without asking?")
+
+
+def _stock_greedy_ids(model, tokenizer, messages, max_tokens: int) -> list[int]:
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    _text, ids = encode_prompt(tokenizer, messages)
+    out = []
+    for token, _ in generate_step(mx.array(ids), model, max_tokens=max_tokens):
+        if token in tokenizer.eos_token_ids:
+            break
+        out.append(int(token))
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_generation_with_our_prefill_matches_mlx_lm_one_by_one(arch: str, tmp_path: Path) -> None:
+    # The sandwich is ~3.7K tokens with the tiny tokenizer: several 512-token prefill chunks, a shared
+    # prefix, and (gemma) a 32-token sliding window, all through our CPU attention and prefill.
+    model, tokenizer = load_mlx_model(make_tiny_model(tmp_path / "m", arch))
+    paths = default_kernel_paths()
+    axioms, kernel = load_axioms(paths.axioms), load_kernel_text(paths.text)
+    items = [GenItem(i, build_sandwich(axioms, kernel, q)) for i, q in enumerate(QUESTIONS)]
+    gen = MLXGenerator(model, tokenizer, batch_size=2)  # 3 prompts, 2 slots: one joins mid-run
+    assert gen.set_shared_prefix([it.messages for it in items[:2]]) > 16
+    results = {}
+    feed = iter(items)
+    gen.run(lambda: next(feed, None), Sampling(temperature=0, max_tokens=12), lambda r: results.setdefault(r.key, r))
+
+    assert sorted(results) == [0, 1, 2]
+    for it in items:
+        expected = _stock_greedy_ids(model, tokenizer, it.messages, 12)
+        assert results[it.key].text == tokenizer.decode(expected)
+        assert results[it.key].tokens == len(expected)
+        assert results[it.key].prompt_tokens > 2000
+
+
+def test_cancel_during_prefill_stops_the_run(tiny_llama: Path) -> None:
+    from lemcore.errors import Cancelled
+    from lemcore.jobs import CancelToken
+
+    model, tokenizer = load_mlx_model(tiny_llama)
+    paths = default_kernel_paths()
+    messages = build_sandwich(load_axioms(paths.axioms), load_kernel_text(paths.text), QUESTIONS[0])
+    cancel = CancelToken()
+    results: list = []
+
+    def feed():
+        cancel.cancel("user pressed Stop")
+        return GenItem(0, messages)
+
+    with pytest.raises(Cancelled):
+        MLXGenerator(model, tokenizer).run(feed, Sampling(max_tokens=8), results.append, cancel=cancel)
+    assert results == []
+
+
+def test_leases_are_renewed_between_prompt_prefills(tiny_llama: Path) -> None:
+    # A sandwich's prefill takes seconds on a CPU; filling 16 slots without a tick would let 120 s leases lapse.
+    model, tokenizer = load_mlx_model(tiny_llama)
+    paths = default_kernel_paths()
+    axioms, kernel = load_axioms(paths.axioms), load_kernel_text(paths.text)
+    queue = [GenItem(i, build_sandwich(axioms, kernel, q)) for i, q in enumerate(QUESTIONS)]
+    events: list[str] = []
+
+    def feed():
+        events.append("claim")
+        return queue.pop(0) if queue else None
+
+    MLXGenerator(model, tokenizer, batch_size=3).run(feed, Sampling(max_tokens=2), lambda r: events.append("done"),
+                                                     on_tick=lambda: events.append("tick"))
+    assert events[:6] == ["claim", "tick", "claim", "tick", "claim", "tick"]
+    assert events.count("done") == 3
