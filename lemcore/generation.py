@@ -18,7 +18,7 @@ from typing import Any
 from lemcore.cpu_attention import fast_attention
 from lemcore.errors import ConfigError, ModelLoadError
 from lemcore.jobs import CancelToken, Report, no_report
-from lemcore.sampling import make_sampler
+from lemcore.sampling import SamplingModel, cpu_sampler
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,21 @@ class MLXGenerator:
             mx.eval([c.state for c in cache])
         return cache
 
+    def _batch_generator(self, sampling: Sampling) -> Any:
+        from mlx_lm.generate import BatchGenerator
+        from mlx_lm.sample_utils import make_sampler
+
+        model: Any = self.model
+        fast = cpu_sampler(sampling.temperature, sampling.top_p)
+        if fast is not None:  # sample inside the model call (why: lemcore.sampling)
+            model = SamplingModel(self.model, fast)
+            sampler = model.take
+        else:
+            sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1 else 0.0)
+        eos = [[t] for t in sorted(self.tokenizer.eos_token_ids)]
+        return BatchGenerator(model, max_tokens=sampling.max_tokens, stop_tokens=eos, sampler=sampler,
+                              completion_batch_size=self.batch_size, prefill_batch_size=self.batch_size)
+
     # -- the loop -----------------------------------------------------------------------------------
     def run(
         self,
@@ -202,15 +217,11 @@ class MLXGenerator:
         cancel, sequences in flight are dropped: their items were never reported as done.
         """
         import mlx.core as mx
-        from mlx_lm.generate import BatchGenerator
 
         sampling.validate()
         if sampling.seed is not None:
             mx.random.seed(sampling.seed)
-        sampler = make_sampler(sampling.temperature, sampling.top_p)
-        eos = [[t] for t in sorted(self.tokenizer.eos_token_ids)]
-        gen = BatchGenerator(self.model, max_tokens=sampling.max_tokens, stop_tokens=eos, sampler=sampler,
-                             completion_batch_size=self.batch_size, prefill_batch_size=self.batch_size)
+        gen = self._batch_generator(sampling)
         slots: dict[int, _Slot] = {}
         finished = 0
         feed_done = False

@@ -1,10 +1,13 @@
-"""Token samplers for the generation engine.
+"""Token sampling for the generation engine on MLX's CPU backend.
 
-mlx-lm's categorical sampler draws one Gumbel variate per vocabulary entry (a random number and two logs each),
-which on MLX's CPU backend costs ~1.2 ms per token for a 49K vocabulary, more than a small model's whole
-batched decoding step. On the CPU we sample the same distribution by inverting its cumulative sum instead: one
-`power(2, x)` per entry and one random number per sequence (tests/core/test_sampling.py checks the
-frequencies). Metal keeps mlx-lm's sampler.
+Each decoding step, mlx-lm's BatchGenerator normalises the full-vocabulary logits (a logsumexp) into
+log-probabilities we never use, then its categorical sampler draws one Gumbel variate per vocabulary entry.
+On MLX's CPU backend both are slow element-wise passes (about 20 ms each per step for 16 sequences and a 49K
+vocabulary), more than a small model's whole forward pass; Gemma 3's 262K vocabulary makes them 5x worse.
+So on the CPU the engine samples inside the model call (`SamplingModel`): from the raw logits, by inverting
+the cumulative sum of the tempered weights (one `power(2, x)` per entry and one random number per sequence;
+the same distribution, checked in tests/core/test_sampling.py), and BatchGenerator sees one dummy logit per
+sequence. Top-p sampling and GPUs keep mlx-lm's own path.
 """
 
 from __future__ import annotations
@@ -16,26 +19,48 @@ from typing import Any
 _FLOOR = -126.0  # the smallest normal float32 exponent: weights are clamped there, never subnormal (slow)
 
 
-def make_sampler(temperature: float, top_p: float = 1.0) -> Callable[[Any], Any]:
-    """A sampler for (batch, vocab) normalised log-probabilities (as mlx-lm passes them), returning (batch,)
-    token ids."""
+def cpu_sampler(temperature: float, top_p: float = 1.0) -> Callable[[Any], Any] | None:
+    """(batch, vocab) raw logits -> (batch,) uint32 token ids, or None where mlx-lm's sampler is the one to use
+    (a GPU, or top-p)."""
     import mlx.core as mx
-    from mlx_lm.sample_utils import make_sampler as mlx_lm_sampler
 
-    if temperature == 0 or top_p < 1 or mx.default_device() != mx.cpu:
-        return mlx_lm_sampler(temp=temperature, top_p=top_p if top_p < 1 else 0.0)
+    if top_p < 1 or mx.default_device() != mx.cpu:
+        return None
+    if temperature == 0:
+        return lambda logits: mx.argmax(logits, axis=-1).astype(mx.uint32)
     scale = 1.0 / (math.log(2.0) * temperature)
 
-    def sample(logprobs: Any) -> Any:
-        scores = logprobs * scale  # log2 of the tempered, unnormalised probabilities (all <= 0)
-        # The top log-probability is at least -log(vocab), so unless the temperature is very low the top
-        # weight is far above the floor and subtracting the maximum (two more passes) is not needed.
-        if math.log(logprobs.shape[-1]) * scale > 100:
-            scores = scores - scores.max(axis=-1, keepdims=True)
-        weights = mx.power(2.0, mx.maximum(scores, _FLOOR))
+    def sample(logits: Any) -> Any:
+        scores = logits * scale  # log2 of the tempered, unnormalised probabilities
+        weights = mx.power(2.0, mx.maximum(scores - scores.max(axis=-1, keepdims=True), _FLOOR))
         cumulative = mx.cumsum(weights, axis=-1)
-        target = mx.random.uniform(shape=(logprobs.shape[0], 1)) * cumulative[:, -1:]
+        target = mx.random.uniform(shape=(logits.shape[0], 1)) * cumulative[:, -1:]
         # The first index whose running total reaches the target; the minimum guards float rounding.
-        return mx.minimum((cumulative < target).sum(axis=-1), logprobs.shape[-1] - 1).astype(mx.uint32)
+        return mx.minimum((cumulative < target).sum(axis=-1), logits.shape[-1] - 1).astype(mx.uint32)
 
     return sample
+
+
+class SamplingModel:
+    """The model as one BatchGenerator lane calls it while decoding: samples right after the forward pass and
+    returns one dummy logit per sequence, so BatchGenerator's own normalisation is trivial. Pass `take` as
+    BatchGenerator's sampler: it hands over the tokens sampled in the call just made. Prompts must reach
+    BatchGenerator already prefilled (the engine inserts only each prompt's last token)."""
+
+    def __init__(self, model: Any, sample: Callable[[Any], Any]) -> None:
+        self.model = model
+        self.sample = sample
+        self.tokens: Any = None
+
+    def __call__(self, inputs: Any, cache: Any = None, **kwargs: Any) -> Any:
+        import mlx.core as mx
+
+        logits = self.model(inputs, cache=cache, **kwargs)
+        self.tokens = self.sample(logits[:, -1, :])
+        return mx.zeros((inputs.shape[0], 1, 1), dtype=logits.dtype)
+
+    def take(self, _logprobs: Any) -> Any:
+        return self.tokens
+
+    def __getattr__(self, name: str) -> Any:  # layers, make_cache, args: whatever else is asked of the model
+        return getattr(self.__dict__["model"], name)

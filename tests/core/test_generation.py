@@ -84,3 +84,27 @@ def test_leases_are_renewed_between_prompt_prefills(tiny_llama: Path) -> None:
                                                      on_tick=lambda: events.append("tick"))
     assert events[:6] == ["claim", "tick", "claim", "tick", "claim", "tick"]
     assert events.count("done") == 3
+
+
+def test_end_of_sequence_from_the_in_model_sampler_ends_the_answer(tiny_llama: Path, monkeypatch) -> None:
+    import mlx.core as mx
+
+    import lemcore.generation as generation
+
+    model, tokenizer = load_mlx_model(tiny_llama)
+    eos = sorted(tokenizer.eos_token_ids)[0]
+    calls: list[int] = []
+
+    def forced(temperature: float, top_p: float = 1.0):
+        def sample(logits):
+            calls.append(1)  # three ordinary tokens, then end-of-sequence
+            return mx.full((logits.shape[0],), eos if len(calls) > 3 else 5, dtype=mx.uint32)
+        return sample
+
+    monkeypatch.setattr(generation, "cpu_sampler", forced)
+    queue = [GenItem("only", [{"role": "user", "content": "Say three words."}])]
+    results: list = []
+    MLXGenerator(model, tokenizer).run(lambda: queue.pop() if queue else None, Sampling(max_tokens=50),
+                                       results.append)
+    assert [(r.tokens, r.truncated) for r in results] == [(3, False)]
+    assert results[0].text == tokenizer.decode([5, 5, 5])
