@@ -64,6 +64,7 @@ class _Bridge(QObject):
 # the GUI thread sat in a Qt call). So the runner imports them once, on the GUI thread, before any job runs.
 ENGINE_MODULES = (
     "mlx.core", "mlx_lm", "mlx_lm.generate", "mlx_lm.tuner.trainer", "transformers", "influxdb_client",
+    "mlx_lm.models.llama", "mlx_lm.models.gemma3", "mlx_lm.models.gemma3_text",  # the catalog's architectures
     "lemcore.contribute", "lemcore.contribute_setup", "lemcore.queue_influx", "lemcore.model_loading",
     "lemcore.training", "lemcore.fuse", "lemcore.benchmarks", "lemcore.embedded_model",
 )

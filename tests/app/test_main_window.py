@@ -28,3 +28,18 @@ def test_app_entry_point_renders_screenshot(tmp_path) -> None:
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert png.stat().st_size > 5000
+
+
+def test_window_loads_the_contribute_models_tokenizer_before_it_shows(make_window, tmp_path) -> None:
+    # Parsing a tokenizer holds the GIL for a few hundred ms: done at the first Start it froze the window.
+    from lemcore import model_loading
+    from lemcore.settings import Settings
+    from tests.tiny_models import make_tiny_model
+
+    first_run = make_tiny_model(tmp_path / "first")
+    make_window(settings=Settings(first_run_done=False, solo=True, model_override=str(first_run)))
+    assert not any(str(first_run.resolve()) == key[0] for key in model_loading._TOKENIZERS)
+
+    chosen = make_tiny_model(tmp_path / "chosen")
+    make_window(settings=Settings(first_run_done=True, solo=True, model_override=str(chosen)))
+    assert any(str(chosen.resolve()) == key[0] for key in model_loading._TOKENIZERS)
