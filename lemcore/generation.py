@@ -123,7 +123,9 @@ class MLXGenerator:
         self._prefix_ids: list[int] = []
         self._prefix_cache: list[Any] | None = None
         # The layers without the vocabulary head: prompt tokens need their keys and values, not their logits.
-        self._body = getattr(model, "model", model)
+        # (Multimodal wrappers such as Gemma 3's keep the text model in `language_model`.)
+        text_model = getattr(model, "language_model", model)
+        self._body = getattr(text_model, "model", text_model)
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = 8, report: Report = no_report,

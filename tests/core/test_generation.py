@@ -108,3 +108,25 @@ def test_end_of_sequence_from_the_in_model_sampler_ends_the_answer(tiny_llama: P
                                        results.append)
     assert [(r.tokens, r.truncated) for r in results] == [(3, False)]
     assert results[0].text == tokenizer.decode([5, 5, 5])
+
+
+def test_multimodal_gemma3_wrapper_prefills_through_its_text_model(tiny_gemma: Path) -> None:
+    # The catalog's Gemma 3 models load as mlx-lm's `gemma3` wrapper around a `gemma3_text` model.
+    import json
+
+    import mlx.core as mx
+    from mlx_lm.models import gemma3
+
+    text_model, tokenizer = load_mlx_model(tiny_gemma)
+    config = json.loads((tiny_gemma / "config.json").read_text())
+    wrapper = gemma3.Model(gemma3.ModelArgs(model_type="gemma3", text_config=config,
+                                            vocab_size=config["vocab_size"]))
+    wrapper.language_model = text_model  # the same weights, in the wrapper's structure
+    mx.eval(wrapper.parameters())
+    gen = MLXGenerator(wrapper, tokenizer)
+    assert gen._body is wrapper.language_model.model
+    messages = [{"role": "user", "content": QUESTIONS[1]}]
+    results: list = []
+    queue = [GenItem("q", messages)]
+    gen.run(lambda: queue.pop() if queue else None, Sampling(temperature=0, max_tokens=10), results.append)
+    assert results[0].text == tokenizer.decode(_stock_greedy_ids(text_model, tokenizer, messages, 10))
