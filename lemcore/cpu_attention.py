@@ -52,11 +52,18 @@ def attention(queries: Any, keys: Any, values: Any, cache: Any, scale: float, ma
         else:
             scores = scores + mask * _LOG2E
         scores = scores.reshape(b, kv_heads, group * length, span)
-    # Clamped at the smallest normal exponent: subnormal results make `power` several times slower.
-    weights = mx.power(2.0, mx.maximum(scores - scores.max(axis=-1, keepdims=True), -126.0))
+    weights = exp2_weights(scores)
     # Normalise the (length x dim) output rather than the (length x span) weights: fewer elements.
     out = (weights @ values) * mx.reciprocal(weights.sum(axis=-1, keepdims=True))
     return out.reshape(b, q_heads, length, dim)
+
+
+def exp2_weights(scores: Any) -> Any:
+    """2 ** (scores - row maximum), clamped at the smallest normal float32 exponent (subnormal results make
+    `power` several times slower): softmax weights from log2-scaled scores, unnormalised."""
+    import mlx.core as mx
+
+    return mx.power(2.0, mx.maximum(scores - scores.max(axis=-1, keepdims=True), -126.0))
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,6 @@ class MLXGenerator:
     # -- shared prefix ------------------------------------------------------------------------------
     def set_shared_prefix(self, sample_messages: list[list[dict[str, str]]]) -> int:
         """Prefill the token prefix common to the given prompts once. Returns its length in tokens."""
-        import mlx.core as mx
         from mlx_lm.models.cache import make_prompt_cache
 
         encoded = [encode_prompt(self.tokenizer, m)[1] for m in sample_messages]
@@ -155,8 +155,7 @@ class MLXGenerator:
         self._prefix_ids = encoded[0][:common]
         cache = make_prompt_cache(self.model)
         with fast_attention(self.model):
-            self._body(mx.array(self._prefix_ids)[None], cache=cache)
-            mx.eval([c.state for c in cache])
+            self._fill(cache, self._prefix_ids, 0, len(self._prefix_ids), None)
         self._prefix_cache = cache
         return common
 
@@ -168,7 +167,6 @@ class MLXGenerator:
         compute-bound, so batching prompts gains nothing. Chunks are smaller on the CPU (the attention scores of
         a 512-token chunk stay in cache; measured 2x faster than 2048 on a 3.7K-token sandwich).
         """
-        import mlx.core as mx
         from mlx_lm.models.cache import make_prompt_cache
 
         n = len(self._prefix_ids)
@@ -176,14 +174,20 @@ class MLXGenerator:
             cache, start = copy.deepcopy(self._prefix_cache), n
         else:
             cache, start = make_prompt_cache(self.model), 0
+        self._fill(cache, ids, start, len(ids) - 1, cancel)
+        return cache
+
+    def _fill(self, cache: list[Any], ids: list[int], start: int, stop: int, cancel: CancelToken | None) -> None:
+        """Run ids[start:stop] through the model body into `cache`, in chunks."""
+        import mlx.core as mx
+
         step = 512 if mx.default_device() == mx.cpu else 2048
         tokens = mx.array(ids)
-        for at in range(start, len(ids) - 1, step):
+        for at in range(start, stop, step):
             if cancel is not None:
                 cancel.check()
-            self._body(tokens[at:min(at + step, len(ids) - 1)][None], cache=cache)
+            self._body(tokens[at:min(at + step, stop)][None], cache=cache)
             mx.eval([c.state for c in cache])
-        return cache
 
     def _batch_generator(self, sampling: Sampling) -> Any:
         from mlx_lm.generate import BatchGenerator
@@ -223,70 +227,66 @@ class MLXGenerator:
         sampling.validate()
         if sampling.seed is not None:
             mx.random.seed(sampling.seed)
-        gen = self._batch_generator(sampling)
         slots: dict[int, _Slot] = {}
         finished = 0
         feed_done = False
         featured: int | None = None
         last_stream = 0.0
-        with fast_attention(self.model):
-            try:
-                while True:
-                    if cancel is not None:
-                        cancel.check()
-                    waiting = False
-                    while not feed_done and len(slots) < self.batch_size:
-                        item = feed()
-                        if item is None:
-                            feed_done = True
-                            break
-                        if item is WAIT:
-                            waiting = True
-                            break
-                        started = time.perf_counter()
-                        text, ids = encode_prompt(self.tokenizer, item.messages)
-                        cache = self._prefill(ids, cancel)
-                        (uid,) = gen.insert([ids[-1:]], [sampling.max_tokens], caches=[cache])
-                        slots[uid] = _Slot(item, started, text, len(ids))
-                        if on_tick is not None:  # a prefill takes seconds on a CPU: keep the leases fresh
-                            on_tick()
-                    if not slots:
-                        if feed_done:
-                            break
-                        if waiting:
-                            if on_tick is not None:
-                                on_tick()
-                            if cancel is not None:
-                                cancel.wait(0.5)
-                            else:
-                                time.sleep(0.5)
-                        continue
-                    for resp in gen.next_generated():
-                        slot = slots.get(resp.uid)
-                        if slot is None:
-                            continue
-                        if resp.finish_reason != "stop":
-                            slot.ids.append(resp.token)
-                        if resp.finish_reason is not None:
-                            del slots[resp.uid]
-                            finished += 1
-                            on_result(GenResult(
-                                key=slot.item.key, text=self.tokenizer.decode(slot.ids),
-                                prompt_tokens=slot.prompt_tokens, tokens=len(slot.ids),
-                                seconds=time.perf_counter() - slot.started,
-                                truncated=resp.finish_reason == "length", prompt_text=slot.prompt_text,
-                            ))
-                    if on_tick is not None:
+        with fast_attention(self.model), closing(self._batch_generator(sampling)) as gen:
+            while True:
+                if cancel is not None:
+                    cancel.check()
+                waiting = False
+                while not feed_done and len(slots) < self.batch_size:
+                    item = feed()
+                    if item is None:
+                        feed_done = True
+                        break
+                    if item is WAIT:
+                        waiting = True
+                        break
+                    started = time.perf_counter()
+                    text, ids = encode_prompt(self.tokenizer, item.messages)
+                    cache = self._prefill(ids, cancel)
+                    (uid,) = gen.insert([ids[-1:]], [sampling.max_tokens], caches=[cache])
+                    slots[uid] = _Slot(item, started, text, len(ids))
+                    if on_tick is not None:  # a prefill takes seconds on a CPU: keep the leases fresh
                         on_tick()
-                    now = time.perf_counter()
-                    if featured not in slots:
-                        featured = next(iter(slots), None)
-                    if featured is not None and now - last_stream >= stream_every_s:
-                        last_stream = now
-                        slot = slots[featured]
-                        report(TokenChunk(slot.item.key, self.tokenizer.decode(slot.ids), len(slot.ids)))
-            finally:
-                gen.close()
+                if not slots:
+                    if feed_done:
+                        break
+                    if waiting:
+                        if on_tick is not None:
+                            on_tick()
+                        if cancel is not None:
+                            cancel.wait(0.5)
+                        else:
+                            time.sleep(0.5)
+                    continue
+                for resp in gen.next_generated():
+                    slot = slots.get(resp.uid)
+                    if slot is None:
+                        continue
+                    if resp.finish_reason != "stop":
+                        slot.ids.append(resp.token)
+                    if resp.finish_reason is not None:
+                        del slots[resp.uid]
+                        finished += 1
+                        on_result(GenResult(
+                            key=slot.item.key, text=self.tokenizer.decode(slot.ids),
+                            prompt_tokens=slot.prompt_tokens, tokens=len(slot.ids),
+                            seconds=time.perf_counter() - slot.started,
+                            truncated=resp.finish_reason == "length", prompt_text=slot.prompt_text,
+                        ))
+                if on_tick is not None:
+                    on_tick()
+                now = time.perf_counter()
+                if featured not in slots:
+                    featured = next(iter(slots), None)
+                if featured is not None and now - last_stream >= stream_every_s:
+                    last_stream = now
+                    slot = slots[featured]
+                    report(TokenChunk(slot.item.key, self.tokenizer.decode(slot.ids), len(slot.ids)))
         return finished
 
 

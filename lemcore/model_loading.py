@@ -255,9 +255,10 @@ def cached_tokenizer(folder: Path, eos_token_ids: Any = None) -> Any:
     from mlx_lm.utils import load_tokenizer
 
     folder = Path(folder).resolve()
-    stamps = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(folder.iterdir())
-                   if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "tiktoken"))
-                   or f.name == "chat_template.jinja")
+    files = [f for f in sorted(folder.iterdir())
+             if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "tiktoken"))
+             or f.name == "chat_template.jinja"]
+    stamps = tuple((f.name, st.st_mtime_ns, st.st_size) for f in files for st in [f.stat()])
     key = (str(folder), stamps, json.dumps(eos_token_ids))
     with _TOKENIZERS_LOCK:
         tokenizer = _TOKENIZERS.get(key)
@@ -276,7 +277,6 @@ def warm_tokenizer(path_or_id: str) -> bool:
         folder = resolve_model(path_or_id).folder
         if folder is None:
             return False
-        check_model_folder(folder)
         cached_tokenizer(folder, check_model_folder(folder).get("eos_token_id"))
         return True
     except Exception as err:  # noqa: BLE001 - a warm-up is best effort

@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-_FLOOR = -126.0  # the smallest normal float32 exponent: weights are clamped there, never subnormal (slow)
+from lemcore.cpu_attention import exp2_weights
 
 
 def cpu_sampler(temperature: float, top_p: float = 1.0) -> Callable[[Any], Any] | None:
@@ -32,7 +32,7 @@ def cpu_sampler(temperature: float, top_p: float = 1.0) -> Callable[[Any], Any] 
 
     def sample(logits: Any) -> Any:
         scores = logits * scale  # log2 of the tempered, unnormalised probabilities
-        weights = mx.power(2.0, mx.maximum(scores - scores.max(axis=-1, keepdims=True), _FLOOR))
+        weights = exp2_weights(scores)
         cumulative = mx.cumsum(weights, axis=-1)
         target = mx.random.uniform(shape=(logits.shape[0], 1)) * cumulative[:, -1:]
         # The first index whose running total reaches the target; the minimum guards float rounding.
