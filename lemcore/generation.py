@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lemcore.cpu_attention import fast_attention
+from lemcore.cpu_paths import cpu_fast_paths
 from lemcore.errors import ConfigError, ModelLoadError
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.sampling import SamplingModel, cpu_sampler
@@ -154,7 +154,7 @@ class MLXGenerator:
             return 0
         self._prefix_ids = encoded[0][:common]
         cache = make_prompt_cache(self.model)
-        with fast_attention(self.model):
+        with cpu_fast_paths(self.model):
             self._fill(cache, self._prefix_ids, 0, len(self._prefix_ids), None)
         self._prefix_cache = cache
         return common
@@ -232,7 +232,7 @@ class MLXGenerator:
         feed_done = False
         featured: int | None = None
         last_stream = 0.0
-        with fast_attention(self.model), closing(self._batch_generator(sampling)) as gen:
+        with cpu_fast_paths(self.model), closing(self._batch_generator(sampling)) as gen:
             while True:
                 if cancel is not None:
                     cancel.check()
