@@ -4,16 +4,16 @@ Lab: one `mlx_lm.generate` call per prompt, the sandwich built per prompt (worke
 mlx-lm (its default 2048-token prefill chunks, fused attention, categorical sampler).
 Ours: lemcore's MLXGenerator as `lem gold` runs it: continuous batching, the shared system prefix prefilled
 once, our own prefill (512-token chunks on the CPU, no vocabulary logits for prompt tokens), and on the CPU
-our attention (lemcore/cpu_attention.py) and sampler (lemcore/sampling.py).
+our attention (lemcore/cpu_attention.py), SwiGLU (lemcore/cpu_activations.py) and sampler (lemcore/sampling.py).
 Prints responses/hour for both and the ratio. Models: `smollm2` (the real 135M instruct model, float32),
 `tiny` (2 layers, 64 wide, random weights, SmolLM2's tokenizer: realistic token counts), `tiny-bytes` (the
-tests' tiny model with its 512-token byte-level tokenizer: the sandwich is 2.4x as many tokens). Run:
+tests' tiny model with its 512-token byte-level tokenizer: the sandwich is 2.4x as many tokens).
 
-Measured here (2 cores, OpenBLAS, 512 tokens, batch 16, 2026-11-27): tiny 4.52x (32 prompts; 131.8 s vs 29.1 s),
-smollm2 3.05x then 2.98x (16 prompts; lab 1826 s / 1636 s, ours 598 s / 549 s; the second run after sampling
-moved into the model call, so lab-side noise is ~10%), tiny-bytes 2.23x
-(16 prompts: attention over its 3.7K-token prompts dominates both sides). Before this session's CPU paths:
-1.01-1.09x.
+Measured here (2 cores, OpenBLAS, 512 tokens, batch 16), 2026-11-27, after attention's softmax moved to NumPy
+and SwiGLU to power(2, x): smollm2 3.82x (16 prompts; lab 1598.7 s, ours 418.9 s), tiny 4.26x (32 prompts;
+125.9 s vs 29.5 s), tiny-bytes 3.02x (16 prompts; 43.9 s vs 14.5 s: attention over its 3.7K-token prompts
+dominates both sides). Earlier the same day, with MLX-op attention: 2.98-3.05x, 4.52x, 2.23x; before any of
+the CPU paths: 1.01-1.09x. Run:
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
     .venv/bin/python -m tests.perf.bench_contribute [--model tiny|tiny-bytes|smollm2|PATH] [--prompts 16]
