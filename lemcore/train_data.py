@@ -127,7 +127,7 @@ def _read_split(name: str, path: Path, mask_prompt: bool, errors: list[str], war
             continue
         try:
             obj = json.loads(raw)
-        except ValueError as err:
+        except json.JSONDecodeError as err:
             file_errors.append(f"{path.name} line {number}: not valid JSON ({err.msg} at column {err.colno})")
             continue
         if not split.format and isinstance(obj, dict):
