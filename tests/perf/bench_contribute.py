@@ -10,10 +10,11 @@ Prints responses/hour for both and the ratio. Models: `smollm2` (the real 135M i
 tests' tiny model with its 512-token byte-level tokenizer: the sandwich is 2.4x as many tokens).
 
 Measured here (2 cores, OpenBLAS, 512 tokens, batch 16), 2026-11-27, after attention's softmax moved to NumPy
-and SwiGLU to power(2, x): smollm2 3.82x (16 prompts; lab 1598.7 s, ours 418.9 s), tiny 4.26x (32 prompts;
-125.9 s vs 29.5 s), tiny-bytes 3.02x (16 prompts; 43.9 s vs 14.5 s: attention over its 3.7K-token prompts
-dominates both sides). Earlier the same day, with MLX-op attention: 2.98-3.05x, 4.52x, 2.23x; before any of
-the CPU paths: 1.01-1.09x. Run:
+and SwiGLU to power(2, x): smollm2 3.82x (16 prompts; lab 1598.7 s, ours 418.9 s); tiny 4.26x (32 prompts;
+125.9 s vs 29.5 s) and 4.59x (64 prompts; 267.6 s vs 58.3 s); tiny-bytes 3.02x, 2.55x, 3.87x (16 prompts,
+three runs: short runs swing with machine noise) and 2.77x (64 prompts; 159.4 s vs 57.6 s): attention over
+its 3.7K-token prompts dominates both sides. Earlier the same day, with MLX-op attention: 2.98-3.05x, 4.52x,
+2.23x; before any of the CPU paths: 1.01-1.09x. Run:
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
     .venv/bin/python -m tests.perf.bench_contribute [--model tiny|tiny-bytes|smollm2|PATH] [--prompts 16]
