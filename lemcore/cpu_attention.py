@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 _LOG2E = 1.0 / math.log(2.0)
 _SPLIT_AT = 1 << 20  # score elements above which a prefill softmax is split across threads
 _FEW_ROWS = 64  # query rows per kv head up to which NumPy does the whole attention (decoding steps)
+_WORKERS = min(os.cpu_count() or 1, 4)  # threads for the softmax and the decoding steps' batch
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -51,18 +53,19 @@ def _attention_many_rows(rows: Any, keys: Any, values: Any, mask: Any, length: i
     import mlx.core as mx
     import numpy as np
 
-    b, kv_heads, _, _ = rows.shape
+    b, kv_heads, group_rows, _ = rows.shape
     scores = rows @ keys.swapaxes(-1, -2)
-    if mask is not None and not isinstance(mask, str):
-        scores = _apply_array_mask(scores, mask, length)
-    mx.eval(scores)
+    mx.eval(scores, *_array_mask(mask))
     n = np.asarray(scores)  # a view of MLX's buffer: the softmax below writes the weights in place
     if not (n.flags.writeable and n.flags.c_contiguous):
         n = np.array(n)
         scores = None
-    if isinstance(mask, str):
-        _add_causal_bias(n, length)
-    denominators = _softmax_numerators(n.reshape(-1, n.shape[-1]))
+    _mask_in_place(n, mask, _mask_5d(mask, kv_heads, group_rows // length), length)
+    rows_2d = n.reshape(-1, n.shape[-1])
+    if rows_2d.size < _SPLIT_AT:
+        denominators = _exp2_rows(rows_2d)
+    else:
+        denominators = np.concatenate(_in_parallel(lambda lo, hi: _exp2_rows(rows_2d[lo:hi]), len(rows_2d)))
     weights = scores if scores is not None else mx.array(n)
     # Normalise the (rows x dim) output rather than the (rows x span) weights: fewer elements.
     inverse = mx.array(np.reciprocal(denominators).reshape(b, kv_heads, -1, 1))
@@ -76,92 +79,67 @@ def _attention_few_rows(rows: Any, keys: Any, values: Any, mask: Any, length: in
     import mlx.core as mx
     import numpy as np
 
-    if isinstance(mask, str) or mask is None:
-        mx.eval(rows, keys, values)
-        m = None
-    else:
-        mx.eval(rows, keys, values, mask)
-        m = _mask_5d(np.asarray(mask), keys.shape[1], rows.shape[2] // length)
+    mx.eval(rows, keys, values, *_array_mask(mask))
     q, k, v = np.asarray(rows), np.asarray(keys), np.asarray(values)  # views of MLX's buffers
-    b = q.shape[0]
+    b, kv_heads, group_rows, _ = q.shape
+    mask_5d = _mask_5d(mask, kv_heads, group_rows // length)
 
     def part(lo: int, hi: int) -> Any:
         scores = np.matmul(q[lo:hi], k[lo:hi].swapaxes(-1, -2))
-        if isinstance(mask, str):
-            _add_causal_bias(scores, length)
-        elif m is not None:
-            part_mask = m[lo:hi] if m.shape[0] == b else m
-            _mask_scores_np(scores, part_mask, length)
+        part_mask = mask_5d[lo:hi] if mask_5d is not None and mask_5d.shape[0] == b else mask_5d
+        _mask_in_place(scores, mask, part_mask, length)
         denominators = _exp2_rows(scores.reshape(-1, scores.shape[-1]))
         out = np.matmul(scores, v[lo:hi])
         out /= denominators.reshape(*out.shape[:-1], 1)
         return out
 
-    workers = min(_workers(), b)
-    if workers < 2:
-        return mx.array(part(0, b))
-    bounds = [b * i // workers for i in range(workers + 1)]
-    return mx.array(np.concatenate(list(_pool().map(part, bounds[:-1], bounds[1:]))))
+    return mx.array(np.concatenate(_in_parallel(part, b)))
 
 
-def _apply_array_mask(scores: Any, mask: Any, length: int) -> Any:
-    """MLX: a boolean or additive mask of mlx-lm's shapes applied to (b, kv_heads, group*length, span)."""
-    import mlx.core as mx
-
-    b, kv_heads, group_rows, span = scores.shape
-    scores = scores.reshape(b, kv_heads, group_rows // length, length, span)
-    if mask.ndim == 4:  # (batch, 1 or heads, length, span)
-        if mask.shape[1] == 1:
-            mask = mx.expand_dims(mask, 2)
-        else:
-            mask = mask.reshape(mask.shape[0], kv_heads, group_rows // length, *mask.shape[-2:])
-    if mask.dtype == mx.bool_:
-        # The float minimum, not -inf, so a fully masked (padding) row stays finite, as in mlx-lm.
-        scores = mx.where(mask, scores, mx.finfo(mx.float32).min)
-    else:
-        scores = scores + mask * _LOG2E
-    return scores.reshape(b, kv_heads, group_rows, span)
+def _array_mask(mask: Any) -> tuple[Any, ...]:
+    """The mask, if it is an array, for evaluating with the other inputs."""
+    return () if mask is None or isinstance(mask, str) else (mask,)
 
 
 def _mask_5d(mask: Any, kv_heads: int, group: int) -> Any:
-    """NumPy: an mlx-lm mask (length, span) or (batch, 1 or heads, length, span) as
-    (batch or 1, kv_heads or 1, group or 1, length, span)."""
-    if mask.ndim == 2:
-        return mask[None, None, None]
-    if mask.shape[1] == 1:
-        return mask[:, :, None]
-    return mask.reshape(mask.shape[0], kv_heads, group, *mask.shape[-2:])
+    """An mlx-lm array mask, (length, span) or (batch, 1 or heads, length, span), as a NumPy view shaped
+    (batch or 1, kv_heads or 1, group or 1, length, span); None for no mask or "causal". Evaluated already."""
+    import numpy as np
+
+    if not _array_mask(mask):
+        return None
+    m = np.asarray(mask)
+    if m.ndim == 2:
+        return m[None, None, None]
+    if m.shape[1] == 1:
+        return m[:, :, None]
+    return m.reshape(m.shape[0], kv_heads, group, *m.shape[-2:])
 
 
-def _mask_scores_np(scores: Any, mask: Any, length: int) -> None:
-    """In place on fresh (contiguous) NumPy scores, as `_apply_array_mask` does in MLX."""
+def _mask_in_place(scores: Any, mask: Any, mask_5d: Any, length: int) -> None:
+    """Applies mlx-lm's mask (None, "causal", or `mask_5d`, its array as `_mask_5d` shapes it) to contiguous
+    NumPy scores (b, kv_heads, group*length, span) of log2-scaled logits."""
     import numpy as np
 
     b, kv_heads, group_rows, span = scores.shape
     s5 = scores.reshape(b, kv_heads, group_rows // length, length, span)
-    if mask.dtype == np.bool_:
-        np.copyto(s5, np.finfo(np.float32).min, where=~mask)
-    else:
-        s5 += mask * np.float32(_LOG2E)
+    if isinstance(mask, str):  # "causal": the queries are the last `length` positions
+        if length > 1:
+            s5[..., span - length:] += _causal_bias(length)
+    elif mask_5d is not None and mask_5d.dtype == np.bool_:
+        # The float minimum, not -inf, so a fully masked (padding) row stays finite, as in mlx-lm.
+        np.copyto(s5, np.finfo(np.float32).min, where=~mask_5d)
+    elif mask_5d is not None:
+        s5 += mask_5d * np.float32(_LOG2E)
 
 
-def _add_causal_bias(scores: Any, length: int) -> None:
-    """In place on (b, kv_heads, group*length, span) scores: the queries are the last `length` positions."""
-    if length > 1:
-        b, kv_heads, group_rows, span = scores.shape
-        tail = scores.reshape(b, kv_heads, group_rows // length, length, span)[..., span - length:]
-        tail += _causal_bias(length)
-
-
-def _softmax_numerators(rows: Any) -> Any:
-    """`_exp2_rows`, split across the cores for large score blocks (NumPy releases the GIL)."""
-    import numpy as np
-
-    workers = _workers()
-    if rows.size < _SPLIT_AT or workers < 2 or len(rows) < workers:
-        return _exp2_rows(rows)
-    bounds = [len(rows) * i // workers for i in range(workers + 1)]
-    return np.concatenate(list(_pool().map(_exp2_rows, [rows[s:e] for s, e in zip(bounds, bounds[1:])])))
+def _in_parallel(fn: Callable[[int, int], Any], n: int) -> list[Any]:
+    """fn(lo, hi) over [0, n) split into one range per core, on the pool (NumPy releases the GIL)."""
+    workers = min(_WORKERS, n)
+    if workers < 2:
+        return [fn(0, n)]
+    bounds = [n * i // workers for i in range(workers + 1)]
+    return list(_pool().map(fn, bounds[:-1], bounds[1:]))
 
 
 def _exp2_rows(rows: Any) -> Any:
@@ -175,14 +153,10 @@ def _exp2_rows(rows: Any) -> Any:
     return rows.sum(axis=-1)
 
 
-def _workers() -> int:
-    return min(os.cpu_count() or 1, 4)
-
-
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(_workers(), thread_name_prefix="lem-attention")
+        _POOL = ThreadPoolExecutor(_WORKERS, thread_name_prefix="lem-attention")
     return _POOL
 
 
@@ -192,11 +166,3 @@ def _causal_bias(length: int) -> Any:
     import numpy as np
 
     return np.triu(np.full((length, length), np.finfo(np.float32).min, np.float32), 1)
-
-
-def exp2_weights(scores: Any) -> Any:
-    """2 ** (scores - row maximum), clamped at the smallest normal float32 exponent (subnormal results make
-    `power` several times slower): softmax weights from log2-scaled scores, unnormalised. Lazy MLX ops."""
-    import mlx.core as mx
-
-    return mx.power(2.0, mx.maximum(scores - scores.max(axis=-1, keepdims=True), -126.0))

@@ -36,10 +36,11 @@ def cpu_fast_paths(model: Any) -> Iterator[bool]:
     if mx.default_device() != mx.cpu:
         yield False
         return
+    replacements = _replacements()
     swapped: list[tuple[Any, str, Any]] = []
     for module_name in {type(m).__module__ for m in model.modules()}:
         module = sys.modules.get(module_name)
-        for name, (stock, ours) in _replacements().items():
+        for name, (stock, ours) in replacements.items():
             if module is not None and getattr(module, name, None) is stock:
                 setattr(module, name, ours)
                 swapped.append((module, name, stock))

@@ -16,8 +16,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from lemcore.cpu_attention import exp2_weights
-
 
 def cpu_sampler(temperature: float, top_p: float = 1.0) -> Callable[[Any], Any] | None:
     """(batch, vocab) raw logits -> (batch,) uint32 token ids, or None where mlx-lm's sampler is the one to use
@@ -64,3 +62,11 @@ class SamplingModel:
 
     def __getattr__(self, name: str) -> Any:  # layers, make_cache, args: whatever else is asked of the model
         return getattr(self.__dict__["model"], name)
+
+
+def exp2_weights(scores: Any) -> Any:
+    """2 ** (scores - row maximum), clamped at the smallest normal float32 exponent (subnormal results make
+    `power` several times slower): softmax weights from log2-scaled scores, unnormalised. Lazy MLX ops."""
+    import mlx.core as mx
+
+    return mx.power(2.0, mx.maximum(scores - scores.max(axis=-1, keepdims=True), -126.0))
