@@ -8,7 +8,6 @@ logits move a little and the check accepts that with a looser tolerance and a to
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 import time
@@ -133,8 +132,10 @@ def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: Canc
     for pattern in ("*.py", "generation_config.json"):
         for extra in base_dir.glob(pattern) if base_dir.is_dir() else []:
             shutil.copy2(extra, save_path / extra.name)
+    # Dropped by reference count; no gc.collect() here: on the app's engine thread a full collection also
+    # destroys unreachable Qt objects off the GUI thread, which deadlocked in PySide (QObject::~QObject
+    # waiting for the GIL inside gc.collect, seen in a CI run).
     del model, fused
-    gc.collect()
     mx.clear_cache()
 
     report(FuseStage("checking"))
