@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:]
     args = parse_args(argv)
     if args.self_test:
-        from app.self_test import run_self_test
+        from app.devtools.self_test import run_self_test
 
         return run_self_test()
 

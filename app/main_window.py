@@ -18,11 +18,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.jobs import JobRunner
-from app.pages.contribute_page import ContributePage
-from app.pages.results_page import ResultsPage
-from app.pages.settings_page import SettingsPage
-from app.pages.train_page import TrainPage
+from app.jobs.runner import JobRunner
+from app.pages.contribute.page import ContributePage
+from app.pages.results.page import ResultsPage
+from app.pages.settings.page import SettingsPage
+from app.pages.train.page import TrainPage
 from app.style import STYLE
 from lemcore.resources import resource
 
@@ -74,9 +74,9 @@ class MainWindow(QMainWindow):
     @staticmethod
     def _warm_contribute_model() -> None:
         """Load the contribute model's tokenizer now, before the window shows: parsing it holds the GIL for
-        a few hundred ms, a visible freeze if the first Start did it (see lemcore.model_loading)."""
-        from lemcore.contribute_setup import resolve_generation_model
-        from lemcore.model_loading import warm_tokenizer
+        a few hundred ms, a visible freeze if the first Start did it (see lemcore.models.loading)."""
+        from lemcore.contribute.setup import resolve_generation_model
+        from lemcore.models.loading import warm_tokenizer
         from lemcore.settings import load_settings
 
         settings = load_settings()

@@ -1,4 +1,4 @@
-"""A local stand-in for the Hugging Face hub: the endpoints huggingface_hub 2.x and lemcore.downloads call.
+"""A local stand-in for the Hugging Face hub: the endpoints huggingface_hub 2.x and lemcore.models.downloads call.
 
 - GET  /api/models/{owner}/{name}[/revision/{rev}] repo info: sha + siblings (sizes, blob ids, LFS sha256)
 - GET  /api/models/{owner}/{name}/tree/{rev}        the file list snapshot_download reads

@@ -136,7 +136,7 @@ class JudgeBackend(Protocol):
 
 # -- backends --------------------------------------------------------------------------------------------
 def _judge_sampling(attempt: int, max_tokens: int, seed: int) -> Any:
-    from lemcore.generation import Sampling
+    from lemcore.generate.engine import Sampling
 
     # Greedy first (repeatable); a retry of a bad reply needs a little randomness or it repeats exactly.
     return Sampling(temperature=0.0 if attempt == 1 else 0.5, max_tokens=max_tokens, seed=seed + attempt)
@@ -156,7 +156,7 @@ class LocalJudge:
 
     def ask(self, prompts: list[list[dict[str, str]]], *, attempt: int,
             cancel: CancelToken) -> list[str | BaseException]:
-        from lemcore.generation import GenItem
+        from lemcore.generate.engine import GenItem
 
         feed = iter([GenItem(i, m) for i, m in enumerate(prompts)])
         out: list[str | BaseException] = [Unparseable("no reply")] * len(prompts)
@@ -176,7 +176,7 @@ class APIJudge:
 
     def __init__(self, url: str, model: str, *, api_key: str | None = None, max_tokens: int = 300,
                  timeout: float = 60.0, seed: int = 0) -> None:
-        from lemcore.api_backend import APIGenerator
+        from lemcore.generate.api import APIGenerator
 
         self._api = APIGenerator(url, model, api_key=api_key, timeout=timeout)
         self._url, self._model, self._max, self._seed = url, model, max_tokens, seed
@@ -186,8 +186,8 @@ class APIJudge:
 
     def ask(self, prompts: list[list[dict[str, str]]], *, attempt: int,
             cancel: CancelToken) -> list[str | BaseException]:
-        from lemcore.api_backend import APIError
         from lemcore.errors import ServerUnreachable
+        from lemcore.generate.api import APIError
 
         out: list[str | BaseException] = []
         for messages in prompts:
@@ -231,7 +231,7 @@ def make_judge(config: JudgeConfig, *, store: Any = None) -> JudgeBackend:
         if not config.model:
             raise ConfigError("A local judge needs a model (a folder, catalog id or downloaded hub id).")
         from lemcore.benchmarks.provenance import model_identity
-        from lemcore.generation import MLXGenerator
+        from lemcore.generate.engine import MLXGenerator
 
         gen = MLXGenerator.load(config.model, batch_size=config.batch_size)
         ident = model_identity(config.model)

@@ -76,7 +76,7 @@ def folder_identity(folder: Path, patterns: tuple[str, ...] = _HASHED) -> dict[s
 def resolve_folder(name: str) -> Path | None:
     """The folder a model name points at, if it is on this computer."""
     try:
-        from lemcore.model_loading import resolve_model
+        from lemcore.models.loading import resolve_model
     except ImportError:
         resolve_model = None
     if resolve_model is not None:

@@ -151,7 +151,7 @@ def _prepare(run_dir: Path, config: BenchConfig, suites: dict[str, Suite], max_t
 
 def load_generator(config: BenchConfig) -> Any:
     """MLXGenerator for the model, with the adapter applied when one is given."""
-    from lemcore.generation import MLXGenerator, load_mlx_model
+    from lemcore.generate.engine import MLXGenerator, load_mlx_model
 
     model, tokenizer = load_mlx_model(config.model)
     if config.adapter:
@@ -232,7 +232,7 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
 
 def _generate_suite(gen: Any, run_dir: Path, suite: Suite, pairs: list[tuple[int, int]],
                     sampling_record: dict[str, Any], report: Report, cancel: CancelToken) -> dict[str, Any]:
-    from lemcore.generation import GenItem, Sampling
+    from lemcore.generate.engine import GenItem, Sampling
 
     module = suite_module(suite.id)
     sampling = Sampling(**sampling_record)

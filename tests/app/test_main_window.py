@@ -32,7 +32,7 @@ def test_app_entry_point_renders_screenshot(tmp_path) -> None:
 
 def test_window_loads_the_contribute_models_tokenizer_before_it_shows(make_window, tmp_path) -> None:
     # Parsing a tokenizer holds the GIL for a few hundred ms: done at the first Start it froze the window.
-    from lemcore import model_loading
+    from lemcore.models import loading as model_loading
     from lemcore.settings import Settings
     from tests.tiny_models import make_tiny_model
 

@@ -37,7 +37,7 @@ def write_small_kernel(folder: Path) -> tuple[Path, Path]:
 
 def worker_cmd(model: Path, prompts: Path, output: Path, worker: str, kernel: tuple[Path, Path], *,
                influx_url: str = "", extra: list[str] | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "lemcore.cli", "gold", "--model", str(model), "--prompts", str(prompts),
+    cmd = [sys.executable, "-m", "lemcore.cli.main", "gold", "--model", str(model), "--prompts", str(prompts),
            "--output", str(output), "--worker", worker, "--axioms", str(kernel[0]), "--kernel", str(kernel[1]),
            "--temperature", "0", "--quiet"]
     cmd += ["--influx", influx_url] if influx_url else ["--solo"]

@@ -18,7 +18,7 @@ def test_import_linter_contract() -> None:
 
 def test_import_lemcore_stays_light() -> None:
     code = (
-        "import sys, lemcore, lemcore.cli, lemcore.settings, lemcore.secrets, lemcore.influx;"
+        "import sys, lemcore, lemcore.cli.main, lemcore.settings, lemcore.secrets, lemcore.influx;"
         "bad = [m for m in ('mlx', 'mlx_lm', 'PySide6', 'pyqtgraph', 'app', 'influxdb_client', 'transformers')"
         " if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )

@@ -85,7 +85,7 @@ def test_compare_prints_the_headline_table_with_intervals(tmp_path: Path, capsys
     assert rows["Truthfulness"].delta == 0.0 and rows["Truthfulness"].verdict == "within noise"
     assert rows["Safety"].difference.delta.n_items == 4
 
-    from lemcore.cli_bench import register
+    from lemcore.cli.bench import register
 
     parser = argparse.ArgumentParser(prog="lem")
     register(parser.add_subparsers(dest="command"))
@@ -118,7 +118,7 @@ def test_reference_figures_compare_without_intervals(capsys: pytest.CaptureFixtu
     text = format_comparison(cmp)
     assert "34.0" in text and "-8.0 pp" in text and "[" not in text.split("B − A")[1].split("Intervals")[0]
 
-    from lemcore.cli_bench import register
+    from lemcore.cli.bench import register
 
     parser = argparse.ArgumentParser(prog="lem")
     register(parser.add_subparsers(dest="command"))

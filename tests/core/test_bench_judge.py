@@ -115,7 +115,7 @@ def test_persistent_failure_is_recorded_as_failed_with_reason() -> None:
 
 def test_local_judge_on_a_tiny_model_fails_cleanly(tiny_llama: Path) -> None:
     """A random tiny model writes gibberish: every judgment must end `failed`, with the raw reply kept."""
-    from lemcore.generation import MLXGenerator
+    from lemcore.generate.engine import MLXGenerator
 
     judge = LocalJudge(MLXGenerator.load(tiny_llama, batch_size=4), model=str(tiny_llama), max_tokens=12)
     saved: list = []

@@ -218,7 +218,7 @@ import sys
 from lemcore.benchmarks.compare import compare_runs, format_comparison
 from lemcore.benchmarks.run import BenchConfig, SuiteSpec, run_benchmark
 from lemcore.benchmarks.store import list_runs
-from lemcore.embedded_model import ensure_embedded_model
+from lemcore.models.embedded import ensure_embedded_model
 model = ensure_embedded_model("float32")
 config = BenchConfig(model=str(model), suites=(SuiteSpec("gsm8k", sys.argv[1]),), samples=1, temperature=0.0,
                      max_tokens=6, batch_size=10, run_dir=sys.argv[2])
@@ -261,7 +261,7 @@ def test_lem_bench_command_with_a_local_judge(tiny_llama: Path, tmp_path: Path,
     up failed (counted, not averaged), while GSM8K is scored without a judge."""
     import argparse
 
-    from lemcore.cli_bench import register
+    from lemcore.cli.bench import register
 
     parser = argparse.ArgumentParser(prog="lem")
     register(parser.add_subparsers(dest="command"))

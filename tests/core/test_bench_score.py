@@ -130,7 +130,7 @@ def test_rescore_run_appends_changed_scores(tmp_path: Path) -> None:
 
 
 def test_lem_score_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lemcore.cli_bench import register
+    from lemcore.cli.bench import register
 
     parser = argparse.ArgumentParser(prog="lem")
     register(parser.add_subparsers(dest="command"))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lemcore.catalog import EMBEDDED_ID, catalog, find_entry, recommend, refresh_catalog
 from lemcore.errors import DownloadError
 from lemcore.hardware import GB, Hardware
+from lemcore.models.catalog import EMBEDDED_ID, catalog, find_entry, recommend, refresh_catalog
 from tests import hub_server
 from tests.hub_server import HubServer
 
@@ -95,13 +95,13 @@ def test_refresh_offline_fails_fast_and_keeps_estimates(hf_cache: Path) -> None:
 
 
 def _lem(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lemcore.cli", "models", *args], check=False, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "lemcore.cli.main", "models", *args], check=False, cwd=ROOT,
                           env=dict(os.environ), capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.slow
 def test_lem_models_list_shows_catalog_verdicts_and_the_built_in_model(hf_cache: Path) -> None:
-    from lemcore.embedded_model import ensure_embedded_model
+    from lemcore.models.embedded import ensure_embedded_model
 
     ensure_embedded_model()  # cached across test sessions ($LEM_MODEL_CACHE): the built-in model is ready
     out = _lem("list")

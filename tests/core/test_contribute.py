@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lemcore.api_backend import APIGenerator
-from lemcore.contribute import ContributeConfig, run_contribution
-from lemcore.contribute_events import Finished, Notice, ResponseDone
-from lemcore.generation import MLXGenerator, Sampling
-from lemcore.work_queue import SQLiteQueue
+from lemcore.contribute.engine import ContributeConfig, run_contribution
+from lemcore.contribute.events import Finished, Notice, ResponseDone
+from lemcore.contribute.queue.base import SQLiteQueue
+from lemcore.generate.api import APIGenerator
+from lemcore.generate.engine import MLXGenerator, Sampling
 from tests.core.contribute_helpers import (
     jsonl_indices,
     start,
@@ -56,7 +56,7 @@ def test_server_outage_mid_run_loses_and_duplicates_nothing(tmp_path, influx, ti
 def _cli(tmp_path, args: list[str], token: str = "") -> subprocess.CompletedProcess:
     import sys
 
-    return subprocess.run([sys.executable, "-m", "lemcore.cli", *args], env=worker_env(tmp_path, token),
+    return subprocess.run([sys.executable, "-m", "lemcore.cli.main", *args], env=worker_env(tmp_path, token),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -172,7 +172,7 @@ def test_api_backend_sends_the_sandwich_and_records_truncation(tmp_path, chat_se
 
 
 def test_api_backend_bad_reply_is_clear(chat_server) -> None:
-    from lemcore.api_backend import APIError
+    from lemcore.generate.api import APIError
 
     url, handler = chat_server
     handler.mode = "garbage"
@@ -181,8 +181,8 @@ def test_api_backend_bad_reply_is_clear(chat_server) -> None:
 
 
 def test_pause_rule_holds_new_work_until_it_clears(tmp_path, tiny_llama) -> None:
-    from lemcore.contribute_events import StatusChanged
-    from lemcore.governor import Governor, GovernorRules
+    from lemcore.contribute.events import StatusChanged
+    from lemcore.contribute.governor import Governor, GovernorRules
 
     plugged = {"value": False}
     governor = Governor(GovernorRules(only_on_power=True), battery=lambda: not plugged["value"],
@@ -207,7 +207,7 @@ def test_pause_rule_holds_new_work_until_it_clears(tmp_path, tiny_llama) -> None
 
 
 def test_governor_reasons() -> None:
-    from lemcore.governor import Governor, GovernorRules
+    from lemcore.contribute.governor import Governor, GovernorRules
 
     g = Governor(GovernorRules(pause_when_in_use=True, min_free_memory_gb=2), battery=lambda: None,
                  memory=lambda: 1.0, idle=lambda: 5.0, check_every_s=0)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from lemcore.convert import ConvertStage, convert_model
 from lemcore.errors import Cancelled, ConfigError, ModelFitError, ModelLoadError
-from lemcore.fit import FitReport
 from lemcore.hardware import GB, Hardware
 from lemcore.jobs import CancelToken
-from lemcore.model_loading import load_model
+from lemcore.models.convert import ConvertStage, convert_model
+from lemcore.models.fit import FitReport
+from lemcore.models.loading import load_model
 from tests import hub_server
 from tests.hub_server import HubServer
 
@@ -112,7 +112,7 @@ def test_convert_a_hub_id_downloads_first(hub_online: Path, hf_checkpoint: Path,
 
 def test_lem_models_convert_and_fit_cli(hf_checkpoint: Path, tmp_path: Path, hf_cache: Path) -> None:
     def lem(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "lemcore.cli", "models", *args], check=False, cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "lemcore.cli.main", "models", *args], check=False, cwd=ROOT,
                               env=dict(os.environ), capture_output=True, text=True, timeout=120)
 
     out = lem("convert", str(hf_checkpoint), "--out", str(tmp_path / "q4"), "--q-bits", "4")

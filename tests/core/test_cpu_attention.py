@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lemcore.cpu_attention import attention
+from lemcore.generate.cpu.attention import attention
 
 
 def _inputs(batch: int, q_heads: int, kv_heads: int, length: int, span: int, dim: int = 16):
@@ -58,7 +58,7 @@ def test_large_chunks_split_across_threads_match(mask_kind: str) -> None:
     """A prefill-sized chunk (over a million scores) takes the multi-threaded softmax."""
     import mlx.core as mx
 
-    from lemcore import cpu_attention
+    from lemcore.generate.cpu import attention as cpu_attention
 
     q, k, v = _inputs(2, 6, 2, 160, 1200)
     assert cpu_attention._SPLIT_AT < 2 * 6 * 160 * 1200

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lemcore.cpu_activations import swiglu
-from lemcore.cpu_attention import attention
-from lemcore.cpu_paths import cpu_fast_paths
+from lemcore.generate.cpu.activations import swiglu
+from lemcore.generate.cpu.attention import attention
+from lemcore.generate.cpu.paths import cpu_fast_paths
 
 
 def test_swiglu_matches_mlx_lm() -> None:

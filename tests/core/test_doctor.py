@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from lemcore.doctor import run_checks
+from lemcore.cli.doctor import run_checks
 from lemcore.secrets import MemoryTokenStore
 from lemcore.settings import Settings, save_settings
 
 
 def test_doctor_lines_in_solo_mode() -> None:
-    out = subprocess.run([sys.executable, "-m", "lemcore.cli", "doctor"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "lemcore.cli.main", "doctor"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     names = [row.split()[1] for row in out.stdout.splitlines()]

@@ -10,11 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from lemcore.downloads import DownloadProgress, cached_snapshot, list_hub_files, partial_bytes, pull_model
 from lemcore.errors import Cancelled, DownloadError, ModelFitError
-from lemcore.fit import FitReport
 from lemcore.hardware import GB, Hardware
 from lemcore.jobs import CancelToken
+from lemcore.models.downloads import (
+    DownloadProgress,
+    cached_snapshot,
+    list_hub_files,
+    partial_bytes,
+    pull_model,
+)
+from lemcore.models.fit import FitReport
 from tests import hub_server
 from tests.hub_server import HubServer
 
@@ -54,7 +60,7 @@ def test_pull_reports_fit_then_byte_progress_and_loads_offline(hub_online: Path,
     assert events[-1] == DownloadProgress(REPO, "done", "", total, total)
 
     # The cache is huggingface_hub's own: mlx-lm finds the model by its hub id, offline.
-    from lemcore.model_loading import load_model
+    from lemcore.models.loading import load_model
 
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     model, tokenizer = load_model(REPO, hw=BIG)
@@ -97,7 +103,7 @@ def test_cancel_halfway_then_resume_after_a_restart(hub_online: Path, tiny_llama
         assert cached_snapshot(REPO) is None
 
         # A new process (as after closing the app) continues from the partial file.
-        code = ("import sys; from lemcore.downloads import pull_model; "
+        code = ("import sys; from lemcore.models.downloads import pull_model; "
                 f"print(pull_model({REPO!r}, endpoint={hub.url!r}, fit_check=False))")
         env = {**os.environ, "HF_HUB_OFFLINE": "0"}
         out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, env=env,

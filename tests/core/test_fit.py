@@ -10,20 +10,20 @@ from pathlib import Path
 import pytest
 
 from lemcore.errors import ModelFitError, ModelLoadError
-from lemcore.fit import (
+from lemcore.hardware import GB, Hardware
+from lemcore.models.fit import (
     GREEN,
     RED,
     YELLOW,
     KVShape,
     ModelNeeds,
     assess_fit,
-    check_fit,
     kv_shape_from_config,
     needs_from_folder,
     require_fit,
     usable_memory,
 )
-from lemcore.hardware import GB, Hardware
+from lemcore.models.loading import check_fit
 from tests import hub_server
 
 hf_cache = hub_server.hf_cache  # fixture shared through tests/hub_server.py

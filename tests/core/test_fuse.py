@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from lemcore.errors import ConfigError
-from lemcore.fuse import FuseConfig, FuseMismatch, FuseStage, fuse_adapter
-from lemcore.train_config import TrainConfig
-from lemcore.training import train_lora
+from lemcore.train.config import TrainConfig
+from lemcore.train.engine import train_lora
+from lemcore.train.fuse import FuseConfig, FuseMismatch, FuseStage, fuse_adapter
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,7 +88,7 @@ def test_quantized_base_stays_quantized_or_dequantizes(adapter: Path, quantized:
 
 def test_a_quantized_fuse_that_loses_the_adapter_says_why(adapter: Path, quantized: Any, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from lemcore import fuse
+    from lemcore.train import fuse
 
     real = fuse._compare
     monkeypatch.setattr(fuse, "_compare", lambda *a: real(a[0], a[1], a[0], a[3], a[4]))  # as if rounded away
@@ -107,7 +107,7 @@ def test_the_check_catches_a_fuse_that_loses_the_adapter(adapter: Path, tmp_path
 
 
 def test_bad_inputs_are_clear(adapter: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lemcore.cli_train import main
+    from lemcore.cli.main import main
 
     with pytest.raises(ConfigError, match="holds no adapter"):
         fuse_adapter(FuseConfig(adapter_path=str(tmp_path), save_path=str(tmp_path / "out")))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lemcore.generation import GenItem, MLXGenerator, Sampling, encode_prompt, load_mlx_model
-from lemcore.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
+from lemcore.contribute.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
+from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, encode_prompt, load_mlx_model
 from tests.tiny_models import ARCHS, make_tiny_model
 
 QUESTIONS = ("Is it fair to read a partner's messages?", "Should a town put cameras in its parks?",
@@ -89,7 +89,7 @@ def test_leases_are_renewed_between_prompt_prefills(tiny_llama: Path) -> None:
 def test_end_of_sequence_from_the_in_model_sampler_ends_the_answer(tiny_llama: Path, monkeypatch) -> None:
     import mlx.core as mx
 
-    import lemcore.generation as generation
+    import lemcore.generate.engine as generation
 
     model, tokenizer = load_mlx_model(tiny_llama)
     eos = sorted(tokenizer.eos_token_ids)[0]

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from lemcore.embedded_model import (
+from lemcore.errors import Cancelled, ModelLoadError
+from lemcore.jobs import CancelToken
+from lemcore.models.embedded import (
     STAMP_NAME,
     embedded_gguf_path,
     embedded_model_dir,
     ensure_embedded_model,
 )
-from lemcore.errors import Cancelled, ModelLoadError
-from lemcore.gguf_convert import CONVERTER_VERSION, ConvertProgress, convert_gguf, read_gguf_header
-from lemcore.jobs import CancelToken
+from lemcore.models.gguf.convert import CONVERTER_VERSION, ConvertProgress, convert_gguf, read_gguf_header
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = [{"role": "user", "content": "Name the capital of France."}]
@@ -140,7 +140,7 @@ def test_conversion_happens_once_and_a_stale_one_is_redone(converted, fresh_cach
 @pytest.mark.slow
 def test_two_processes_convert_only_once(tmp_path: Path) -> None:
     code = (
-        "import sys; from lemcore.embedded_model import ensure_embedded_model;"
+        "import sys; from lemcore.models.embedded import ensure_embedded_model;"
         "events = [];"
         "path = ensure_embedded_model('4bit', cache_root=sys.argv[1], report=events.append);"
         "print(any(e.stage == 'tensors' for e in events), path)"
@@ -315,7 +315,7 @@ def test_cache_location_follows_the_environment(tmp_path: Path, monkeypatch: pyt
 
 def test_importing_the_converter_does_not_import_mlx() -> None:
     code = (
-        "import sys, lemcore.gguf_convert, lemcore.embedded_model, lemcore.gguf_tokenizer;"
+        "import sys, lemcore.models.gguf.convert, lemcore.models.embedded, lemcore.models.gguf.tokenizer;"
         "bad = [m for m in ('mlx', 'mlx_lm', 'tokenizers', 'transformers') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

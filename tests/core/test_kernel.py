@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lemcore.errors import ConfigError
-from lemcore.kernel import (
+from lemcore.contribute.kernel import (
     Axiom,
     Axioms,
     build_sandwich,
@@ -17,6 +16,7 @@ from lemcore.kernel import (
     load_axioms,
     load_kernel_text,
 )
+from lemcore.errors import ConfigError
 
 TOY = {
     "framework": "toy",

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from lemcore.errors import ModelFitError, ModelLoadError
-from lemcore.fit import FitReport
 from lemcore.hardware import GB, Hardware
-from lemcore.model_loading import LoadStage, ModelLoaded, load_model, resolve_model
+from lemcore.models.fit import FitReport
+from lemcore.models.loading import LoadStage, ModelLoaded, load_model, resolve_model
 from tests import hub_server
 
 hf_cache = hub_server.hf_cache  # fixture shared through tests/hub_server.py
@@ -139,7 +139,7 @@ def test_red_fit_refuses_unless_forced(tiny_llama: Path) -> None:
 
 
 def test_tokenizer_is_loaded_once_and_again_when_its_files_change(model_copy: Path) -> None:
-    from lemcore.model_loading import warm_tokenizer
+    from lemcore.models.loading import warm_tokenizer
 
     assert warm_tokenizer(str(model_copy)) is True
     _, first = load_model(str(model_copy), hw=BIG)
@@ -155,7 +155,7 @@ def test_tokenizer_is_loaded_once_and_again_when_its_files_change(model_copy: Pa
 
 
 def test_warm_tokenizer_quietly_skips_models_that_are_not_here(tmp_path: Path, hf_cache: Path) -> None:
-    from lemcore.model_loading import warm_tokenizer
+    from lemcore.models.loading import warm_tokenizer
 
     assert warm_tokenizer(str(tmp_path / "no-such-model")) is False
     assert warm_tokenizer("someone/not-downloaded") is False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lemcore.sampling import SamplingModel, cpu_sampler
+from lemcore.generate.sampling import SamplingModel, cpu_sampler
 
 
 @pytest.mark.parametrize("temperature", [0.3, 1.0])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lemcore.errors import ConfigError
-from lemcore.train_config import (
+from lemcore.train.config import (
     PRESETS,
     TrainConfig,
     from_mlx_dict,
@@ -46,7 +46,7 @@ def test_defaults_are_mlx_lm_defaults_and_valid(data_dir: Path) -> None:
 
 
 def test_every_field_has_form_metadata() -> None:
-    from lemcore.train_config import FORM_GROUPS
+    from lemcore.train.config import FORM_GROUPS
 
     for f in fields(TrainConfig):
         assert f.metadata["label"] and f.metadata["help"].endswith((".", ")")), f.name
@@ -102,7 +102,7 @@ def test_lek_recipe_follows_the_labs_numbers_by_size() -> None:
 
 
 def test_model_size_for_the_recipe(tiny_llama: Path) -> None:
-    from lemcore.train_config import model_size_b
+    from lemcore.train.config import model_size_b
 
     assert model_size_b("mlx-community/gemma-3-27b-it-qat-4bit") == 27
     assert model_size_b("mlx-community/Meta-Llama-3.1-8B-Instruct-4bit") == 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lemcore.errors import DataError
-from lemcore.train_data import check_data
+from lemcore.train.data import check_data
 
 
 def chat(prompt: str, reply: str = "A careful, honest answer.") -> dict:

@@ -11,10 +11,10 @@ import pytest
 
 from lemcore.errors import Cancelled, ConfigError, DataError, ModelFitError, ModelLoadError
 from lemcore.jobs import CancelToken
-from lemcore.train_config import TrainConfig
-from lemcore.train_events import CheckpointSaved, EvalDone, TrainFinished, TrainStarted, TrainStep
-from lemcore.train_resume import TrainingDiverged
-from lemcore.training import resume_config, train_lora
+from lemcore.train.config import TrainConfig
+from lemcore.train.engine import resume_config, train_lora
+from lemcore.train.events import CheckpointSaved, EvalDone, TrainFinished, TrainStarted, TrainStep
+from lemcore.train.resume import TrainingDiverged
 
 REPLY = "The volunteers meet every Saturday morning in the old library."
 NAMES = ["Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kai", "Lia"]
@@ -85,8 +85,8 @@ def test_an_event_every_step_with_all_metrics(trained: dict[str, Any]) -> None:
 def test_run_folder_is_complete_and_mlx_lm_loads_the_adapter(trained: dict[str, Any], tiny_llama: Path) -> None:
     from mlx_lm import load
 
-    from lemcore.train_config import load_yaml
-    from lemcore.train_run import read_metrics
+    from lemcore.train.config import load_yaml
+    from lemcore.train.run import read_metrics
 
     run: Path = trained["run"]
     for name in ("config.yaml", "adapter_config.json", "adapters.safetensors", "metrics.jsonl",
@@ -202,7 +202,7 @@ def test_watchdog_stops_a_nan_loss_with_a_clear_message(tiny_llama: Path, tmp_pa
 
 
 def test_watchdog_rules() -> None:
-    from lemcore.train_resume import RunState, check_loss
+    from lemcore.train.resume import RunState, check_loss
 
     cfg = TrainConfig(learning_rate=0.5)
     state = RunState()
@@ -232,7 +232,7 @@ def test_bad_model_layers_and_data_are_clear(tiny_llama: Path, memo_data: Path, 
 
 def test_memory_guard_refuses_before_loading_weights(tiny_llama: Path, memo_data: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from lemcore import training
+    from lemcore.train import engine as training
 
     monkeypatch.setattr(training, "usable_bytes", lambda: 1)
     cfg = config(tiny_llama, memo_data, tmp_path / "m", batch_size=4)
@@ -243,7 +243,7 @@ def test_memory_guard_refuses_before_loading_weights(tiny_llama: Path, memo_data
 
 def test_memory_estimate_and_suggestions_for_a_large_model() -> None:
     from lemcore.hardware import GB
-    from lemcore.train_memory import ModelShape, check_fits, estimate_peak
+    from lemcore.train.memory import ModelShape, check_fits, estimate_peak
 
     # Gemma 3 12B, 4-bit: the lab measured 11.5 GB with gradient checkpointing (seed-reference 2.6).
     shape = ModelShape(hidden_size=3840, num_layers=48, intermediate_size=15360, vocab_size=262144,
@@ -261,7 +261,7 @@ def test_memory_estimate_and_suggestions_for_a_large_model() -> None:
 
 def test_cli_train_prints_progress_and_errors_without_traceback(
         tiny_llama: Path, memo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lemcore.cli_train import main
+    from lemcore.cli.main import main
 
     args = ["train", "--model", str(tiny_llama), "--data", str(memo_data), "--num-layers", "-1",
             "--batch-size", "2", "--iters", "4", "--steps-per-report", "2", "--steps-per-eval", "4",
@@ -279,7 +279,7 @@ def test_cli_train_prints_progress_and_errors_without_traceback(
 def test_influx_gets_the_labs_shape_and_a_dead_server_never_blocks(
         tiny_llama: Path, memo_data: Path, tmp_path: Path, influx: Any) -> None:
     from lemcore.influx import InfluxClient, InfluxTarget
-    from lemcore.train_influx import InfluxTrainReporter
+    from lemcore.train.influx import InfluxTrainReporter
     from tests.servers import free_port
 
     client = InfluxClient(InfluxTarget(influx.url, influx.db), influx.token)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lemcore import embedded_model, resources
+from lemcore import resources
 from lemcore.errors import ModelLoadError
+from lemcore.models import embedded as embedded_model
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`app.self_test` from the source checkout, with the model check stubbed (test_bundle.py runs the real one)."""
+"""`app.devtools.self_test` from the source checkout, with the model check stubbed (test_bundle.py runs the real one)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import app.self_test as st
+import app.devtools.self_test as st
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ Lab: one `mlx_lm.generate` call per prompt, the sandwich built per prompt (worke
 mlx-lm (its default 2048-token prefill chunks, fused attention, categorical sampler).
 Ours: lemcore's MLXGenerator as `lem gold` runs it: continuous batching, the shared system prefix prefilled
 once, our own prefill (512-token chunks on the CPU, no vocabulary logits for prompt tokens), and on the CPU
-our attention (lemcore/cpu_attention.py), SwiGLU (lemcore/cpu_activations.py) and sampler (lemcore/sampling.py).
+our attention (lemcore/generate/cpu/attention.py), SwiGLU (lemcore/generate/cpu/activations.py) and sampler (lemcore/generate/sampling.py).
 Prints responses/hour for both and the ratio. Models: `smollm2` (the real 135M instruct model, float32),
 `tiny` (2 layers, 64 wide, random weights, SmolLM2's tokenizer: realistic token counts), `tiny-bytes` (the
 tests' tiny model with its 512-token byte-level tokenizer: the sandwich is 2.4x as many tokens).
@@ -32,7 +32,7 @@ from pathlib import Path
 
 
 def _model(name: str) -> Path:
-    from lemcore.embedded_model import ensure_embedded_model
+    from lemcore.models.embedded import ensure_embedded_model
     from tests.tiny_models import make_tiny_model
 
     if name == "tiny":
@@ -76,9 +76,9 @@ def main() -> None:
     import mlx.core as mx
 
     from lemcore.blas import openblas_path
-    from lemcore.generation import GenItem, MLXGenerator, Sampling, generate_one_by_one, load_mlx_model
+    from lemcore.contribute.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
+    from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, generate_one_by_one, load_mlx_model
     from lemcore.hardware import blas_library
-    from lemcore.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
     from lemcore.prompts import load_gold_prompts
     from lemcore.resources import seeds_dir
 

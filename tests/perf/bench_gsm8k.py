@@ -24,7 +24,7 @@ def _model(name: str) -> Path:
 
         return make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", arch="llama", hidden_size=256, num_layers=4)
     if name == "smollm2":
-        from lemcore.embedded_model import ensure_embedded_model
+        from lemcore.models.embedded import ensure_embedded_model
 
         return ensure_embedded_model("float32")
     return Path(name)
@@ -51,7 +51,13 @@ def main() -> None:
     from lemcore.benchmarks.provenance import model_identity
     from lemcore.benchmarks.run import BenchConfig, SuiteSpec, run_benchmark
     from lemcore.benchmarks.suites import load_suite
-    from lemcore.generation import MLXGenerator, Sampling, encode_prompt, generate_one_by_one, load_mlx_model
+    from lemcore.generate.engine import (
+        MLXGenerator,
+        Sampling,
+        encode_prompt,
+        generate_one_by_one,
+        load_mlx_model,
+    )
     from tests.bench_items import write_gsm8k
 
     path = _model(args.model)

@@ -66,8 +66,8 @@ def window_rate(points: dict[int, tuple[float, int]], start: int, end: int) -> f
 
 
 def run_ours(config: Any) -> dict[str, Any]:
-    from lemcore.train_events import TrainStarted, TrainStep
-    from lemcore.training import train_lora
+    from lemcore.train.engine import train_lora
+    from lemcore.train.events import TrainStarted, TrainStep
 
     points: dict[int, tuple[float, int]] = {}
     losses: dict[int, float] = {}
@@ -129,7 +129,7 @@ def run_lem_cli(config: Any, workdir: Path) -> dict[int, float]:
     """`lem train -c config.yaml` (this engine behind our own command line) -> iteration: time."""
     shutil.rmtree(config.adapter_path, ignore_errors=True)
     yaml_path = config.save_yaml(workdir / "lem-config.yaml")
-    argv = [sys.executable, "-m", "lemcore.cli_train", "train", "-c", str(yaml_path)]
+    argv = [sys.executable, "-m", "lemcore.cli.main", "train", "-c", str(yaml_path)]
     return {it: t for it, (t, _) in _timed_lines(argv, ROOT, LEM_TRAIN_LINE).items()}
 
 
@@ -170,9 +170,9 @@ def resume_check(model: Path, data: Path, workdir: Path) -> float:
     """Compiled path: 2N steps == N steps, cancel, resume N (dropout, schedule and epochs included)."""
     from lemcore.errors import Cancelled
     from lemcore.jobs import CancelToken
-    from lemcore.train_config import TrainConfig
-    from lemcore.train_events import TrainStep
-    from lemcore.training import resume_config, train_lora
+    from lemcore.train.config import TrainConfig
+    from lemcore.train.engine import resume_config, train_lora
+    from lemcore.train.events import TrainStep
 
     n = 8
     base = TrainConfig(model=str(model), data=str(data), num_layers=-1, iters=2 * n, batch_size=4,
@@ -210,7 +210,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
 
-    from lemcore.train_config import TrainConfig
+    from lemcore.train.config import TrainConfig
     from tests.tiny_models import make_tiny_model
 
     workdir = Path(tempfile.mkdtemp(prefix="lem-bench-train-"))
@@ -220,7 +220,7 @@ def main() -> int:
         models.append(("tiny llama (h64, 2 layers)", make_tiny_model(workdir / "tiny"), -1, 1e-4, args.iters))
     if "smollm2" in args.models:
         try:
-            from lemcore.embedded_model import ensure_embedded_model
+            from lemcore.models.embedded import ensure_embedded_model
 
             models.append(("SmolLM2-135M float32", ensure_embedded_model(), 16, 1e-5, args.smollm2_iters))
         except Exception as err:  # noqa: BLE001 - report and go on with what can run

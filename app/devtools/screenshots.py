@@ -1,0 +1,154 @@
+"""Screenshots of every page in its main states, for the README and for looking at what users see.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python -m app.devtools.screenshots resources/screenshots
+
+Runs the real engines: the embedded SmolLM2 model writes a real answer for the "running" shots, and
+errors come from real failures (an address where no server listens). Settings and data go to a temp
+folder, so your own settings are untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _wait(app, cond: Callable[[], bool], timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.processEvents()
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _axiom_dataset(folder: Path) -> Path:
+    """A small chat dataset from our own kernel: questions about each axiom, answered by its statement."""
+    import json
+
+    from lemcore.contribute.kernel import default_kernel_paths, load_axioms
+
+    axioms = load_axioms(default_kernel_paths().axioms).axioms
+    asks = ("What does the {n} principle ask of you?", "Explain the axiom of {n}.", "Why does {n} matter?",
+            "How should I apply {n}?")
+    rows = [json.dumps({"messages": [{"role": "user", "content": q.format(n=a.name)},
+                                     {"role": "assistant", "content": a.statement}]}) for a in axioms for q in asks]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.jsonl").write_text("\n".join(rows[:16]) + "\n")
+    (folder / "valid.jsonl").write_text("\n".join(rows[16:]) + "\n")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = Path(argv[0] if argv else "resources/screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    tmp = Path(tempfile.mkdtemp(prefix="lem-shots-"))
+    os.environ["LEM_CONFIG_DIR"] = str(tmp / "config")
+    os.environ["LEM_DATA_DIR"] = str(tmp / "data")
+
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from lemcore.secrets import MemoryTokenStore
+    from lemcore.settings import Settings, save_settings
+
+    app = QApplication.instance() or QApplication([])
+    shots: list[str] = []
+
+    def shot(window, name: str) -> None:  # type: ignore[no-untyped-def]
+        _wait(app, lambda: False, 0.3)  # let charts and timers repaint
+        path = out / f"{name}.png"
+        window.grab().save(str(path))
+        shots.append(path.name)
+
+    # First run: welcome and connect steps.
+    window = MainWindow(token_store=MemoryTokenStore())
+    window.show()
+    shot(window, "contribute-first-run")
+    window.contribute.stack.setCurrentIndex(1)
+    shot(window, "contribute-connect")
+    window.runner.shutdown()
+    window.close()
+
+    # Dashboard, idle -> running (real answer from the embedded model) -> paused.
+    save_settings(Settings(first_run_done=True, solo=True, worker_name="my-mac", max_tokens=160,
+                           only_on_power=False, min_free_memory_gb=0.5))
+    window = MainWindow(token_store=MemoryTokenStore())
+    window.show()
+    page = window.contribute
+    shot(window, "contribute-idle")
+    page.start()
+    _wait(app, lambda: page.tile_session.value.text() not in ("0", "") and len(page.now_answer.toPlainText()) > 80,
+          600)
+    _wait(app, lambda: len(page.now_answer.toPlainText()) > 200, 60)
+    shot(window, "contribute-running")
+    page.pause()
+    _wait(app, lambda: page.start_btn.isEnabled(), 120)
+    shot(window, "contribute-paused")
+    window.runner.shutdown()
+    window.close()
+
+    # Error: a server address where nothing listens.
+    save_settings(Settings(first_run_done=True, influx_url="http://127.0.0.1:9", worker_name="my-mac",
+                           only_on_power=False))
+    window = MainWindow(token_store=MemoryTokenStore({"influx-token": "t"}))
+    window.show()
+    window.contribute.start()
+    _wait(app, lambda: window.contribute.status.state == "error", 60)
+    shot(window, "contribute-error")
+    window.show_page("Settings")
+    shot(window, "settings")
+    window.runner.shutdown()
+    window.close()
+
+    # Train: idle form, a real LoRA run on the built-in model (running, then stopped), and a form error.
+    window = MainWindow(token_store=MemoryTokenStore())
+    window.show()
+    window.show_page("Train")
+    train = window.pages["Train"]
+    shot(window, "train-idle")
+    train.start()
+    shot(window, "train-error")
+    from lemcore.models.embedded import ensure_embedded_model
+
+    data = _axiom_dataset(tmp / "train-data")
+    form = train.form
+    form.widgets["model"].setText(str(ensure_embedded_model()))
+    form.widgets["data"].setText(str(data))
+    form.widgets["iters"].setValue(60)
+    form.widgets["num_layers"].setValue(8)
+    form.advanced_box.setChecked(True)
+    form.widgets["steps_per_eval"].setValue(10)
+    form.widgets["save_every"].setValue(10)
+    form.advanced_box.setChecked(False)
+    train.start()
+    _wait(app, lambda: train.chart.val.n >= 3, 900)
+    shot(window, "train-running")
+    train.stop()
+    _wait(app, lambda: train.start_btn.isEnabled(), 300)
+    shot(window, "train-paused")
+
+    # Results: the paper's figures on first launch, and the delta table.
+    window.show_page("Results")
+    results = window.pages["Results"]
+    results.reload()
+    shot(window, "results-idle")
+    results.tabs.setCurrentIndex(1)
+    shot(window, "results-delta-table")
+    results.tabs.setCurrentIndex(2)
+    shot(window, "results-scatter")
+    window.runner.shutdown()
+    window.close()
+    print("\n".join(str(out / s) for s in shots))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

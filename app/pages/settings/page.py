@@ -1,0 +1,152 @@
+"""Settings: server, worker name, token (set / replace / remove, never shown), model, limits, folders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.errors import user_message
+from app.jobs.runner import JobRunner
+from app.widgets import Card, heading
+from lemcore.settings import config_dir, data_dir, load_settings, save_settings
+
+
+class SettingsPage(QWidget):
+    saved = Signal()
+
+    def __init__(self, runner: JobRunner, token_store: Any) -> None:
+        super().__init__()
+        self.runner, self.token_store = runner, token_store
+        s = load_settings()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(32, 24, 32, 24)
+        layout.addWidget(heading("Settings", "Everything is stored on this computer; the token only in the "
+                                 "system keychain."))
+
+        server = Card()
+        form = QFormLayout()
+        server.body.addWidget(QLabel("<b>Lab server</b>"))
+        server.body.addLayout(form)
+        self.url = QLineEdit(s.influx_url)
+        self.url.setPlaceholderText("e.g. https://lab.example:8181 (empty: contribute offline)")
+        self.db = QLineEdit(s.influx_db)
+        self.worker = QLineEdit(s.worker_name)
+        self.worker.setPlaceholderText(s.effective_worker())
+        self.solo = QCheckBox("Contribute offline even when a server is set")
+        self.solo.setChecked(s.solo)
+        form.addRow("Server address", self.url)
+        form.addRow("Database", self.db)
+        form.addRow("Worker name", self.worker)
+        form.addRow("", self.solo)
+        token_row = QHBoxLayout()
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token.setPlaceholderText("Paste a new token to set or replace it")
+        self.save_token = QPushButton("Save token")
+        self.save_token.clicked.connect(self._save_token)
+        self.remove_token = QPushButton("Remove token")
+        self.remove_token.clicked.connect(self._remove_token)
+        token_row.addWidget(self.token, 1)
+        token_row.addWidget(self.save_token)
+        token_row.addWidget(self.remove_token)
+        form.addRow("Token", token_row)
+        self.token_state = QLabel("")
+        self.token_state.setObjectName("hint")
+        form.addRow("", self.token_state)
+        layout.addWidget(server)
+
+        compute = Card()
+        cform = QFormLayout()
+        compute.body.addWidget(QLabel("<b>Model and limits</b>"))
+        compute.body.addLayout(cform)
+        self.model = QLineEdit(s.model_override)
+        self.model.setPlaceholderText("Empty: the model recommended for this computer")
+        self.min_free = QDoubleSpinBox()
+        self.min_free.setRange(0.5, 64)
+        self.min_free.setSuffix(" GB")
+        self.min_free.setValue(s.min_free_memory_gb)
+        cform.addRow("Model (hub id or folder)", self.model)
+        cform.addRow("Pause when free memory is below", self.min_free)
+        layout.addWidget(compute)
+
+        folders = Card()
+        folders.body.addWidget(QLabel("<b>Folders</b>"))
+        row = QHBoxLayout()
+        for label, path in (("Open data folder", data_dir()), ("Open settings folder", config_dir())):
+            btn = QPushButton(label)
+            btn.setToolTip(str(path))
+            btn.clicked.connect(lambda _=False, p=path: self._open(p))
+            row.addWidget(btn)
+        row.addStretch(1)
+        folders.body.addLayout(row)
+        layout.addWidget(folders)
+
+        bottom = QHBoxLayout()
+        self.save_btn = QPushButton("Save settings")
+        self.save_btn.setObjectName("primary")
+        self.save_btn.clicked.connect(self.save)
+        self.message = QLabel("")
+        self.message.setObjectName("hint")
+        bottom.addWidget(self.save_btn)
+        bottom.addWidget(self.message, 1)
+        layout.addLayout(bottom)
+        layout.addStretch(1)
+        self.refresh_token_state()
+
+    def save(self) -> None:
+        s = load_settings()
+        url = self.url.text().strip()
+        if url and not url.startswith(("http://", "https://")):
+            self.message.setText("The server address must start with https:// (or http:// on a lab network).")
+            return
+        s.influx_url, s.influx_db = url, self.db.text().strip() or "training"
+        s.worker_name, s.solo = self.worker.text().strip(), self.solo.isChecked()
+        s.model_override, s.min_free_memory_gb = self.model.text().strip(), self.min_free.value()
+        save_settings(s)
+        self.message.setText("Saved.")
+        self.saved.emit()
+
+    def refresh_token_state(self) -> None:
+        def read(report, cancel) -> bool:  # type: ignore[no-untyped-def]
+            return bool(self.token_store.get())
+
+        self.runner.start("read-token", read, kind="io",
+                          on_done=lambda has: self.token_state.setText(
+                              "A token is saved in the keychain." if has else "No token saved."),
+                          on_error=self._show_error)
+
+    def _save_token(self) -> None:
+        token = self.token.text()
+        self.token.clear()
+        if not token.strip():
+            self.token_state.setText("Paste the token first.")
+            return
+        self.runner.start("save-token", lambda report, cancel: self.token_store.set(token), kind="io",
+                          on_done=lambda _r: self.refresh_token_state(), on_error=self._show_error)
+
+    def _remove_token(self) -> None:
+        self.runner.start("remove-token", lambda report, cancel: self.token_store.delete(), kind="io",
+                          on_done=lambda _r: self.refresh_token_state(), on_error=self._show_error)
+
+    def _show_error(self, err: BaseException) -> None:
+        msg = user_message(err)
+        if msg:
+            self.token_state.setText(msg[1])
+
+    @staticmethod
+    def _open(path) -> None:  # type: ignore[no-untyped-def]
+        path.mkdir(parents=True, exist_ok=True)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))

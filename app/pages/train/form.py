@@ -1,0 +1,170 @@
+"""A form built from TrainConfig's field metadata: labels, tooltips, choices, errors beside each field."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QDoubleValidator
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from lemcore.train.config import TrainConfig
+
+BASIC = ("model", "data", "iters", "batch_size", "learning_rate", "mask_prompt", "num_layers", "fine_tune_type",
+         "grad_checkpoint")
+HIDDEN = ("resume_from", "adapter_path")  # set by Resume and by the engine, not typed by hand
+
+
+class TrainForm(QWidget):
+    changed = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.widgets: dict[str, QWidget] = {}
+        self.errors: dict[str, QLabel] = {}
+        self.types: dict[str, str] = {}
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        basic = QFormLayout()
+        self.advanced_box = QGroupBox("Advanced settings")
+        self.advanced_box.setCheckable(True)
+        self.advanced_box.setChecked(False)  # folded away until asked for
+        advanced = QFormLayout(self.advanced_box)
+        self._adv_rows: list[QWidget] = []
+        for f in fields(TrainConfig):
+            if f.name in HIDDEN:
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            self.types[f.name] = kind
+            widget = self._make_widget(f.name, kind, f.metadata)
+            widget.setToolTip(f.metadata.get("help", ""))
+            err = QLabel("")
+            err.setObjectName("error")
+            err.setStyleSheet("color: #d64541;")
+            err.setWordWrap(True)
+            err.hide()
+            self.errors[f.name] = err
+            cell = QWidget()
+            cl = QVBoxLayout(cell)
+            cl.setContentsMargins(0, 0, 0, 0)
+            cl.setSpacing(2)
+            cl.addWidget(widget if f.name not in ("model", "data") else self._with_browse(f.name, widget))
+            cl.addWidget(err)
+            label = QLabel(f.metadata.get("label", f.name))
+            label.setToolTip(f.metadata.get("help", ""))
+            (basic if f.name in BASIC else advanced).addRow(label, cell)
+            if f.name not in BASIC:
+                self._adv_rows.append(cell)
+        self.advanced_box.toggled.connect(self._fold)
+        self._fold(False)
+        layout.addLayout(basic)
+        layout.addWidget(self.advanced_box)
+        layout.addStretch(1)
+        self.touched: set[str] = set()  # errors show on fields the user has edited, or all after Start
+
+    def _fold(self, open_: bool) -> None:
+        layout = self.advanced_box.layout()
+        for row in range(layout.rowCount()):
+            for role in (QFormLayout.ItemRole.LabelRole, QFormLayout.ItemRole.FieldRole):
+                item = layout.itemAt(row, role)
+                if item is not None and item.widget() is not None:
+                    item.widget().setVisible(open_)
+
+    def _touch(self, name: str) -> None:
+        self.touched.add(name)
+        self.changed.emit()
+
+    def _make_widget(self, name: str, kind: str, meta: Any) -> QWidget:
+        choices = meta.get("choices")
+        if choices:
+            w = QComboBox()
+            w.addItems(list(choices))
+            w.currentIndexChanged.connect(lambda *_: self._touch(name))
+        elif kind == "bool":
+            w = QCheckBox()
+            w.toggled.connect(lambda *_: self._touch(name))
+        elif kind == "int":
+            w = QSpinBox()
+            w.setRange(-1, 10_000_000)
+            w.valueChanged.connect(lambda *_: self._touch(name))
+        elif kind == "float":
+            w = QLineEdit()
+            w.setValidator(QDoubleValidator())
+            w.textChanged.connect(lambda *_: self._touch(name))
+        else:
+            w = QLineEdit()
+            w.textChanged.connect(lambda *_: self._touch(name))
+        self.widgets[name] = w
+        return w
+
+    def _with_browse(self, name: str, edit: QWidget) -> QWidget:
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(edit, 1)
+        btn = QPushButton("Choose…")
+
+        def pick() -> None:
+            folder = QFileDialog.getExistingDirectory(self, "Choose a folder")
+            if folder:
+                edit.setText(folder)  # type: ignore[attr-defined]
+
+        btn.clicked.connect(pick)
+        row.addWidget(btn)
+        return box
+
+    # -- values ---------------------------------------------------------------------------------------
+    def set_config(self, config: TrainConfig) -> None:
+        for name, w in self.widgets.items():
+            value = getattr(config, name)
+            w.blockSignals(True)
+            if isinstance(w, QComboBox):
+                w.setCurrentText(str(value))
+            elif isinstance(w, QCheckBox):
+                w.setChecked(bool(value))
+            elif isinstance(w, QSpinBox):
+                w.setValue(int(value))
+            else:
+                w.setText("" if value is None else (f"{value:g}" if isinstance(value, float) else str(value)))
+            w.blockSignals(False)
+        self.changed.emit()
+
+    def config(self) -> TrainConfig:
+        values: dict[str, Any] = {}
+        for name, w in self.widgets.items():
+            if isinstance(w, QComboBox):
+                values[name] = w.currentText()
+            elif isinstance(w, QCheckBox):
+                values[name] = w.isChecked()
+            elif isinstance(w, QSpinBox):
+                values[name] = w.value()
+            elif self.types[name] == "float":
+                try:
+                    values[name] = float(w.text().replace(",", "."))
+                except ValueError:
+                    values[name] = w.text()  # problems() says "must be a number"
+            else:
+                values[name] = w.text().strip()
+        return TrainConfig(**values)
+
+    def show_problems(self, problems: dict[str, str], *, all_fields: bool = False) -> None:
+        for name, label in self.errors.items():
+            msg = problems.get(name, "") if all_fields or name in self.touched else ""
+            label.setText(msg)
+            label.setVisible(bool(msg))
+            if msg and name not in BASIC:
+                self.advanced_box.setChecked(True)

@@ -1,0 +1,319 @@
+"""Train: the LoRA form with presets, a preview of the equivalent command, live loss/validation/learning-rate
+curves with the best checkpoint marked, Start / Stop / Resume, run history, and Fuse when a run is done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.charts.loss_chart import LossChart
+from app.errors import user_message
+from app.jobs.runner import Job, JobRunner
+from app.pages.train.form import TrainForm
+from app.widgets import StatTile, StatusLine, heading
+from lemcore.train import events as ev
+from lemcore.train.config import TrainConfig, load_yaml, preset
+
+
+def _fmt_eta(seconds: float) -> str:
+    if seconds <= 0 or seconds != seconds:
+        return "–"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
+class TrainPage(QWidget):
+    def __init__(self, runner: JobRunner) -> None:
+        super().__init__()
+        self.runner = runner
+        self.job: Job | None = None
+        self.run_dir: Path | None = None
+        self.last_finished: ev.TrainFinished | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(32, 24, 32, 24)
+        layout.addWidget(heading("Train", "Fine-tune a model with LoRA on your data and watch it learn."))
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        layout.addWidget(split, 1)
+
+        # Left: presets, form, command preview, buttons.
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 8, 0)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Preset:"))
+        self.preset = QComboBox()
+        self.preset.addItems(["LEK recipe", "Quick test"])
+        self.preset.setToolTip("LEK recipe: the lab's settings (200 steps, batch 2, 1e-5, prompts masked). "
+                               "Quick test: a few steps to check that everything works.")
+        self.preset.activated.connect(self._apply_preset)
+        top.addWidget(self.preset, 1)
+        load_btn = QPushButton("Open config…")
+        load_btn.clicked.connect(self._load_yaml)
+        save_btn = QPushButton("Save config…")
+        save_btn.clicked.connect(self._save_yaml)
+        top.addWidget(load_btn)
+        top.addWidget(save_btn)
+        ll.addLayout(top)
+        self.form = TrainForm()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.form)
+        ll.addWidget(scroll, 1)
+        ll.addWidget(QLabel("Same run from the command line:"))
+        self.command = QPlainTextEdit()
+        self.command.setReadOnly(True)
+        self.command.setMaximumHeight(70)
+        ll.addWidget(self.command)
+        buttons = QHBoxLayout()
+        self.start_btn = QPushButton("Start training")
+        self.start_btn.setObjectName("primary")
+        self.start_btn.clicked.connect(lambda: self.start())
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setToolTip("Stops after the current step and saves a checkpoint you can resume.")
+        self.stop_btn.clicked.connect(self.stop)
+        self.resume_btn = QPushButton("Resume")
+        self.resume_btn.setToolTip("Continue the selected run exactly where it stopped.")
+        self.resume_btn.clicked.connect(self.resume)
+        self.fuse_btn = QPushButton("Fuse into a model…")
+        self.fuse_btn.setToolTip("Merge the adapter into the base model: a standalone model folder.")
+        self.fuse_btn.clicked.connect(lambda: self.fuse())
+        for b in (self.start_btn, self.stop_btn, self.resume_btn, self.fuse_btn):
+            buttons.addWidget(b)
+        ll.addLayout(buttons)
+        split.addWidget(left)
+
+        # Right: status, tiles, chart, history.
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(8, 0, 0, 0)
+        self.status = StatusLine()
+        self.status.set_state("idle", "Fill in a model and a data folder, then Start training.")
+        rl.addWidget(self.status)
+        tiles = QGridLayout()
+        self.t_iter = StatTile("Step", "–")
+        self.t_tps = StatTile("Tokens / s", "–")
+        self.t_mem = StatTile("Peak memory", "–")
+        self.t_eta = StatTile("Time left", "–")
+        for n, t in enumerate((self.t_iter, self.t_tps, self.t_mem, self.t_eta)):
+            tiles.addWidget(t, 0, n)
+        rl.addLayout(tiles)
+        self.chart = LossChart()
+        rl.addWidget(self.chart, 3)
+        rl.addWidget(QLabel("Past runs (select one to see its curves; Resume and Fuse act on it):"))
+        self.history = QListWidget()
+        self.history.setMaximumHeight(130)
+        self.history.currentItemChanged.connect(self._show_history)
+        rl.addWidget(self.history)
+        split.addWidget(right)
+        split.setSizes([480, 620])
+
+        self.form.changed.connect(self._validate)
+        self._apply_preset()
+        self.refresh_history()
+        self._set_running(False)
+
+    # -- form ---------------------------------------------------------------------------------------
+    def _apply_preset(self) -> None:
+        current = self.form.config() if self.form.widgets["model"].text() else TrainConfig()
+        config = preset(self.preset.currentText(), model=current.model, data=current.data)
+        self.form.set_config(config)
+
+    def _validate(self, *, all_fields: bool = False) -> bool:
+        config = self.form.config()
+        problems = config.problems(check_paths=True)
+        self.form.show_problems(problems, all_fields=all_fields)
+        try:
+            self.command.setPlainText(config.command_line() if not problems else
+                                      "(shown once the model and data folder are filled in correctly)")
+        except Exception as err:  # noqa: BLE001 - preview only
+            self.command.setPlainText(str(err))
+        return not problems
+
+    def _load_yaml(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a training config", "", "YAML (*.yaml *.yml)")
+        if path:
+            try:
+                self.form.set_config(load_yaml(path))
+            except Exception as err:  # noqa: BLE001 - shown to the user
+                self._error(err)
+
+    def _save_yaml(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the training config", "lora.yaml", "YAML (*.yaml)")
+        if path:
+            self.form.config().save_yaml(path)
+
+    # -- actions ------------------------------------------------------------------------------------
+    def _set_running(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.stop_btn.setEnabled(running)
+        self.resume_btn.setEnabled(not running and self.history.currentItem() is not None)
+        self.fuse_btn.setEnabled(not running and self._selected_run() is not None
+                                 and (self._selected_run() / "adapters.safetensors").exists())
+        self.form.setEnabled(not running)
+        self.preset.setEnabled(not running)
+
+    def start(self, config: TrainConfig | None = None) -> None:
+        from lemcore.train.engine import train_lora
+
+        if config is None:
+            if not self._validate(all_fields=True):
+                self.status.set_state("error", "Some fields need attention (marked in red).")
+                return
+            config = self.form.config()
+        self.chart.clear()
+        self.last_finished = None
+        self.status.set_state("running", "Starting: loading the model and checking the data…")
+        self.job = self.runner.start("train", lambda report, cancel: train_lora(config, report=report, cancel=cancel),
+                                     on_event=self.on_event, on_done=self.on_done, on_error=self.on_error,
+                                     on_cancelled=self.on_cancelled)
+        self._set_running(True)
+
+    def stop(self) -> None:
+        if self.job is not None:
+            self.job.cancel("stopped by you")
+            self.status.set_state("paused", "Stopping after this step and saving a checkpoint…")
+
+    def resume(self) -> None:
+        from lemcore.train.engine import resume_config
+
+        run = self._selected_run()
+        if run is None:
+            return
+        try:
+            config = resume_config(run)
+        except Exception as err:  # noqa: BLE001 - shown to the user
+            self._error(err)
+            return
+        self.start(config)
+
+    def fuse(self, save_path: str | None = None) -> None:
+        from lemcore.train.fuse import FuseConfig, fuse_adapter
+
+        run = self._selected_run()
+        if run is None:
+            return
+        if save_path is None:
+            save_path = QFileDialog.getExistingDirectory(self, "Choose an empty folder for the fused model")
+            if not save_path:
+                return
+        config = FuseConfig(adapter_path=str(run), save_path=save_path)
+        self.status.set_state("running", "Fusing the adapter into the base model…")
+        self.job = self.runner.start("fuse", lambda report, cancel: fuse_adapter(config, report=report, cancel=cancel),
+                                     on_event=self._on_fuse_event, on_done=self._on_fused, on_error=self.on_error,
+                                     on_cancelled=self.on_cancelled)
+        self._set_running(True)
+
+    # -- events -------------------------------------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, ev.TrainStep):
+            self.chart.add_train(event.iteration, event.train_loss, event.learning_rate)
+            self.t_iter.set_value(f"{event.iteration} / {event.total_iters}")
+            self.t_tps.set_value(f"{event.tokens_per_second:.0f}")
+            self.t_mem.set_value(f"{event.peak_memory_gb:.2f} GB")
+            self.t_eta.set_value(_fmt_eta(event.eta_seconds))
+            self.status.set_state("running", f"Training: step {event.iteration} of {event.total_iters}, "
+                                  f"loss {event.train_loss:.3f}, epoch {event.epoch:.2f}")
+        elif isinstance(event, ev.EvalDone):
+            self.chart.add_val(event.iteration, event.val_loss)
+            self.chart.mark_best(event.best_iteration)
+        elif isinstance(event, ev.TrainStarted):
+            self.run_dir = event.run_dir
+            note = " ".join(event.warnings)
+            self.status.set_note(f"Run folder: {event.run_dir}. Estimated peak memory {event.estimated_peak_gb:.1f} GB "
+                                 f"of {event.usable_memory_gb:.1f} GB usable. {note}".strip())
+            if event.resumed:
+                from lemcore.train.run import read_metrics
+
+                self.chart.load_records(read_metrics(event.run_dir))
+        elif isinstance(event, ev.TrainFinished):
+            self.last_finished = event
+
+    def _finish_message(self) -> tuple[str, str]:
+        f = self.last_finished
+        if f is None:
+            return "idle", "Stopped."
+        state = {"complete": "idle", "early_stopped": "idle", "cancelled": "paused"}.get(f.status, "error")
+        return state, f.message
+
+    def on_done(self, result: Any) -> None:
+        self._set_running(False)
+        self.refresh_history(select=self.run_dir)
+        self.status.set_state(*self._finish_message())
+
+    def on_cancelled(self) -> None:
+        self._set_running(False)
+        self.refresh_history(select=self.run_dir)
+        state, msg = self._finish_message()
+        self.status.set_state("paused", msg + " Resume continues from the checkpoint.")
+
+    def on_error(self, err: BaseException) -> None:
+        self._set_running(False)
+        self.refresh_history(select=self.run_dir)
+        self._error(err)
+
+    def _on_fuse_event(self, event: Any) -> None:
+        stage = getattr(event, "stage", "")
+        if stage:
+            self.status.set_state("running", f"Fusing: {stage}…")
+
+    def _on_fused(self, result: Any) -> None:
+        self._set_running(False)
+        c = result.check
+        self.status.set_state("idle", f"Fused model saved in {result.save_path}. Check: logits match base+adapter "
+                              f"(largest difference {c.max_abs_diff:.2g}, top-1 agreement {c.top1_agreement:.0%}).")
+
+    def _error(self, err: BaseException) -> None:
+        msg = user_message(err)
+        if msg:
+            self.status.set_state("error", f"{msg[0]}. {msg[1]}")
+
+    # -- history ------------------------------------------------------------------------------------
+    def _selected_run(self) -> Path | None:
+        item = self.history.currentItem()
+        return Path(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
+
+    def refresh_history(self, select: Path | None = None) -> None:
+        from lemcore.settings import data_dir
+
+        runs_root = data_dir() / "runs"
+        runs = sorted((p for p in runs_root.glob("*") if p.is_dir()), reverse=True) if runs_root.exists() else []
+        if select is not None and select not in runs:
+            runs.insert(0, select)
+        self.history.blockSignals(True)
+        self.history.clear()
+        for run in runs:
+            done = "fused-ready" if (run / "adapters.safetensors").exists() else "resumable"
+            item = QListWidgetItem(f"{run.name}   ({done})")
+            item.setData(Qt.ItemDataRole.UserRole, str(run))
+            self.history.addItem(item)
+            if select is not None and run == select:
+                self.history.setCurrentItem(item)
+        self.history.blockSignals(False)
+        self._set_running(bool(self.job and self.job.running))
+
+    def _show_history(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
+        if item is None or (self.job and self.job.running):
+            return
+        from lemcore.train.run import read_metrics
+
+        self.chart.load_records(read_metrics(item.data(Qt.ItemDataRole.UserRole)))
+        self._set_running(False)

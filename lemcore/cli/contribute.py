@@ -1,0 +1,95 @@
+"""`lem gold` and `lem expand`: the lab's worker flags over the contribution engine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class _Printer:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, event: Any) -> None:
+        from lemcore.contribute import events as ev
+
+        if isinstance(event, ev.ResponseDone) and not self.quiet:
+            cut = " (cut at the token limit)" if event.truncated else ""
+            print(f"[{event.idx}] {event.seed_id} {event.voice}: {event.tokens} tokens in {event.seconds:.1f}s{cut}")
+        elif isinstance(event, ev.Started):
+            print(f"{event.kind}: {event.total} prompts, {event.done_fleet} done, {event.remaining} left "
+                  f"(worker {event.worker}, model {event.model})")
+        elif isinstance(event, ev.StatusChanged) and event.reason:
+            print(f"{event.state}: {event.reason}", file=sys.stderr)
+        elif isinstance(event, ev.Notice):
+            print(event.message, file=sys.stderr)
+        elif isinstance(event, ev.Finished):
+            print(f"Finished: {event.done} answers this run ({event.reason}); {event.unreported} waiting to be sent")
+
+
+def _run(args: argparse.Namespace, kind: str) -> int:
+    from lemcore.contribute.engine import ContributeConfig, default_output, load_work, run_contribution
+    from lemcore.contribute.setup import QueueChoice, check_queue, make_generator, open_queue, print_notice
+    from lemcore.generate.engine import Sampling
+    from lemcore.settings import load_settings
+
+    worker = args.worker or load_settings().effective_worker()
+    config = ContributeConfig(
+        kind=kind, prompts=Path(args.prompts) if args.prompts else None,
+        output=Path(args.output) if args.output else None, worker=worker,
+        sampling=Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed),
+        limit=args.limit, target=args.target,
+        axioms_path=Path(args.axioms) if getattr(args, "axioms", None) else None,
+        kernel_path=Path(args.kernel) if getattr(args, "kernel", None) else None,
+    )
+    config.validate()
+    if args.dry_run:
+        items, dataset = load_work(config, _Printer(False))
+        out = config.output or default_output(kind, worker)
+        print(f"Dry run: {len(items)} prompts (set {dataset[:12]}), worker {worker}, output {out}, "
+              f"backend {args.backend}")
+        return 0
+    settings = load_settings()
+    url = "" if args.solo else (args.influx or settings.influx_url)
+    queue = open_queue(QueueChoice(url, settings.influx_db, args.lease), kind, worker, notice=print_notice)
+    if url:
+        check_queue(queue, url)
+    generator = make_generator(args.backend, args.model, batch_size=args.batch_size, api_url=args.api_url,
+                               api_model=args.api_model)
+    result = run_contribution(config, queue, generator, report=_Printer(args.quiet))
+    print(f"Output: {result.output}")
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--worker", default="", help="worker name on the dashboard (default: host name)")
+    p.add_argument("--model", default="", help="MLX model folder or hub id (default: the embedded model)")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many answers")
+    p.add_argument("--target", type=int, default=None, help="only the first N prompts (the lab used 15000)")
+    p.add_argument("--dry-run", action="store_true", help="load and check everything, generate nothing")
+    p.add_argument("--output", default="", help="JSONL output file (default: in the data folder)")
+    p.add_argument("--influx", default="", help="InfluxDB URL (default: from Settings; none = solo mode)")
+    p.add_argument("--solo", action="store_true", help="ignore the server; coordinate locally")
+    p.add_argument("--backend", choices=["mlx", "api"], default="mlx")
+    p.add_argument("--api-url", default="http://localhost:8090/v1", help="OpenAI-compatible server")
+    p.add_argument("--api-model", default="", help="model name on that server")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8, help="answers generated together (MLX)")
+    p.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts without renewal")
+    p.add_argument("--prompts", default="", help="prompt file (lab format)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gold", help="generate gold answers with the axiom sandwich")
+    _add_common(p)
+    p.add_argument("--axioms", default="", help="axioms.json (ours or the lab's)")
+    p.add_argument("--kernel", default="", help="kernel text (ours or the lab's lek-1-kernel.txt)")
+    p.set_defaults(func=lambda a: _run(a, "gold"))
+    p = sub.add_parser("expand", help="generate expansion answers with a fine-tuned model (no sandwich)")
+    _add_common(p)
+    p.set_defaults(func=lambda a: _run(a, "expansion"))

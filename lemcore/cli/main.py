@@ -1,0 +1,77 @@
+"""`lem`: the command line over the same engine functions the GUI calls."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+
+from lemcore.cli import bench, contribute, models, train
+from lemcore.cli.command import run_command
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from lemcore.cli.doctor import format_checks, run_checks
+
+    checks = run_checks()
+    print(format_checks(checks))
+    return 1 if any(c.status == "FAIL" for c in checks) else 0
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    from lemcore.secrets import KeyringTokenStore
+
+    token = sys.stdin.readline().strip() if args.stdin else getpass.getpass("Paste the lab's token: ")
+    KeyringTokenStore().set(token)
+    print("Token saved in the system keychain.")
+    return 0
+
+
+def _cmd_logout(args: argparse.Namespace) -> int:
+    from lemcore.secrets import KeyringTokenStore
+
+    KeyringTokenStore().delete()
+    print("Token removed from the system keychain.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lem", description="LEM Desktop engines from the command line.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("doctor", help="check this machine: OS, chip, memory, MLX, keychain, server")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("login", help="save the lab's InfluxDB token in the system keychain")
+    p.add_argument("--stdin", action="store_true", help="read the token from standard input")
+    p.set_defaults(func=_cmd_login)
+
+    p = sub.add_parser("logout", help="remove the saved token from the keychain")
+    p.set_defaults(func=_cmd_logout)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Engine subcommands live next to their engines; each module adds its own parsers."""
+    return [models.register, contribute.register, train.register, bench.register]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        from lemcore.blas import reexec_with_openblas
+
+        reexec_with_openblas()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

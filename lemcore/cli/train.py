@@ -1,0 +1,207 @@
+"""`lem train` and `lem fuse`: the training and fuse engines from the command line.
+
+`lem train` takes every TrainConfig field as a flag (named as in mlx-lm: --batch-size, --iters ...), a
+`-c config.yaml` in mlx-lm's shape, and/or a --preset; flags win over the file, the file over the preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from dataclasses import fields
+from typing import Any
+
+from lemcore.jobs import CancelToken
+from lemcore.train.config import PRESETS, TrainConfig
+
+_SKIP = {"resume_from"}  # has its own --resume flag
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class ProgressPrinter:
+    """Progress lines on stdout: one per report window (losses averaged over it), validations, saves."""
+
+    def __init__(self, every: int) -> None:
+        self.every = max(every, 1)
+        self._losses: list[float] = []
+
+    def __call__(self, event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "TrainStarted":
+            what = "Resuming" if event.resumed else "Training"
+            print(f"{what} {event.model} in {event.run_dir}: iterations {event.start_iteration + 1}-"
+                  f"{event.total_iters}, {event.train_examples} train / {event.valid_examples} valid examples, "
+                  f"{event.trainable_parameters / 1e6:.3f}M trainable parameters, peak memory about "
+                  f"{event.estimated_peak_gb:.1f} GB of {event.usable_memory_gb:.1f} GB usable.", flush=True)
+            for warning in event.warnings:
+                print(f"Warning: {warning}", flush=True)
+        elif kind == "TrainStep":
+            self._losses.append(event.train_loss)
+            if event.iteration % self.every == 0 or event.iteration == event.total_iters:
+                loss = sum(self._losses) / len(self._losses)
+                self._losses = []
+                print(f"Iter {event.iteration}/{event.total_iters}: train loss {loss:.3f}, "
+                      f"lr {event.learning_rate:.2e}, {event.iterations_per_second:.2f} it/s, "
+                      f"{event.tokens_per_second:.0f} tok/s, {event.trained_tokens} tokens, "
+                      f"peak {event.peak_memory_gb:.2f} GB, ETA {_fmt_seconds(event.eta_seconds)}", flush=True)
+        elif kind == "EvalDone":
+            best = " (best)" if event.improved else f" (best {event.best_val_loss:.3f} at {event.best_iteration})"
+            print(f"Iter {event.iteration}: val loss {event.val_loss:.3f}{best}, {event.val_seconds:.1f}s",
+                  flush=True)
+        elif kind == "CheckpointSaved" and event.reason != "best":
+            print(f"Saved {event.reason} checkpoint: {event.path}", flush=True)
+        elif kind == "TrainFinished":
+            print(event.message, flush=True)
+        elif kind == "FuseStage":
+            print(f"{event.stage} ...", flush=True)
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    for f in fields(TrainConfig):
+        if f.name in _SKIP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata["help"].replace("%", "%%")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            p.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from lemcore.train.config import load_yaml, preset
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name not in _SKIP and getattr(args, f.name, None) is not None}
+    if args.resume:
+        from lemcore.train.engine import resume_config
+
+        return resume_config(args.resume, **given)
+    config = preset(args.preset) if args.preset else TrainConfig()
+    if args.config:
+        loaded = load_yaml(args.config)
+        base = TrainConfig()
+        # Keys the file sets (differs from the defaults) override the preset.
+        config = config.with_changes(**{f.name: getattr(loaded, f.name) for f in fields(TrainConfig)
+                                        if getattr(loaded, f.name) != getattr(base, f.name)})
+    return config.with_changes(**given)
+
+
+def _influx_reporter(config: TrainConfig) -> Any:
+    from lemcore.errors import ConfigError
+    from lemcore.influx import InfluxClient, InfluxTarget
+    from lemcore.secrets import KeyringTokenStore, MemoryTokenStore, resolve_token
+    from lemcore.settings import load_settings
+    from lemcore.train.influx import InfluxTrainReporter
+
+    settings = load_settings()
+    if not settings.influx_url:
+        raise ConfigError("No InfluxDB server configured: set it in Settings (or INFLUX_URL), or drop --influx.")
+    try:
+        token, _ = resolve_token(KeyringTokenStore())
+    except Exception:  # noqa: BLE001 - no keychain at all: INFLUX_TOKEN may still be set
+        token, _ = resolve_token(MemoryTokenStore())
+    if not token:
+        raise ConfigError(f"No token for {settings.influx_url}: run `lem login` (or set INFLUX_TOKEN).")
+    client = InfluxClient(InfluxTarget(settings.influx_url, settings.influx_db), token)
+    return InfluxTrainReporter(client, model=config.model, every=config.steps_per_report)
+
+
+def _first_ctrl_c_cancels(cancel: CancelToken) -> Any:
+    """First Ctrl-C: stop at the next step with a resumable checkpoint. Second: interrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        print("\nStopping after this step (a checkpoint will be saved); Ctrl-C again to abort.", flush=True)
+        cancel.cancel()
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.save_config:
+        config.save_yaml(args.save_config)
+        print(f"Config saved to {args.save_config}")
+    if args.print_command:
+        print(config.command_line(args.save_config))
+        return 0
+    if args.check:
+        from lemcore.train.data import check_data
+
+        config.validate()
+        report = check_data(config.data, batch_size=config.batch_size, mask_prompt=config.mask_prompt,
+                            max_seq_length=config.max_seq_length, iters=config.iters)
+        for stats in report.splits.values():
+            print(f"{stats.path.name}: {stats.examples} examples ({report.format})")
+        for warning in report.warnings:
+            print(f"Warning: {warning}")
+        report.raise_for_errors()
+        print("Config and data look fine. Equivalent command: " + config.command_line(args.save_config))
+        return 0
+    from lemcore.train.engine import train_lora
+
+    printer = ProgressPrinter(config.steps_per_report)
+    influx = _influx_reporter(config) if args.influx else None
+
+    def report(event: Any) -> None:
+        printer(event)
+        if influx is not None:
+            influx(event)
+
+    cancel = CancelToken()
+    previous = _first_ctrl_c_cancels(cancel)
+    try:
+        result = train_lora(config, report=report, cancel=cancel)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if influx is not None:
+            influx.close()
+    print(f"Adapter: {result.adapter_file}" + (f" (best: {result.best_adapter_dir})" if result.best_adapter_dir
+                                               else ""))
+    return 0
+
+
+def _cmd_fuse(args: argparse.Namespace) -> int:
+    from lemcore.train.fuse import FuseConfig, fuse_adapter
+
+    result = fuse_adapter(FuseConfig(adapter_path=args.adapter_path, save_path=args.save_path,
+                                     model=args.model or "", dequantize=args.dequantize),
+                          report=ProgressPrinter(1))
+    c = result.check
+    print(f"Fused model saved to {result.save_path}. Check on {c.prompts} prompts: logits within "
+          f"{c.relative_diff:.2e} (allowed {c.tolerance:.0e}), top token agrees at {c.top1_agreement:.0%}.")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune a model with LoRA (mlx-lm's trainer, resumable)",
+                       description="Fine-tune with LoRA/DoRA. Settings: --preset, then -c FILE, then flags.")
+    p.add_argument("-c", "--config", help="YAML config in mlx-lm's `-c` shape")
+    p.add_argument("--preset", choices=PRESETS, help="start from the lab's recipe or a quick test")
+    p.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) exactly where it stopped")
+    p.add_argument("--check", action="store_true", help="check config and data, print the command, do not train")
+    p.add_argument("--print-command", action="store_true", help="print the equivalent `mlx_lm lora` command")
+    p.add_argument("--save-config", metavar="FILE", help="write the resulting config as YAML")
+    p.add_argument("--influx", action="store_true", help="report to the lab's InfluxDB (Settings + keychain)")
+    _add_config_flags(p)
+    p.set_defaults(func=_cmd_train)
+
+    f = sub.add_parser("fuse", help="fuse an adapter into its base model (checked against base+adapter)")
+    f.add_argument("--adapter-path", required=True, help="run folder, its best/ folder or a checkpoint")
+    f.add_argument("--save-path", required=True, help="new folder for the fused model")
+    f.add_argument("--model", help="base model (default: the one the adapter was trained on)")
+    f.add_argument("--dequantize", action="store_true", help="save float weights even for a quantized base")
+    f.set_defaults(func=_cmd_fuse)

@@ -1,0 +1,300 @@
+"""Text generation engine: continuous batched generation on MLX, with a shared-prefix prompt cache.
+
+`MLXGenerator.run()` keeps up to `batch_size` sequences in flight. It pulls the next item from a `feed`
+callable whenever a slot frees up (so the caller claims work just in time) and hands each finished response
+to `on_result` at once, so a crash loses only what is in flight. Tokens of the shared prefix (e.g. the axiom
+system message every sandwich starts with) are prefilled once and the cache is copied for each sequence.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lemcore.errors import ConfigError, ModelLoadError
+from lemcore.generate.cpu.paths import cpu_fast_paths
+from lemcore.generate.sampling import SamplingModel, cpu_sampler
+from lemcore.jobs import CancelToken, Report, no_report
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.3
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if self.max_tokens < 1:
+            raise ConfigError("max tokens must be at least 1.")
+        if not 0 <= self.temperature <= 5:
+            raise ConfigError("temperature must be between 0 and 5 (0 = greedy, the lab uses 0.3).")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("top-p must be in (0, 1].")
+
+
+@dataclass(frozen=True)
+class GenItem:
+    key: Any
+    messages: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class GenResult:
+    key: Any
+    text: str
+    prompt_tokens: int
+    tokens: int
+    seconds: float
+    truncated: bool  # stopped at the token limit, not at end-of-sequence
+    prompt_text: str = ""
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """The answer being written right now (sent a few times per second, not per token)."""
+
+    key: Any
+    text: str
+    tokens: int
+
+
+WAIT = object()  # returned by a feed that has no item right now but may later (e.g. server down)
+
+
+@dataclass
+class _Slot:
+    item: GenItem
+    started: float
+    prompt_text: str
+    prompt_tokens: int
+    ids: list[int] = field(default_factory=list)
+
+
+def _apply_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    try:
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    except Exception as err:  # noqa: BLE001 - templates raise anything (jinja errors, ValueError)
+        if messages and messages[0].get("role") == "system" and len(messages) > 1:
+            # Some templates reject a system role: fold it into the first user turn, as Gemma's does.
+            folded = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
+            return _apply_template(tokenizer, folded + messages[2:])
+        raise ModelLoadError(f"The model's chat template failed: {err}") from None
+
+
+def encode_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
+    text = _apply_template(tokenizer, messages)
+    # The template already holds BOS where the model wants one.
+    return text, list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _quiet_transformers() -> None:
+    # Sandwich prompts exceed some tokenizers' nominal max length; the warning is noise for us.
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def load_mlx_model(path: str | Path, *, batch: int = 1, report: Report = no_report,
+                   cancel: CancelToken | None = None) -> tuple[Any, Any]:
+    """Load through the Models engine: the fit check (counting `batch` sequences) and one clear message
+    for every bad input (missing folder, no weights, corrupt config, unknown architecture, offline hub)."""
+    _quiet_transformers()
+    from lemcore.models.loading import load_model
+
+    return load_model(str(path), batch=batch, report=report, cancel=cancel)
+
+
+class MLXGenerator:
+    """Loads a model once and generates batches on it. Use from a single (MLX) thread."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, name: str = "") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, batch_size)
+        self.name = name
+        self._prefix_ids: list[int] = []
+        self._prefix_cache: list[Any] | None = None
+        # The layers without the vocabulary head: prompt tokens need their keys and values, not their logits.
+        # (Multimodal wrappers such as Gemma 3's keep the text model in `language_model`.)
+        text_model = getattr(model, "language_model", model)
+        self._body = getattr(text_model, "model", text_model)
+
+    @classmethod
+    def load(cls, path: str | Path, *, batch_size: int = 8, report: Report = no_report,
+             cancel: CancelToken | None = None) -> MLXGenerator:
+        model, tokenizer = load_mlx_model(path, batch=batch_size, report=report, cancel=cancel)
+        return cls(model, tokenizer, batch_size=batch_size, name=str(path))
+
+    # -- shared prefix ------------------------------------------------------------------------------
+    def set_shared_prefix(self, sample_messages: list[list[dict[str, str]]]) -> int:
+        """Prefill the token prefix common to the given prompts once. Returns its length in tokens."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        encoded = [encode_prompt(self.tokenizer, m)[1] for m in sample_messages]
+        if len(encoded) < 2:
+            self._prefix_ids, self._prefix_cache = [], None
+            return 0
+        common = 0
+        for column in zip(*encoded):
+            if len(set(column)) != 1:
+                break
+            common += 1
+        common = min(common, min(len(e) for e in encoded) - 1)  # keep at least one token to process
+        if common < 16:  # not worth a cache copy
+            self._prefix_ids, self._prefix_cache = [], None
+            return 0
+        self._prefix_ids = encoded[0][:common]
+        cache = make_prompt_cache(self.model)
+        with cpu_fast_paths(self.model):
+            self._fill(cache, self._prefix_ids, 0, len(self._prefix_ids), None)
+        self._prefix_cache = cache
+        return common
+
+    def _prefill(self, ids: list[int], cancel: CancelToken | None) -> list[Any]:
+        """A cache holding every prompt token but the last (which starts decoding), one sequence at a time.
+
+        Done here rather than by BatchGenerator, which pads prompts to a common length, masks them with arrays
+        and computes vocabulary logits for every prompt token only to drop them; on the CPU, prefill is
+        compute-bound, so batching prompts gains nothing. Chunks are smaller on the CPU (the attention scores of
+        a 512-token chunk stay in cache; measured 2x faster than 2048 on a 3.7K-token sandwich).
+        """
+        from mlx_lm.models.cache import make_prompt_cache
+
+        n = len(self._prefix_ids)
+        if self._prefix_cache is not None and n and ids[:n] == self._prefix_ids and len(ids) > n:
+            cache, start = copy.deepcopy(self._prefix_cache), n
+        else:
+            cache, start = make_prompt_cache(self.model), 0
+        self._fill(cache, ids, start, len(ids) - 1, cancel)
+        return cache
+
+    def _fill(self, cache: list[Any], ids: list[int], start: int, stop: int, cancel: CancelToken | None) -> None:
+        """Run ids[start:stop] through the model body into `cache`, in chunks."""
+        import mlx.core as mx
+
+        step = 512 if mx.default_device() == mx.cpu else 2048
+        tokens = mx.array(ids)
+        for at in range(start, stop, step):
+            if cancel is not None:
+                cancel.check()
+            self._body(tokens[at:min(at + step, stop)][None], cache=cache)
+            mx.eval([c.state for c in cache])
+
+    def _batch_generator(self, sampling: Sampling) -> Any:
+        from mlx_lm.generate import BatchGenerator
+        from mlx_lm.sample_utils import make_sampler
+
+        model: Any = self.model
+        fast = cpu_sampler(sampling.temperature, sampling.top_p)
+        if fast is not None:  # sample inside the model call (why: lemcore.generate.sampling)
+            model = SamplingModel(self.model, fast)
+            sampler = model.take
+        else:
+            sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1 else 0.0)
+        eos = [[t] for t in sorted(self.tokenizer.eos_token_ids)]
+        return BatchGenerator(model, max_tokens=sampling.max_tokens, stop_tokens=eos, sampler=sampler,
+                              completion_batch_size=self.batch_size, prefill_batch_size=self.batch_size)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(
+        self,
+        feed: Callable[[], Any],
+        sampling: Sampling,
+        on_result: Callable[[GenResult], None],
+        *,
+        report: Report = no_report,
+        cancel: CancelToken | None = None,
+        on_tick: Callable[[], None] | None = None,
+        stream_every_s: float = 0.25,
+    ) -> int:
+        """Generate until `feed` returns None and all sequences finish. Returns the number of results.
+
+        `feed` returns a GenItem, None (no more work) or WAIT (nothing now; asked again shortly).
+        `on_tick` runs after every decoding step and every prompt's prefill (lease renewal lives there). On
+        cancel, sequences in flight are dropped: their items were never reported as done.
+        """
+        import mlx.core as mx
+
+        sampling.validate()
+        if sampling.seed is not None:
+            mx.random.seed(sampling.seed)
+        slots: dict[int, _Slot] = {}
+        finished = 0
+        feed_done = False
+        featured: int | None = None
+        last_stream = 0.0
+        with cpu_fast_paths(self.model), closing(self._batch_generator(sampling)) as gen:
+            while True:
+                if cancel is not None:
+                    cancel.check()
+                waiting = False
+                while not feed_done and len(slots) < self.batch_size:
+                    item = feed()
+                    if item is None:
+                        feed_done = True
+                        break
+                    if item is WAIT:
+                        waiting = True
+                        break
+                    started = time.perf_counter()
+                    text, ids = encode_prompt(self.tokenizer, item.messages)
+                    cache = self._prefill(ids, cancel)
+                    (uid,) = gen.insert([ids[-1:]], [sampling.max_tokens], caches=[cache])
+                    slots[uid] = _Slot(item, started, text, len(ids))
+                    if on_tick is not None:  # a prefill takes seconds on a CPU: keep the leases fresh
+                        on_tick()
+                if not slots:
+                    if feed_done:
+                        break
+                    if waiting:
+                        if on_tick is not None:
+                            on_tick()
+                        if cancel is not None:
+                            cancel.wait(0.5)
+                        else:
+                            time.sleep(0.5)
+                    continue
+                for resp in gen.next_generated():
+                    slot = slots.get(resp.uid)
+                    if slot is None:
+                        continue
+                    if resp.finish_reason != "stop":
+                        slot.ids.append(resp.token)
+                    if resp.finish_reason is not None:
+                        del slots[resp.uid]
+                        finished += 1
+                        on_result(GenResult(
+                            key=slot.item.key, text=self.tokenizer.decode(slot.ids),
+                            prompt_tokens=slot.prompt_tokens, tokens=len(slot.ids),
+                            seconds=time.perf_counter() - slot.started,
+                            truncated=resp.finish_reason == "length", prompt_text=slot.prompt_text,
+                        ))
+                if on_tick is not None:
+                    on_tick()
+                now = time.perf_counter()
+                if featured not in slots:
+                    featured = next(iter(slots), None)
+                if featured is not None and now - last_stream >= stream_every_s:
+                    last_stream = now
+                    slot = slots[featured]
+                    report(TokenChunk(slot.item.key, self.tokenizer.decode(slot.ids), len(slot.ids)))
+        return finished
+
+
+def generate_one_by_one(model: Any, tokenizer: Any, messages: list[dict[str, str]], sampling: Sampling) -> str:
+    """The lab's way (one `mlx_lm.generate` call per prompt): the baseline for tests/perf."""
+    import mlx_lm
+    from mlx_lm.sample_utils import make_sampler
+
+    text, _ids = encode_prompt(tokenizer, messages)
+    return str(mlx_lm.generate(model, tokenizer, text, max_tokens=sampling.max_tokens,
+                               sampler=make_sampler(temp=sampling.temperature)))
