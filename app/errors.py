@@ -16,6 +16,7 @@ from lemcore.errors import (
     SecretStoreError,
     ServerUnreachable,
 )
+from lemcore.settings import data_dir
 
 log = logging.getLogger("lem.app")
 
@@ -48,7 +49,6 @@ def user_message(err: BaseException) -> tuple[str, str] | None:
 
 def setup_logging() -> None:
     """Log to a file in the app's data folder (never to a dialog). No secret is ever logged."""
-    from lemcore.settings import data_dir
 
     folder = data_dir() / "logs"
     folder.mkdir(parents=True, exist_ok=True)

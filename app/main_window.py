@@ -24,7 +24,11 @@ from app.pages.results.page import ResultsPage
 from app.pages.settings.page import SettingsPage
 from app.pages.train.page import TrainPage
 from app.style import STYLE
+from lemcore.contribute.setup import resolve_generation_model
+from lemcore.models.loading import warm_tokenizer
 from lemcore.resources import resource
+from lemcore.secrets import KeyringTokenStore
+from lemcore.settings import load_settings
 
 TRAY_TEXT = {"idle": "LEM: idle", "running": "LEM: contributing", "paused": "LEM: paused",
              "waiting": "LEM: waiting for the server"}
@@ -34,7 +38,6 @@ class MainWindow(QMainWindow):
     def __init__(self, *, token_store: Any = None, runner: JobRunner | None = None) -> None:
         super().__init__()
         if token_store is None:
-            from lemcore.secrets import KeyringTokenStore
 
             token_store = KeyringTokenStore()
         self.token_store = token_store
@@ -75,9 +78,6 @@ class MainWindow(QMainWindow):
     def _warm_contribute_model() -> None:
         """Load the contribute model's tokenizer now, before the window shows: parsing it holds the GIL for
         a few hundred ms, a visible freeze if the first Start did it (see lemcore.models.loading)."""
-        from lemcore.contribute.setup import resolve_generation_model
-        from lemcore.models.loading import warm_tokenizer
-        from lemcore.settings import load_settings
 
         settings = load_settings()
         if settings.first_run_done:

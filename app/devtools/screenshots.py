@@ -16,6 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from app.main_window import MainWindow
+from lemcore.contribute.kernel import default_kernel_paths, load_axioms
+from lemcore.models.embedded import ensure_embedded_model
+from lemcore.secrets import MemoryTokenStore
+from lemcore.settings import Settings, save_settings
+
 
 def _wait(app, cond: Callable[[], bool], timeout: float) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
@@ -31,7 +37,6 @@ def _axiom_dataset(folder: Path) -> Path:
     """A small chat dataset from our own kernel: questions about each axiom, answered by its statement."""
     import json
 
-    from lemcore.contribute.kernel import default_kernel_paths, load_axioms
 
     axioms = load_axioms(default_kernel_paths().axioms).axioms
     asks = ("What does the {n} principle ask of you?", "Explain the axiom of {n}.", "Why does {n} matter?",
@@ -55,9 +60,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from app.main_window import MainWindow
-    from lemcore.secrets import MemoryTokenStore
-    from lemcore.settings import Settings, save_settings
 
     app = QApplication.instance() or QApplication([])
     shots: list[str] = []
@@ -116,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     shot(window, "train-idle")
     train.start()
     shot(window, "train-error")
-    from lemcore.models.embedded import ensure_embedded_model
 
     data = _axiom_dataset(tmp / "train-data")
     form = train.form

@@ -26,6 +26,16 @@ from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
+import lemcore.resources as res
+from app.main_window import MainWindow
+from lemcore.contribute.kernel import default_kernel_paths, load_axioms, load_kernel_text
+from lemcore.generate.engine import encode_prompt, load_mlx_model
+from lemcore.mlx_thread import MLXWorker
+from lemcore.models.embedded import default_dtype, ensure_embedded_model
+from lemcore.prompts import eval_prompt_files
+from lemcore.resources import resource, seeds_dir
+from lemcore.secrets import MemoryTokenStore, backend_info
+
 PREFIX = "self-test:"
 PROMPT = "What is the capital of France? Answer in one sentence."
 MAX_TOKENS = 12
@@ -76,7 +86,6 @@ def _print(line: str) -> None:
 
 # -- checks ------------------------------------------------------------------------------------------
 def check_environment() -> str:
-    import lemcore.resources as res
 
     frozen = "frozen bundle" if getattr(sys, "frozen", False) else "source checkout"
     return (f"{frozen}, Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
@@ -84,9 +93,6 @@ def check_environment() -> str:
 
 
 def check_resources() -> str:
-    from lemcore.contribute.kernel import default_kernel_paths, load_axioms, load_kernel_text
-    from lemcore.prompts import eval_prompt_files
-    from lemcore.resources import resource, seeds_dir
 
     paths = default_kernel_paths()
     axioms = load_axioms(paths.axioms)
@@ -105,8 +111,6 @@ def check_gui() -> str:
     from PySide6.QtGui import QFontDatabase
     from PySide6.QtWidgets import QApplication
 
-    from app.main_window import MainWindow
-    from lemcore.secrets import MemoryTokenStore
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "lem-desktop"])
     window = MainWindow(token_store=MemoryTokenStore())  # never the user's keychain (see the module doc)
@@ -134,8 +138,6 @@ def _generate_on_worker() -> str:
     import mlx.core as mx
     from mlx_lm import stream_generate
 
-    from lemcore.generate.engine import encode_prompt, load_mlx_model
-    from lemcore.models.embedded import default_dtype, ensure_embedded_model
 
     t0 = time.perf_counter()
     folder = ensure_embedded_model()
@@ -155,7 +157,6 @@ def _generate_on_worker() -> str:
 
 
 def check_model(timeout_s: float = MODEL_TIMEOUT_S) -> str:
-    from lemcore.mlx_thread import MLXWorker
 
     worker = MLXWorker("lem-self-test")
     try:
@@ -205,7 +206,6 @@ def check_keychain_packaged() -> str:
 def check_keychain_backend() -> str:
     import keyring
 
-    from lemcore.secrets import backend_info
 
     info = backend_info()
     if not info.is_system:

@@ -14,6 +14,8 @@ from typing import Any
 
 from lemcore.benchmarks.judge import Dimension, Rubric
 from lemcore.benchmarks.suites import BenchItem, OnBadRecord, build_items, read_records
+from lemcore.prompts import load_eval_prompts
+from lemcore.resources import seeds_dir
 
 ID = "ethics"
 TITLE = "Ethics prompts (P01–P100)"
@@ -45,7 +47,6 @@ RUBRIC = Rubric(
 
 
 def default_path() -> Path:
-    from lemcore.resources import seeds_dir
 
     return seeds_dir()
 
@@ -59,7 +60,6 @@ def parse(obj: dict[str, Any], default_id: str) -> BenchItem:
 
 def load_items(path: Path, on_bad: OnBadRecord) -> list[BenchItem]:
     if path.is_dir() or path.suffix.lower() == ".json":
-        from lemcore.prompts import load_eval_prompts
 
         return [BenchItem(p.seed_id, p.prompt, {}, p.domain)
                 for p in load_eval_prompts(path, on_bad_line=lambda bad: on_bad(str(bad)))]

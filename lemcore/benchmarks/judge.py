@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lemcore.benchmarks.events import BenchProgress
-from lemcore.errors import ConfigError, LemError
+from lemcore.benchmarks.provenance import model_identity
+from lemcore.errors import ConfigError, LemError, ServerUnreachable
+from lemcore.generate.api import APIError, APIGenerator
+from lemcore.generate.engine import GenItem, MLXGenerator, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.secrets import KeyringTokenStore
 
 
 class JudgeAuthError(LemError):
@@ -136,7 +140,6 @@ class JudgeBackend(Protocol):
 
 # -- backends --------------------------------------------------------------------------------------------
 def _judge_sampling(attempt: int, max_tokens: int, seed: int) -> Any:
-    from lemcore.generate.engine import Sampling
 
     # Greedy first (repeatable); a retry of a bad reply needs a little randomness or it repeats exactly.
     return Sampling(temperature=0.0 if attempt == 1 else 0.5, max_tokens=max_tokens, seed=seed + attempt)
@@ -156,7 +159,6 @@ class LocalJudge:
 
     def ask(self, prompts: list[list[dict[str, str]]], *, attempt: int,
             cancel: CancelToken) -> list[str | BaseException]:
-        from lemcore.generate.engine import GenItem
 
         feed = iter([GenItem(i, m) for i, m in enumerate(prompts)])
         out: list[str | BaseException] = [Unparseable("no reply")] * len(prompts)
@@ -176,7 +178,6 @@ class APIJudge:
 
     def __init__(self, url: str, model: str, *, api_key: str | None = None, max_tokens: int = 300,
                  timeout: float = 60.0, seed: int = 0) -> None:
-        from lemcore.generate.api import APIGenerator
 
         self._api = APIGenerator(url, model, api_key=api_key, timeout=timeout)
         self._url, self._model, self._max, self._seed = url, model, max_tokens, seed
@@ -186,8 +187,6 @@ class APIJudge:
 
     def ask(self, prompts: list[list[dict[str, str]]], *, attempt: int,
             cancel: CancelToken) -> list[str | BaseException]:
-        from lemcore.errors import ServerUnreachable
-        from lemcore.generate.api import APIError
 
         out: list[str | BaseException] = []
         for messages in prompts:
@@ -222,7 +221,6 @@ def make_judge(config: JudgeConfig, *, store: Any = None) -> JudgeBackend:
         if not config.url:
             raise ConfigError("An API judge needs the server address (e.g. http://localhost:8090/v1).")
         if store is None:
-            from lemcore.secrets import KeyringTokenStore
 
             store = KeyringTokenStore()
         key = store.get(config.key_account) if config.key_account else None
@@ -230,8 +228,6 @@ def make_judge(config: JudgeConfig, *, store: Any = None) -> JudgeBackend:
     if config.kind == "local":
         if not config.model:
             raise ConfigError("A local judge needs a model (a folder, catalog id or downloaded hub id).")
-        from lemcore.benchmarks.provenance import model_identity
-        from lemcore.generate.engine import MLXGenerator
 
         gen = MLXGenerator.load(config.model, batch_size=config.batch_size)
         ident = model_identity(config.model)

@@ -21,9 +21,12 @@ from lemcore.benchmarks import store
 from lemcore.benchmarks.events import BenchFinished, BenchProgress, BenchRow, BenchStarted
 from lemcore.benchmarks.judge import JudgeBackend, JudgeConfig
 from lemcore.benchmarks.provenance import adapter_identity, host, library_versions, model_identity
+from lemcore.benchmarks.score import judge_run
 from lemcore.benchmarks.suites import Suite, load_suite, suite_module
 from lemcore.errors import Cancelled, ConfigError
+from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, load_mlx_model
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.settings import data_dir
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,6 @@ def _label(config: BenchConfig) -> str:
 
 
 def _default_run_dir(label: str) -> Path:
-    from lemcore.settings import data_dir
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     slug = re.sub(r"[^A-Za-z0-9._+-]+", "-", label).strip("-")[:60] or "run"
@@ -151,7 +153,6 @@ def _prepare(run_dir: Path, config: BenchConfig, suites: dict[str, Suite], max_t
 
 def load_generator(config: BenchConfig) -> Any:
     """MLXGenerator for the model, with the adapter applied when one is given."""
-    from lemcore.generate.engine import MLXGenerator, load_mlx_model
 
     model, tokenizer = load_mlx_model(config.model)
     if config.adapter:
@@ -217,7 +218,6 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
     judge_failed: dict[str, int] = {}
     judged_suites = [s for s in suites if suite_module(s).JUDGED]
     if judged_suites and (judge is not None or config.judge is not None):
-        from lemcore.benchmarks.score import judge_run
 
         # Retry settings come from config.judge also when the backend itself is passed in.
         tries = config.judge.retries if config.judge else None
@@ -232,7 +232,6 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
 
 def _generate_suite(gen: Any, run_dir: Path, suite: Suite, pairs: list[tuple[int, int]],
                     sampling_record: dict[str, Any], report: Report, cancel: CancelToken) -> dict[str, Any]:
-    from lemcore.generate.engine import GenItem, Sampling
 
     module = suite_module(suite.id)
     sampling = Sampling(**sampling_record)

@@ -37,6 +37,7 @@ from lemcore.benchmarks.suites import (
 )
 from lemcore.errors import ConfigError, DataError
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.settings import data_dir
 
 _ERROR = re.compile(r"^\s*ERROR\b")
 
@@ -172,7 +173,6 @@ def score_responses(config: ScoreConfig, *, judge: JudgeBackend | None = None, t
     if config.run_dir:
         run_dir = Path(config.run_dir).expanduser()
     else:
-        from lemcore.settings import data_dir
 
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = data_dir() / "benchmarks" / f"scored-{stamp}-{re.sub(r'[^A-Za-z0-9._+-]+', '-', label)[:60]}"

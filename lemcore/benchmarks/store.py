@@ -24,6 +24,7 @@ from typing import Any
 from lemcore.benchmarks.stats import bootstrap_mean, paired_difference
 from lemcore.benchmarks.suites import suite_module
 from lemcore.errors import DataError
+from lemcore.settings import data_dir
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -86,7 +87,6 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 def list_runs(folder: str | Path | None = None) -> list[dict[str, Any]]:
     """Run folders under `folder` (default: <data folder>/benchmarks), newest first, for pickers and charts."""
     if folder is None:
-        from lemcore.settings import data_dir
 
         folder = data_dir() / "benchmarks"
     runs = []

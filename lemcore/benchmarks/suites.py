@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from lemcore.errors import ConfigError, DataError, DownloadError
+from lemcore.prompts import prompt_set_hash
 
 SUITE_IDS = ("gsm8k", "truthfulqa", "do_not_answer", "toxigen", "ethics")
 
@@ -135,7 +136,6 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
 
 def file_sha256(path: Path) -> str:
     if path.is_dir():
-        from lemcore.prompts import prompt_set_hash
 
         return prompt_set_hash(path)
     return hashlib.sha256(_read(path)).hexdigest()

@@ -8,6 +8,16 @@ import os
 import sys
 from typing import Any
 
+from lemcore.benchmarks.compare import compare_runs, format_comparison
+from lemcore.benchmarks.events import BenchProgress, BenchStarted
+from lemcore.benchmarks.judge import JudgeConfig, make_judge
+from lemcore.benchmarks.reference import format_reference
+from lemcore.benchmarks.run import BenchConfig, SuiteSpec, run_benchmark
+from lemcore.benchmarks.score import ScoreConfig, rescore_run, score_responses
+from lemcore.benchmarks.suites import fetch_suite
+from lemcore.errors import ConfigError
+from lemcore.secrets import KeyringTokenStore, MemoryTokenStore
+
 JUDGE_KEY_ENV = "LEM_JUDGE_API_KEY"  # for scripts and CI; otherwise the key lives in the keychain
 
 
@@ -24,8 +34,6 @@ def _add_judge_args(p: argparse.ArgumentParser) -> None:
 
 
 def _judge_config(args: argparse.Namespace) -> Any:
-    from lemcore.benchmarks.judge import JudgeConfig
-    from lemcore.errors import ConfigError
 
     if not args.judge:
         return None
@@ -40,7 +48,6 @@ def _judge_config(args: argparse.Namespace) -> Any:
 
 
 def _token_store() -> Any:
-    from lemcore.secrets import KeyringTokenStore, MemoryTokenStore
 
     key = os.environ.get(JUDGE_KEY_ENV, "").strip()
     if key:
@@ -66,7 +73,6 @@ class _Printer:
         self.last: tuple[str, str] | None = None
 
     def __call__(self, event: Any) -> None:
-        from lemcore.benchmarks.events import BenchProgress, BenchStarted
 
         if isinstance(event, BenchStarted):
             print(f"Run folder: {event.run_dir}", file=sys.stderr)
@@ -114,7 +120,6 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _suite_specs(args: argparse.Namespace) -> tuple[Any, ...]:
-    from lemcore.benchmarks.run import SuiteSpec
 
     specs = []
     for text in args.suite or []:
@@ -124,22 +129,18 @@ def _suite_specs(args: argparse.Namespace) -> tuple[Any, ...]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from lemcore.errors import ConfigError
 
     if args.reference:
-        from lemcore.benchmarks.reference import format_reference
 
         print(format_reference(), end="")
         return 0
     if args.fetch:
-        from lemcore.benchmarks.suites import fetch_suite
 
         for suite_id in args.fetch:
             print(f"{suite_id}: {fetch_suite(suite_id)}")
         return 0
     if not args.model or not args.suite:
         raise ConfigError("Give a model and at least one --suite (e.g. lem bench MODEL --suite gsm8k=gsm8k.jsonl).")
-    from lemcore.benchmarks.run import BenchConfig, run_benchmark
 
     config = BenchConfig(model=args.model, suites=_suite_specs(args), adapter=args.adapter or "",
                          samples=args.samples, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
@@ -148,7 +149,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     printer = _Printer()
     judge = None
     if config.judge is not None and config.judge.kind == "api":
-        from lemcore.benchmarks.judge import make_judge
 
         judge = make_judge(config.judge, store=_token_store())
     try:
@@ -161,19 +161,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from lemcore.errors import ConfigError
 
     printer = _Printer()
     try:
         if args.run:
-            from lemcore.benchmarks.score import rescore_run
 
             summary = rescore_run(args.run, judge=_judge_config(args), token_store=_token_store(), report=printer)
             where = args.run
         else:
             if not args.responses:
                 raise ConfigError("Give a responses file (JSONL of {id, response}) or --run RUN_FOLDER.")
-            from lemcore.benchmarks.score import ScoreConfig, score_responses
 
             config = ScoreConfig(responses=args.responses, suite_file=args.suite_file or "", suite=args.suite or "",
                                  run_dir=args.out or "", label=args.label or "",
@@ -189,16 +186,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from lemcore.benchmarks.compare import compare_runs, format_comparison
 
     if args.reference:
-        from lemcore.benchmarks.reference import format_reference
 
         print(format_reference(), end="")
         if not args.run_a:
             return 0
     if not (args.run_a and args.run_b):
-        from lemcore.errors import ConfigError
 
         raise ConfigError("Give two run folders (the base first), or ref:1b_five_variant/it style names.")
     cmp = compare_runs(args.run_a, args.run_b, n_boot=args.boot, seed=args.seed)
@@ -214,7 +208,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_judge_key(args: argparse.Namespace) -> int:
     import getpass
 
-    from lemcore.secrets import KeyringTokenStore
 
     store = KeyringTokenStore()
     if args.delete:

@@ -7,13 +7,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lemcore.contribute import events as ev
+from lemcore.contribute.engine import ContributeConfig, default_output, load_work, run_contribution
+from lemcore.contribute.setup import QueueChoice, check_queue, make_generator, open_queue, print_notice
+from lemcore.generate.engine import Sampling
+from lemcore.settings import load_settings
+
 
 class _Printer:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
 
     def __call__(self, event: Any) -> None:
-        from lemcore.contribute import events as ev
 
         if isinstance(event, ev.ResponseDone) and not self.quiet:
             cut = " (cut at the token limit)" if event.truncated else ""
@@ -30,10 +35,6 @@ class _Printer:
 
 
 def _run(args: argparse.Namespace, kind: str) -> int:
-    from lemcore.contribute.engine import ContributeConfig, default_output, load_work, run_contribution
-    from lemcore.contribute.setup import QueueChoice, check_queue, make_generator, open_queue, print_notice
-    from lemcore.generate.engine import Sampling
-    from lemcore.settings import load_settings
 
     worker = args.worker or load_settings().effective_worker()
     config = ContributeConfig(

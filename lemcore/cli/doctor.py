@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from lemcore import hardware, secrets
 from lemcore.errors import LemError
+from lemcore.influx import InfluxClient, InfluxTarget
+from lemcore.secrets import resolve_token
+from lemcore.settings import load_settings
 
 
 @dataclass(frozen=True)
@@ -16,8 +20,6 @@ class Check:
 
 
 def run_checks(store=None) -> list[Check]:  # type: ignore[no-untyped-def]
-    from lemcore import hardware, secrets
-    from lemcore.settings import load_settings
 
     checks: list[Check] = []
     hw = hardware.detect_hardware()
@@ -60,8 +62,6 @@ def run_checks(store=None) -> list[Check]:  # type: ignore[no-untyped-def]
 
 
 def _influx_check(settings, store) -> Check:  # type: ignore[no-untyped-def]
-    from lemcore.influx import InfluxClient, InfluxTarget
-    from lemcore.secrets import resolve_token
 
     target = InfluxTarget(settings.influx_url, settings.influx_db)
     try:

@@ -7,12 +7,14 @@ import getpass
 import sys
 from collections.abc import Callable, Sequence
 
+from lemcore.blas import reexec_with_openblas
 from lemcore.cli import bench, contribute, models, train
 from lemcore.cli.command import run_command
+from lemcore.cli.doctor import format_checks, run_checks
+from lemcore.secrets import KeyringTokenStore
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from lemcore.cli.doctor import format_checks, run_checks
 
     checks = run_checks()
     print(format_checks(checks))
@@ -20,7 +22,6 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_login(args: argparse.Namespace) -> int:
-    from lemcore.secrets import KeyringTokenStore
 
     token = sys.stdin.readline().strip() if args.stdin else getpass.getpass("Paste the lab's token: ")
     KeyringTokenStore().set(token)
@@ -29,7 +30,6 @@ def _cmd_login(args: argparse.Namespace) -> int:
 
 
 def _cmd_logout(args: argparse.Namespace) -> int:
-    from lemcore.secrets import KeyringTokenStore
 
     KeyringTokenStore().delete()
     print("Token removed from the system keychain.")
@@ -62,7 +62,6 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
-        from lemcore.blas import reexec_with_openblas
 
         reexec_with_openblas()
     parser = build_parser()

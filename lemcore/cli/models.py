@@ -6,6 +6,22 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from lemcore.errors import ConfigError, DownloadError, LemError
+from lemcore.hardware import GB, detect_hardware, mlx_backend
+from lemcore.models.catalog import catalog, find_entry, recommend, refresh_catalog
+from lemcore.models.convert import convert_model
+from lemcore.models.downloads import cached_snapshot, partial_bytes, pull_model
+from lemcore.models.embedded import embedded_gguf_path, ensure_embedded_model
+from lemcore.models.fit import (
+    DEFAULT_CONTEXT,
+    assess_fit,
+    gb,
+    metal_working_set,
+    needs_from_folder,
+    usable_memory,
+)
+from lemcore.models.loading import check_fit, resolve_model
+
 if TYPE_CHECKING:
     from lemcore.hardware import Hardware
 
@@ -36,7 +52,6 @@ def _print_progress(event: Any) -> None:
 
 
 def _hardware(args: argparse.Namespace) -> Hardware:
-    from lemcore.hardware import GB, detect_hardware
 
     if args.ram:
         ram = int(args.ram * GB)
@@ -45,7 +60,6 @@ def _hardware(args: argparse.Namespace) -> Hardware:
 
 
 def _cmd_convert_embedded(args: argparse.Namespace) -> int:
-    from lemcore.models.embedded import ensure_embedded_model
 
     path = ensure_embedded_model(args.dtype, report=_print_progress)
     print(f"\nEmbedded model ready: {path}")
@@ -53,15 +67,11 @@ def _cmd_convert_embedded(args: argparse.Namespace) -> int:
 
 
 def _status(entry: Any) -> str:
-    from lemcore.errors import LemError
-    from lemcore.models.downloads import cached_snapshot, partial_bytes
-    from lemcore.models.loading import resolve_model
 
     if entry.embedded:
         if resolve_model(entry.id).folder is not None:
             return "ready"
         try:
-            from lemcore.models.embedded import embedded_gguf_path
 
             embedded_gguf_path()
         except LemError:
@@ -76,14 +86,8 @@ def _status(entry: Any) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from lemcore.hardware import mlx_backend
-    from lemcore.models.catalog import catalog, recommend
-    from lemcore.models.fit import assess_fit, gb, metal_working_set, needs_from_folder, usable_memory
-    from lemcore.models.loading import resolve_model
 
     if args.refresh:
-        from lemcore.errors import DownloadError
-        from lemcore.models.catalog import refresh_catalog
 
         try:
             refresh_catalog()
@@ -118,9 +122,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
-    from lemcore.errors import ConfigError
-    from lemcore.models.catalog import find_entry
-    from lemcore.models.downloads import pull_model
 
     entry = find_entry(args.model)
     if entry is not None and entry.embedded:
@@ -133,7 +134,6 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from lemcore.models.convert import convert_model
 
     path = convert_model(args.source, args.out, q_bits=None if args.q_bits == 0 else args.q_bits,
                          q_group_size=args.q_group_size, dtype=args.dtype, overwrite=args.overwrite,
@@ -143,7 +143,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from lemcore.models.loading import check_fit
 
     report = check_fit(args.model, hw=_hardware(args), batch=args.batch, context=args.context, force=True)
     print(f"{report.verdict.upper()}: {report.words}")
@@ -151,7 +150,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _add_machine_args(p: argparse.ArgumentParser) -> None:
-    from lemcore.models.fit import DEFAULT_CONTEXT
 
     p.add_argument("--ram", type=float, metavar="GB", help="pretend this machine has GB of memory")
     p.add_argument("--batch", type=int, default=1, help="prompts generated at once (default 1)")

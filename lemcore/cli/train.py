@@ -12,8 +12,16 @@ import threading
 from dataclasses import fields
 from typing import Any
 
+from lemcore.errors import ConfigError
+from lemcore.influx import InfluxClient, InfluxTarget
 from lemcore.jobs import CancelToken
-from lemcore.train.config import PRESETS, TrainConfig
+from lemcore.secrets import KeyringTokenStore, MemoryTokenStore, resolve_token
+from lemcore.settings import load_settings
+from lemcore.train.config import PRESETS, TrainConfig, load_yaml, preset
+from lemcore.train.data import check_data
+from lemcore.train.engine import resume_config, train_lora
+from lemcore.train.fuse import FuseConfig, fuse_adapter
+from lemcore.train.influx import InfluxTrainReporter
 
 _SKIP = {"resume_from"}  # has its own --resume flag
 
@@ -77,12 +85,10 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    from lemcore.train.config import load_yaml, preset
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name not in _SKIP and getattr(args, f.name, None) is not None}
     if args.resume:
-        from lemcore.train.engine import resume_config
 
         return resume_config(args.resume, **given)
     config = preset(args.preset) if args.preset else TrainConfig()
@@ -96,11 +102,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _influx_reporter(config: TrainConfig) -> Any:
-    from lemcore.errors import ConfigError
-    from lemcore.influx import InfluxClient, InfluxTarget
-    from lemcore.secrets import KeyringTokenStore, MemoryTokenStore, resolve_token
-    from lemcore.settings import load_settings
-    from lemcore.train.influx import InfluxTrainReporter
 
     settings = load_settings()
     if not settings.influx_url:
@@ -138,7 +139,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(config.command_line(args.save_config))
         return 0
     if args.check:
-        from lemcore.train.data import check_data
 
         config.validate()
         report = check_data(config.data, batch_size=config.batch_size, mask_prompt=config.mask_prompt,
@@ -150,7 +150,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         report.raise_for_errors()
         print("Config and data look fine. Equivalent command: " + config.command_line(args.save_config))
         return 0
-    from lemcore.train.engine import train_lora
 
     printer = ProgressPrinter(config.steps_per_report)
     influx = _influx_reporter(config) if args.influx else None
@@ -175,7 +174,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-    from lemcore.train.fuse import FuseConfig, fuse_adapter
 
     result = fuse_adapter(FuseConfig(adapter_path=args.adapter_path, save_path=args.save_path,
                                      model=args.model or "", dequantize=args.dequantize),

@@ -25,11 +25,14 @@ from lemcore.contribute.events import (
     StatusChanged,
 )
 from lemcore.contribute.journal import Journal
+from lemcore.contribute.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
 from lemcore.contribute.queue.base import GOLD, Completion, WorkQueue
 from lemcore.errors import ConfigError, InfluxError, ServerUnreachable
 from lemcore.generate.engine import WAIT, GenItem, GenResult, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.prompts import BadLine, PromptItem, load_expansion_prompts, load_gold_prompts, prompt_set_hash
+from lemcore.resources import seeds_dir
+from lemcore.settings import data_dir
 
 SERVER_DOWN = "Server unreachable: results are saved locally and queued; retrying"
 
@@ -70,14 +73,12 @@ class ContributeResult:
 
 
 def default_output(kind: str, worker: str) -> Path:
-    from lemcore.settings import data_dir
 
     name = "gold" if kind == GOLD else "expand"
     return data_dir() / "output" / f"{name}-{worker}.jsonl"
 
 
 def load_work(config: ContributeConfig, report: Report) -> tuple[list[PromptItem], str]:
-    from lemcore.resources import seeds_dir
 
     path = Path(config.prompts) if config.prompts else seeds_dir() / "gold-prompts.jsonl"
     bad: list[BadLine] = []
@@ -98,7 +99,6 @@ def build_messages(config: ContributeConfig) -> Any:
     """Prompt -> chat messages: the axiom sandwich for gold, plain chat for expansion."""
     if config.kind != GOLD:
         return lambda item: [{"role": "user", "content": item.prompt}]
-    from lemcore.contribute.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
 
     defaults = default_kernel_paths()
     axioms = load_axioms(config.axioms_path or defaults.axioms)

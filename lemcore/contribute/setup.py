@@ -10,8 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lemcore.contribute.queue.base import SQLiteQueue, default_solo_queue_path
+from lemcore.contribute.queue.lab import InfluxQueue
 from lemcore.errors import ConfigError, ServerUnreachable
+from lemcore.generate.api import APIGenerator
+from lemcore.generate.engine import MLXGenerator
+from lemcore.hardware import detect_hardware, mlx_backend
+from lemcore.influx import InfluxClient, InfluxTarget
 from lemcore.jobs import Report, no_report
+from lemcore.models.catalog import recommend
+from lemcore.secrets import KeyringTokenStore, MemoryTokenStore, resolve_token
+from lemcore.settings import data_dir
 
 
 @dataclass(frozen=True)
@@ -24,13 +33,9 @@ class QueueChoice:
 def open_queue(choice: QueueChoice, kind: str, worker: str, *, token_store: Any = None,
                notice: Report = no_report) -> Any:
     """The lab's InfluxDB queue when a server is set, else the local SQLite queue (solo mode)."""
-    from lemcore.contribute.queue.base import SQLiteQueue, default_solo_queue_path
 
     if not choice.server_url:
         return SQLiteQueue(default_solo_queue_path(), kind, worker, lease_s=choice.lease_s)
-    from lemcore.contribute.queue.lab import InfluxQueue
-    from lemcore.influx import InfluxClient, InfluxTarget
-    from lemcore.secrets import KeyringTokenStore, MemoryTokenStore, resolve_token
 
     store = token_store if token_store is not None else KeyringTokenStore()
     try:
@@ -57,8 +62,6 @@ def check_queue(queue: Any, url: str) -> None:
 
 def recommended_model() -> Any:
     """The lab's pick for this machine's memory and GPU (a catalog Recommendation)."""
-    from lemcore.hardware import detect_hardware, mlx_backend
-    from lemcore.models.catalog import recommend
 
     return recommend(detect_hardware(), mlx_backend())
 
@@ -72,8 +75,6 @@ def resolve_generation_model(model: str, *, report: Report = no_report, cancel: 
 def make_generator(backend: str, model: str, *, batch_size: int, api_url: str = "", api_model: str = "",
                    token_store: Any = None, report: Report = no_report, cancel: Any = None) -> Any:
     if backend == "api":
-        from lemcore.generate.api import APIGenerator
-        from lemcore.secrets import KeyringTokenStore
 
         key = None
         try:
@@ -81,7 +82,6 @@ def make_generator(backend: str, model: str, *, batch_size: int, api_url: str = 
         except Exception:  # noqa: BLE001 - a key is optional for local servers
             pass
         return APIGenerator(api_url, api_model, api_key=key)
-    from lemcore.generate.engine import MLXGenerator
 
     path = resolve_generation_model(model, report=report, cancel=cancel)
     return MLXGenerator.load(path, batch_size=batch_size, report=report, cancel=cancel)
@@ -92,6 +92,5 @@ def print_notice(message: Any) -> None:
 
 
 def output_dir() -> Path:
-    from lemcore.settings import data_dir
 
     return data_dir() / "output"

@@ -20,6 +20,7 @@ from lemcore.errors import ConfigError, ModelLoadError
 from lemcore.generate.cpu.paths import cpu_fast_paths
 from lemcore.generate.sampling import SamplingModel, cpu_sampler
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.models.loading import load_model
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,6 @@ def load_mlx_model(path: str | Path, *, batch: int = 1, report: Report = no_repo
     """Load through the Models engine: the fit check (counting `batch` sequences) and one clear message
     for every bad input (missing folder, no weights, corrupt config, unknown architecture, offline hub)."""
     _quiet_transformers()
-    from lemcore.models.loading import load_model
 
     return load_model(str(path), batch=batch, report=report, cancel=cancel)
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from lemcore.hardware import GB, Hardware
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.models.downloads import hub_sizes
 from lemcore.models.fit import KVShape, ModelNeeds
+from lemcore.settings import data_dir
 
 _VISION_PARAMS = 417_000_000  # SigLIP-400M + projector in the 4B/12B/27B builds
 _GEMMA_TOKENIZER_BYTES = 38_000_000  # tokenizer.json (~33 MB) + tokenizer.model (~4.7 MB) + configs
@@ -116,7 +118,6 @@ class Recommendation:
 
 
 def sizes_path() -> Path:
-    from lemcore.settings import data_dir
 
     return data_dir() / SIZES_FILE
 
@@ -185,7 +186,6 @@ def refresh_catalog(
     """Ask the hub for the real sizes of the downloadable entries and save them.
 
     Raises DownloadError offline; the saved (or built-in) figures stay in use."""
-    from lemcore.models.downloads import hub_sizes
 
     path = sizes_path()
     try:

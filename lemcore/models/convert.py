@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lemcore.errors import Cancelled, ConfigError, LemError, ModelLoadError
-from lemcore.hardware import Hardware
+from lemcore.hardware import Hardware, detect_hardware
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.models.downloads import pull_model
 from lemcore.models.fit import (
     KVShape,
     ModelNeeds,
@@ -30,6 +31,8 @@ from lemcore.models.fit import (
     needs_from_folder,
     require_fit,
 )
+from lemcore.models.loading import check_model_folder, resolve_model, short_error
+from lemcore.settings import data_dir
 
 log = logging.getLogger(__name__)
 DTYPES = ("float16", "bfloat16", "float32")
@@ -69,20 +72,17 @@ class _StageWriter(io.TextIOBase):
 
 
 def default_output(source: str, q_bits: int | None) -> Path:
-    from lemcore.settings import data_dir
 
     name = Path(source.rstrip("/")).name or "model"
     return data_dir() / "models" / f"{name}-{f'{q_bits}bit' if q_bits else 'float'}-mlx"
 
 
 def _source_folder(source: str, *, endpoint: str | None, report: Report, cancel: CancelToken | None) -> Path:
-    from lemcore.models.loading import check_model_folder, resolve_model
 
     ref = resolve_model(source)
     if ref.folder is None:
         if ref.repo is None:
             raise ModelLoadError(f"{source} is not a folder or a hub id.")
-        from lemcore.models.downloads import pull_model
 
         report(ConvertStage("download", ref.repo))
         # The conversion's own fit check follows (it needs more than running the model), so none here.
@@ -112,7 +112,6 @@ def convert_model(
     Returns the output folder. Raises ConfigError (bad options, output exists), ModelFitError (the conversion
     would not fit and not `force`), ModelLoadError (bad source or mlx-lm failure), DownloadError, Cancelled.
     """
-    from lemcore.hardware import detect_hardware
 
     if q_bits is not None and q_bits not in (2, 3, 4, 5, 6, 8):
         raise ConfigError(f"--q-bits {q_bits} is not supported: use 2, 3, 4, 5, 6 or 8.")
@@ -143,7 +142,6 @@ def convert_model(
     try:
         _run_convert(folder, work / "mlx", q_bits, q_group_size, dtype, report, cancel)
         report(ConvertStage("verify", str(out)))
-        from lemcore.models.loading import check_model_folder
 
         check_model_folder(work / "mlx")
         if out.exists():  # overwrite: swap, so `out` is never half-written
@@ -171,7 +169,6 @@ def _run_convert(folder: Path, dest: Path, q_bits: int | None, q_group_size: int
     except LemError:  # Cancelled from a progress line, or our own checks
         raise
     except Exception as err:  # noqa: BLE001 - mlx-lm raises bare ValueError/KeyError/OSError on bad input
-        from lemcore.models.loading import short_error
 
         raise ModelLoadError(f"Could not convert the model in {folder}: {short_error(err)}") from None
     if cancel is not None and cancel.cancelled:

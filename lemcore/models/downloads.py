@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.errors import DownloadError
-from lemcore.hardware import Hardware
+from lemcore.hardware import Hardware, detect_hardware
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.fit import (
     DEFAULT_CONTEXT,
@@ -35,6 +35,7 @@ from lemcore.models.fit import (
     assess_fit,
     compute_dtype_bytes,
     kv_shape_from_config,
+    metal_working_set,
     require_fit,
     tensor_bytes,
 )
@@ -324,8 +325,6 @@ def pull_model(
     report(DownloadProgress(repo, "listing", "", 0, 0))
     listing = list_hub_files(repo, revision=revision, endpoint=endpoint, patterns=patterns)
     if fit_check:
-        from lemcore.hardware import detect_hardware
-        from lemcore.models.fit import metal_working_set
 
         fit = assess_fit(hub_needs(repo, endpoint=endpoint, listing=listing), hw or detect_hardware(),
                          batch=batch, context=context, gpu_limit=metal_working_set())

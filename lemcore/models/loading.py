@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.errors import DownloadError, ModelLoadError
-from lemcore.hardware import Hardware
+from lemcore.hardware import Hardware, detect_hardware
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.catalog import CatalogEntry, find_entry
+from lemcore.models.downloads import cached_snapshot, hub_needs, pull_model
+from lemcore.models.embedded import embedded_model_dir, ensure_embedded_model
 from lemcore.models.fit import (
     DEFAULT_CONTEXT,
     FitReport,
@@ -76,7 +78,6 @@ class ModelLoaded:
 
 def _embedded_folder() -> Path | None:
     """The converted built-in model, if it has been converted (never converts)."""
-    from lemcore.models.embedded import embedded_model_dir
 
     folder = embedded_model_dir()
     return folder if (folder / "config.json").is_file() and weight_files(folder) else None
@@ -84,7 +85,6 @@ def _embedded_folder() -> Path | None:
 
 def resolve_model(path_or_id: str, *, cache_dir: str | os.PathLike | None = None) -> ModelRef:
     """Catalog id, local folder or hub id -> ModelRef. Raises ModelLoadError for anything else."""
-    from lemcore.models.downloads import cached_snapshot
 
     text = str(path_or_id).strip()
     if not text:
@@ -175,7 +175,6 @@ def needs_for(path_or_id: str, *, endpoint: str | None = None) -> ModelNeeds:
         return needs_from_folder(ref.folder, ref.name)
     if ref.entry is not None:
         return ref.entry.needs()
-    from lemcore.models.downloads import hub_needs
 
     assert ref.repo is not None
     return hub_needs(ref.repo, endpoint=endpoint)
@@ -198,14 +197,12 @@ def load_model(
     Raises ModelLoadError with the folder and the problem, ModelFitError when the fit check says red and
     `force` is False, or Cancelled.
     """
-    from lemcore.hardware import detect_hardware
 
     report(LoadStage("resolve", str(path_or_id)))
     ref = resolve_model(str(path_or_id))
     hw = hw or detect_hardware()
     folder = ref.folder
     if folder is None and ref.kind == "embedded":
-        from lemcore.models.embedded import ensure_embedded_model
 
         report(LoadStage("download", "converting the built-in model"))
         folder = ensure_embedded_model(report=report, cancel=cancel)
@@ -214,7 +211,6 @@ def load_model(
         if not download:
             raise ModelLoadError(f"{ref.repo} is not downloaded yet. Download it first (`lem models pull "
                                  f"{ref.text}`).")
-        from lemcore.models.downloads import pull_model
 
         report(LoadStage("download", ref.repo))
         try:

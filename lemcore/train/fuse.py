@@ -17,6 +17,7 @@ from typing import Any
 
 from lemcore.errors import ConfigError, LemError
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.train.run import load_base_model
 
 CHECK_PROMPTS = (
     "What do you owe to the people who help you?",
@@ -92,7 +93,6 @@ def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: Canc
     from mlx.utils import tree_unflatten
     from mlx_lm.utils import dequantize_model, load, save_config, save_model
 
-    from lemcore.train.run import load_base_model
 
     report(FuseStage("loading"))
     model, tokenizer, model_config = load_base_model(base, cancel=cancel)

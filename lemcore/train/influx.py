@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lemcore.influx import line
 from lemcore.train.events import EvalDone, TrainFinished, TrainStarted, TrainStep
 
 STATUS_EVERY = 100
@@ -96,7 +97,6 @@ class InfluxTrainReporter:
                                                     "total_iters": int(total), "pct": pct})
 
     def _put(self, measurement: str, tags: dict[str, str], fields: dict[str, Any]) -> None:
-        from lemcore.influx import line
 
         self._queue.put(line(measurement, tags, fields, time_ns=time.time_ns()))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lemcore.errors import ModelFitError
-from lemcore.hardware import GB
+from lemcore.hardware import GB, detect_hardware
 from lemcore.train.config import TrainConfig
 
 OVERHEAD_BYTES = int(0.25 * GB)  # MLX, tokenizer, Python
@@ -91,7 +91,6 @@ def estimate_peak(shape: ModelShape, config: TrainConfig, longest_tokens: int) -
 
 def usable_bytes() -> int:
     """Memory a training run may use on this machine now."""
-    from lemcore.hardware import detect_hardware
 
     usable = int(detect_hardware().available_ram * USABLE_FRACTION)
     try:  # Apple GPUs: Metal's working-set limit binds before RAM does

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from lemcore.errors import ConfigError, ModelLoadError
+from lemcore.models.embedded import ensure_embedded_model
+from lemcore.models.loading import check_model_folder, resolve_model
+from lemcore.settings import data_dir
 from lemcore.train.config import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -34,7 +37,6 @@ def new_run_dir(config: TrainConfig) -> Path:
                 (folder / name).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
-    from lemcore.settings import data_dir
 
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(config.model.rstrip("/")).name).strip("-") or "model"
     base = data_dir() / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
@@ -96,12 +98,10 @@ def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
 def load_base_model(name: str, *, cancel: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     """Resolve `name` (catalog id, folder or downloaded hub id) as the rest of the app does, then load it with
     mlx-lm lazily (weights are read when first used, so the memory guard can run first)."""
-    from lemcore.models.loading import check_model_folder, resolve_model
 
     ref = resolve_model(name)
     folder = ref.folder
     if folder is None and ref.kind == "embedded":
-        from lemcore.models.embedded import ensure_embedded_model
 
         folder = ensure_embedded_model(cancel=cancel)
     elif folder is None:

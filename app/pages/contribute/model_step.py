@@ -11,6 +11,11 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QW
 from app.errors import user_message
 from app.jobs.runner import JobRunner
 from app.widgets import Card
+from lemcore.contribute.setup import recommended_model
+from lemcore.hardware import detect_hardware
+from lemcore.models.catalog import find_entry
+from lemcore.models.fit import assess_fit
+from lemcore.models.loading import load_model
 
 VERDICT_COLORS = {"green": "#2aa876", "yellow": "#e0a02a", "red": "#d64541"}
 
@@ -49,10 +54,6 @@ class ModelStep(Card):
         self.model_id = ""
 
     def refresh(self, override: str, batch: int) -> None:
-        from lemcore.contribute.setup import recommended_model
-        from lemcore.hardware import detect_hardware
-        from lemcore.models.catalog import find_entry
-        from lemcore.models.fit import assess_fit
 
         rec = recommended_model()
         entry = find_entry(override) if override else rec.entry
@@ -68,7 +69,6 @@ class ModelStep(Card):
                          f"{report.words}")
 
     def prepare(self) -> None:
-        from lemcore.models.loading import load_model
 
         model_id = self.model_id
         self.prepare_btn.setEnabled(False)

@@ -33,6 +33,7 @@ from app.pages.contribute.model_step import ModelStep
 from app.widgets import Card, StatTile, StatusLine, heading
 from lemcore.contribute import events as ev
 from lemcore.contribute.governor import PRESETS
+from lemcore.contribute.setup import recommended_model
 from lemcore.generate.engine import TokenChunk
 from lemcore.settings import Settings, load_settings, save_settings
 
@@ -271,7 +272,6 @@ class ContributePage(QWidget):
         if s.model_override:
             model = s.model_override
         else:
-            from lemcore.contribute.setup import recommended_model
 
             model = f"{recommended_model().entry.label}, the model recommended for this computer"
         self.summary.setText(f"Contributing {where} as “{s.effective_worker()}”, with {model}. "

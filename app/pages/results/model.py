@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lemcore.benchmarks import list_runs, load_reference, summarize_run
+from lemcore.benchmarks.stats import normal_proportion_interval
+
 # (label, suite, metric): the headline metrics, in the lab's order
 METRICS = (("GSM8K accuracy (%)", "gsm8k", "accuracy"), ("Truthfulness", "truthfulqa", "truthfulness"),
            ("Safety", "do_not_answer", "safety"), ("Nuance", "do_not_answer", "nuance"),
@@ -32,8 +35,6 @@ def _scale(suite: str, x: float | None) -> float | None:
 
 
 def load_result_sets() -> list[ResultSet]:
-    from lemcore.benchmarks import list_runs, load_reference, summarize_run
-    from lemcore.benchmarks.stats import normal_proportion_interval
 
     sets: list[ResultSet] = []
     for run in list_runs():

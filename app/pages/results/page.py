@@ -35,6 +35,7 @@ from app.errors import user_message
 from app.jobs.runner import Job, JobRunner
 from app.pages.results.model import METRICS, ResultSet, load_result_sets, read_items
 from app.widgets import StatusLine, heading
+from lemcore.benchmarks import BenchConfig, SuiteSpec, compare_runs, run_benchmark
 
 
 class ResultsPage(QWidget):
@@ -228,7 +229,6 @@ class ResultsPage(QWidget):
 
     @staticmethod
     def _compare(base: ResultSet, rs: ResultSet) -> dict[tuple[str, str], Any]:
-        from lemcore.benchmarks import compare_runs
 
         try:
             cmp = compare_runs(base.spec, rs.spec, n_boot=1000)
@@ -321,7 +321,6 @@ class ResultsPage(QWidget):
             self.bench_file.setText(path)
 
     def run_benchmark(self, suite: str = "gsm8k") -> None:
-        from lemcore.benchmarks import BenchConfig, SuiteSpec, run_benchmark
 
         model, path = self.bench_model.text().strip(), self.bench_file.text().strip()
         if not model or not path:

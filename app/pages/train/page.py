@@ -28,8 +28,12 @@ from app.errors import user_message
 from app.jobs.runner import Job, JobRunner
 from app.pages.train.form import TrainForm
 from app.widgets import StatTile, StatusLine, heading
+from lemcore.settings import data_dir
 from lemcore.train import events as ev
 from lemcore.train.config import TrainConfig, load_yaml, preset
+from lemcore.train.engine import resume_config, train_lora
+from lemcore.train.fuse import FuseConfig, fuse_adapter
+from lemcore.train.run import read_metrics
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -172,7 +176,6 @@ class TrainPage(QWidget):
         self.preset.setEnabled(not running)
 
     def start(self, config: TrainConfig | None = None) -> None:
-        from lemcore.train.engine import train_lora
 
         if config is None:
             if not self._validate(all_fields=True):
@@ -193,7 +196,6 @@ class TrainPage(QWidget):
             self.status.set_state("paused", "Stopping after this step and saving a checkpoint…")
 
     def resume(self) -> None:
-        from lemcore.train.engine import resume_config
 
         run = self._selected_run()
         if run is None:
@@ -206,7 +208,6 @@ class TrainPage(QWidget):
         self.start(config)
 
     def fuse(self, save_path: str | None = None) -> None:
-        from lemcore.train.fuse import FuseConfig, fuse_adapter
 
         run = self._selected_run()
         if run is None:
@@ -241,7 +242,6 @@ class TrainPage(QWidget):
             self.status.set_note(f"Run folder: {event.run_dir}. Estimated peak memory {event.estimated_peak_gb:.1f} GB "
                                  f"of {event.usable_memory_gb:.1f} GB usable. {note}".strip())
             if event.resumed:
-                from lemcore.train.run import read_metrics
 
                 self.chart.load_records(read_metrics(event.run_dir))
         elif isinstance(event, ev.TrainFinished):
@@ -292,7 +292,6 @@ class TrainPage(QWidget):
         return Path(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
 
     def refresh_history(self, select: Path | None = None) -> None:
-        from lemcore.settings import data_dir
 
         runs_root = data_dir() / "runs"
         runs = sorted((p for p in runs_root.glob("*") if p.is_dir()), reverse=True) if runs_root.exists() else []
@@ -313,7 +312,6 @@ class TrainPage(QWidget):
     def _show_history(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
         if item is None or (self.job and self.job.running):
             return
-        from lemcore.train.run import read_metrics
 
         self.chart.load_records(read_metrics(item.data(Qt.ItemDataRole.UserRole)))
         self._set_running(False)

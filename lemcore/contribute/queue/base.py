@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from lemcore.settings import data_dir
+
 GOLD = "gold"
 EXPANSION = "expansion"
 
@@ -132,6 +134,5 @@ class SQLiteQueue:
 
 
 def default_solo_queue_path() -> Path:
-    from lemcore.settings import data_dir
 
     return Path(os.environ.get("LEM_SOLO_QUEUE", data_dir() / "solo-queue.sqlite"))

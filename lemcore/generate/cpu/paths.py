@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from lemcore.generate.cpu.activations import swiglu
+from lemcore.generate.cpu.attention import attention
+
 
 def _replacements() -> dict[str, tuple[Any, Any]]:
     """name in a model module -> (mlx-lm's function, ours)."""
     from mlx_lm.models import activations, base
 
-    from lemcore.generate.cpu.activations import swiglu
-    from lemcore.generate.cpu.attention import attention
 
     return {"scaled_dot_product_attention": (base.scaled_dot_product_attention, attention),
             "swiglu": (activations.swiglu, swiglu)}
