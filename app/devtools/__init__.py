@@ -1,0 +1,1 @@
+"""Developer and packaging tools, apart from product code: README screenshots, the bundle self-test."""

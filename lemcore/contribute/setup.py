@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lemcore.contribute.queue.base import SQLiteQueue, default_solo_queue_path
 from lemcore.contribute.queue.lab import InfluxQueue
+from lemcore.contribute.queue.solo import SQLiteQueue, default_solo_queue_path
 from lemcore.errors import ConfigError, ServerUnreachable
 from lemcore.generate.api import APIGenerator
 from lemcore.generate.engine import MLXGenerator

@@ -12,7 +12,7 @@ import pytest
 
 from lemcore.contribute.engine import ContributeConfig, run_contribution
 from lemcore.contribute.events import Finished, Notice, ResponseDone
-from lemcore.contribute.queue.base import SQLiteQueue
+from lemcore.contribute.queue.solo import SQLiteQueue
 from lemcore.generate.api import APIGenerator
 from lemcore.generate.engine import MLXGenerator, Sampling
 from tests.core.contribute_helpers import (

@@ -1,0 +1,1 @@
+"""The Contribute page: first-run steps, the model step, live progress of a contribution."""

@@ -1,0 +1,1 @@
+"""The Results page: benchmark result sets (model.py) and their charts and tables (page.py)."""

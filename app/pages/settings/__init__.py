@@ -1,0 +1,1 @@
+"""The Settings page: server, worker name, token (kept in the keychain), model, limits, folders."""
