@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from lemcore.errors import Cancelled
+from lemcore.events import Event
 
-Report = Callable[[Any], None]
+Report = Callable[[Event], None]
 
 
-def no_report(event: Any) -> None:
+def no_report(event: Event) -> None:
     """The default `report`: engines stay silent when nobody listens."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.errors import DataError
+from lemcore.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class PromptItem:
 
 
 @dataclass(frozen=True)
-class BadLine:
+class BadLine(Event):
     path: Path
     line_no: int  # 1-based, as editors show it
     reason: str

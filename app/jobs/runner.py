@@ -16,6 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.jobs.model_cache import ModelCache
 from lemcore.errors import Cancelled
 from lemcore.jobs import CancelToken
 from lemcore.mlx_thread import MLXWorker
@@ -95,14 +96,17 @@ class JobRunner(QObject):
         self._bridge.failed.connect(self._on_failed)
         self._bridge.cancelled.connect(self._on_cancelled)
         self.jobs: list[Job] = []
+        self.models = ModelCache()  # the loaded model kept between jobs (MLX thread only)
         self._closed = False
 
     # -- starting ------------------------------------------------------------------------------------
     def start(self, name: str, fn: Callable[..., Any], *, on_event: Handler | None = None,
               on_done: Handler | None = None, on_error: Handler | None = None,
               on_cancelled: Callable[[], None] | None = None, kind: str = "mlx",
-              pass_drain: bool = False) -> Job:
-        """Run `fn(report=..., cancel=...)` (plus `drain=` when asked) on the MLX thread or the IO pool."""
+              pass_drain: bool = False, pass_models: bool = False, frees_models: bool = False) -> Job:
+        """Run `fn(report=..., cancel=...)` on the MLX thread or the IO pool, plus `drain=` (finish in-flight
+        work) and `models=` (the runner's ModelCache) when asked. `frees_models` drops the cached model before
+        the job starts, for jobs that need the memory (training, benchmarks)."""
         if self._closed:
             raise RuntimeError("the app is quitting")
         job = Job(name, on_event=on_event, on_done=on_done, on_error=on_error, on_cancelled=on_cancelled)
@@ -115,6 +119,10 @@ class JobRunner(QObject):
                 kwargs: dict[str, Any] = {"report": report, "cancel": job.cancel_token}
                 if pass_drain:
                     kwargs["drain"] = job.drain_token
+                if pass_models:
+                    kwargs["models"] = self.models
+                if frees_models:
+                    self.models.release()
                 result = fn(**kwargs)
             except Cancelled:
                 self._bridge.cancelled.emit(job)

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lemcore.events import Event
+
 
 @dataclass(frozen=True)
-class BenchStarted:
+class BenchStarted(Event):
     run_dir: Path
     model: str
     suites: tuple[str, ...]
@@ -17,7 +19,7 @@ class BenchStarted:
 
 
 @dataclass(frozen=True)
-class BenchProgress:
+class BenchProgress(Event):
     stage: str  # loading, generating, judging, scoring
     suite: str
     done: int
@@ -26,7 +28,7 @@ class BenchProgress:
 
 
 @dataclass(frozen=True)
-class BenchRow:
+class BenchRow(Event):
     """One finished generation (and its GSM8K score when the suite has one)."""
 
     suite: str
@@ -39,7 +41,7 @@ class BenchRow:
 
 
 @dataclass(frozen=True)
-class JudgeRow:
+class JudgeRow(Event):
     suite: str
     item_id: str
     sample: int
@@ -49,7 +51,7 @@ class JudgeRow:
 
 
 @dataclass(frozen=True)
-class BenchFinished:
+class BenchFinished(Event):
     run_dir: Path
     summary: dict[str, Any]
     seconds: float

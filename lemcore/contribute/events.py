@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lemcore.events import Event
+
 
 @dataclass(frozen=True)
-class Started:
+class Started(Event):
     kind: str
     worker: str
     model: str
@@ -17,7 +19,7 @@ class Started:
 
 
 @dataclass(frozen=True)
-class ResponseDone:
+class ResponseDone(Event):
     idx: int
     seed_id: str
     domain: str
@@ -30,7 +32,7 @@ class ResponseDone:
 
 
 @dataclass(frozen=True)
-class Rates:
+class Rates(Event):
     session_done: int
     all_time_done: int
     responses_per_hour: float
@@ -38,24 +40,24 @@ class Rates:
 
 
 @dataclass(frozen=True)
-class FleetProgress:
+class FleetProgress(Event):
     completed: int
     target: int
 
 
 @dataclass(frozen=True)
-class StatusChanged:
+class StatusChanged(Event):
     state: str  # "running", "waiting", "paused"
     reason: str
 
 
 @dataclass(frozen=True)
-class Notice:
+class Notice(Event):
     message: str
 
 
 @dataclass(frozen=True)
-class Finished:
+class Finished(Event):
     done: int
     reason: str
     unreported: int

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.errors import ConfigError, ModelLoadError
+from lemcore.events import Event
 from lemcore.generate.cpu.paths import cpu_fast_paths
 from lemcore.generate.sampling import SamplingModel, cpu_sampler
 from lemcore.jobs import CancelToken, Report, no_report
@@ -57,7 +58,7 @@ class GenResult:
 
 
 @dataclass(frozen=True)
-class TokenChunk:
+class TokenChunk(Event):
     """The answer being written right now (sent a few times per second, not per token)."""
 
     key: Any

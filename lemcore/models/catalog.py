@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lemcore.events import Event
 from lemcore.hardware import GB, Hardware
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.downloads import hub_sizes
@@ -103,7 +104,7 @@ _ALIASES = {"embedded": EMBEDDED_ID, "default": EMBEDDED_ID, "smollm2": EMBEDDED
 
 
 @dataclass(frozen=True)
-class CatalogRefreshed:
+class CatalogRefreshed(Event):
     """One entry's sizes as the hub reports them (event of `refresh_catalog`)."""
 
     id: str

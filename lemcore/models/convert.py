@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lemcore.errors import Cancelled, ConfigError, LemError, ModelLoadError
+from lemcore.events import Event
 from lemcore.hardware import Hardware, detect_hardware
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.downloads import pull_model
@@ -41,7 +42,7 @@ _STAGES = (("[INFO] Loading", "load"), ("[INFO] Using dtype", "load"), ("[INFO] 
 
 
 @dataclass(frozen=True)
-class ConvertStage:
+class ConvertStage(Event):
     """Progress of a conversion: check, download, load, quantize, save, verify, done."""
 
     stage: str

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.errors import DownloadError
+from lemcore.events import Event
 from lemcore.hardware import Hardware, detect_hardware
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.fit import (
@@ -52,7 +53,7 @@ _OFFER_EMBEDDED = "or use the built-in model (SmolLM2 135M), which needs no down
 
 
 @dataclass(frozen=True)
-class DownloadProgress:
+class DownloadProgress(Event):
     """Byte progress of one model download.
 
     `done`/`total` cover every file; `resumed` bytes were on disk already from an earlier run."""

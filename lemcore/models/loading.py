@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.errors import DownloadError, ModelLoadError
+from lemcore.events import Event
 from lemcore.hardware import Hardware, detect_hardware
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.catalog import CatalogEntry, find_entry
@@ -64,13 +65,13 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
-class LoadStage:
+class LoadStage(Event):
     stage: str  # resolve, download, check, load
     detail: str
 
 
 @dataclass(frozen=True)
-class ModelLoaded:
+class ModelLoaded(Event):
     name: str
     folder: Path
     fit: FitReport

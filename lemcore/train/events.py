@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lemcore.events import Event
+
 
 @dataclass(frozen=True)
-class TrainStarted:
+class TrainStarted(Event):
     run_dir: Path
     model: str
     start_iteration: int  # 0 for a new run, the checkpoint's iteration when resuming
@@ -28,7 +30,7 @@ class TrainStarted:
 
 
 @dataclass(frozen=True)
-class TrainStep:
+class TrainStep(Event):
     iteration: int
     total_iters: int
     train_loss: float  # this step's loss (mean over its unmasked tokens)
@@ -44,7 +46,7 @@ class TrainStep:
 
 
 @dataclass(frozen=True)
-class EvalDone:
+class EvalDone(Event):
     iteration: int  # the number of steps taken when the adapter was measured
     val_loss: float
     val_seconds: float
@@ -54,14 +56,14 @@ class EvalDone:
 
 
 @dataclass(frozen=True)
-class CheckpointSaved:
+class CheckpointSaved(Event):
     iteration: int
     path: Path
     reason: str  # "periodic", "best", "cancel", "memory", "early_stop" or "final"
 
 
 @dataclass(frozen=True)
-class TrainFinished:
+class TrainFinished(Event):
     status: str  # "complete", "early_stopped", "cancelled", "diverged" or "out_of_memory"
     iteration: int
     total_iters: int

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.errors import ConfigError, LemError
+from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.train.run import load_base_model
 
@@ -40,7 +41,7 @@ class FuseConfig:
 
 
 @dataclass(frozen=True)
-class FuseStage:
+class FuseStage(Event):
     stage: str  # "loading", "measuring", "fusing", "saving", "checking"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.errors import ConfigError, ModelLoadError
+from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.gguf.tokenizer import write_tokenizer
 
@@ -29,7 +30,7 @@ DTYPES = ("float32", "4bit")
 
 
 @dataclass(frozen=True)
-class ConvertProgress:
+class ConvertProgress(Event):
     """Progress of a conversion.
 
     `stage`: read, tensors (done/total = tensors converted), tokenizer, write, done; `ensure_embedded_model`
