@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -30,22 +38,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.errors import setup_logging
+    from app.jobs.runner import collect_garbage_on_gui_thread
     from app.main_window import MainWindow
 
     setup_logging()
-    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app = cast(QApplication, QApplication.instance() or QApplication([sys.argv[0]]))
+    collect_garbage_on_gui_thread()  # before the window's runner starts its threads
     app.setApplicationName("LEM Desktop")
     app.setOrganizationName("LEM")
     app.setQuitOnLastWindowClosed(False)  # the tray icon keeps a contribution running
     window = MainWindow()
-    app.aboutToQuit.connect(window.runner.shutdown)
     window.show()
     if args.screenshot:
         app.processEvents()
         window.grab().save(args.screenshot)
         window.quit()
         return 0
-    return int(app.exec())
+    return run_until_quit(app, window)
+
+
+def run_until_quit(app: QApplication, window: MainWindow) -> int:
+    """Run the event loop; however the app is asked to quit, `window.quit` stops the jobs (bounded)."""
+    app.aboutToQuit.connect(window.quit)
+    code = int(app.exec())
+    if not window.runner.shutdown():  # already shut down by window.quit: this only reports
+        # A job ignored its cancel and still runs on the engine thread, which is non-daemon: interpreter exit
+        # would wait for it forever. Finished work is already on disk, so leave without waiting.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

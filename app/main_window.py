@@ -3,8 +3,6 @@ window is closed."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QIcon
 from PySide6.QtWidgets import (
@@ -27,7 +25,7 @@ from app.style import STYLE
 from lemcore.contribute.setup import resolve_generation_model
 from lemcore.models.loading import warm_tokenizer
 from lemcore.resources import resource
-from lemcore.secrets import KeyringTokenStore
+from lemcore.secrets import KeyringTokenStore, TokenStore
 from lemcore.settings import load_settings
 
 TRAY_TEXT = {"idle": "LEM: idle", "running": "LEM: contributing", "paused": "LEM: paused",
@@ -35,12 +33,10 @@ TRAY_TEXT = {"idle": "LEM: idle", "running": "LEM: contributing", "paused": "LEM
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, *, token_store: Any = None, runner: JobRunner | None = None) -> None:
+    def __init__(self, *, token_store: TokenStore | None = None, runner: JobRunner | None = None) -> None:
         super().__init__()
-        if token_store is None:
-
-            token_store = KeyringTokenStore()
-        self.token_store = token_store
+        self.token_store: TokenStore = token_store if token_store is not None else KeyringTokenStore()
+        token_store = self.token_store
         self.runner = runner or JobRunner(self)
         self.setWindowTitle("LEM Desktop")
         self.resize(1180, 780)
@@ -69,7 +65,7 @@ class MainWindow(QMainWindow):
         self.settings_page.saved.connect(self.contribute._refresh_summary)
         self.nav.setCurrentRow(0)
         self.statusBar().showMessage("Ready")
-        self.quitting = False
+        self.quitting = False  # set once by quit(): the window then closes instead of hiding in the tray
         self.tray = self._make_tray()
         self.contribute.state_changed.connect(self._on_state)
         self._warm_contribute_model()
@@ -130,10 +126,15 @@ class MainWindow(QMainWindow):
             self.hide()
             self.tray.showMessage("LEM Desktop", "Still contributing. Use the tray icon to pause or quit.")
             return
-        self.runner.shutdown()
         event.accept()
+        self.quit()
 
     def quit(self) -> None:
+        """The one way out (tray menu, closing the window, app.aboutToQuit): close the window, stop the jobs
+        (at most a few seconds: finished answers are already on disk) and end the event loop. Runs once."""
+        if self.quitting:
+            return
         self.quitting = True
         self.close()
+        self.runner.shutdown()
         QApplication.quit()

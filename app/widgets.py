@@ -48,12 +48,19 @@ class StatTile(QFrame):
         self.value.setText(text)
 
 
-class StatusLine(QLabel):
-    """A coloured dot and one honest sentence about what is happening."""
+class StatusLine(QWidget):
+    """A coloured dot and one honest sentence about what is happening.
+
+    `state`, `text` and `note` hold what it shows. A widget around a label rather than a QLabel itself, so
+    that `text` (the sentence, read by pages and tests) does not hide QLabel.text()."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        layout.addWidget(self.label)
         self.state, self.text, self.note = "idle", "Ready.", ""
         self._render()
 
@@ -68,4 +75,4 @@ class StatusLine(QLabel):
     def _render(self) -> None:
         color = STATE_COLORS.get(self.state, "#8a8f98")
         note = f"<br><span style='color:#666'>{self.note}</span>" if self.note else ""
-        self.setText(f"<span style='color:{color}; font-size:16px'>●</span> {self.text}{note}")
+        self.label.setText(f"<span style='color:{color}; font-size:16px'>●</span> {self.text}{note}")

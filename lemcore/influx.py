@@ -15,10 +15,13 @@ import base64
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from lemcore.errors import AuthError, ConfigError, InfluxError, ServerUnreachable
+
+if TYPE_CHECKING:
+    from urllib3 import BaseHTTPResponse
 
 DEFAULT_DB = "training"
 DEFAULT_TIMEOUT_S = 10.0
@@ -61,7 +64,9 @@ class InfluxClient:
         return f"InfluxClient({self.target.url!r}, db={self.target.db!r})"
 
     # -- HTTP ------------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, params: dict[str, str], body: bytes | None = None) -> Any:
+    def _request(
+        self, method: str, path: str, params: dict[str, str], body: bytes | None = None
+    ) -> BaseHTTPResponse:
         import urllib3
 
         url = self.target.url.rstrip("/") + path
@@ -80,7 +85,7 @@ class InfluxClient:
                 "your network; work continues and results are kept locally until the server is back."
             ) from None
 
-    def _check(self, resp: Any, what: str) -> None:
+    def _check(self, resp: BaseHTTPResponse, what: str) -> None:
         if resp.status in (200, 204):
             return
         if resp.status in (401, 403):
@@ -107,7 +112,7 @@ class InfluxClient:
         resp = self._request("GET", "/ping", {})
         if resp.status not in (200, 204):
             raise InfluxError(f"{self.target.url} answered /ping with HTTP {resp.status}: is it InfluxDB?")
-        return resp.headers.get("X-Influxdb-Version", "unknown")
+        return str(resp.headers.get("X-Influxdb-Version", "unknown"))
 
     def write(self, lines: Iterable[str]) -> None:
         """Write line-protocol lines (server-assigned timestamps unless a line carries one)."""
@@ -174,4 +179,4 @@ def line(measurement: str, tags: dict[str, Any], fields: dict[str, Any], time_ns
         point = point.field(key, value)
     if time_ns is not None:
         point = point.time(time_ns)
-    return point.to_line_protocol()
+    return str(point.to_line_protocol())

@@ -119,7 +119,9 @@ class MLXWorker:
             _release_mlx_streams()
 
     @staticmethod
-    def _execute(future: Future[Any], fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    def _execute(
+        future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         if not future.set_running_or_notify_cancel():
             return
         try:

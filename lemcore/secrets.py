@@ -7,17 +7,23 @@ events, logs or exception messages.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from lemcore.errors import SecretStoreError
 
 SERVICE = "lem-desktop"
 INFLUX_ACCOUNT = "influx-token"
+GENERATION_API_ACCOUNT = "generation-api-key"  # key for an OpenAI-compatible generation server, if it needs one
+
+T = TypeVar("T")
 
 
 class TokenStore(Protocol):
+    """Where secrets live, by account. Implementations raise SecretStoreError (with advice) and nothing else."""
+
     def get(self, account: str = INFLUX_ACCOUNT) -> str | None: ...
     def set(self, token: str, account: str = INFLUX_ACCOUNT) -> None: ...
     def delete(self, account: str = INFLUX_ACCOUNT) -> None: ...
@@ -34,7 +40,7 @@ _SYSTEM_BACKENDS = ("macOS", "SecretService", "Windows", "kwallet", "libsecret")
 
 
 def backend_info() -> BackendInfo:
-    import keyring
+    import keyring  # lazy: ~90 ms to import; only code that touches secrets pays for it
 
     kr = keyring.get_keyring()
     name = f"{type(kr).__module__}.{type(kr).__name__}"
@@ -59,7 +65,7 @@ class KeyringTokenStore:
     def __init__(self, service: str = SERVICE) -> None:
         self.service = service
 
-    def _call(self, what: str, fn, *args):  # type: ignore[no-untyped-def]
+    def _call(self, what: str, fn: Callable[..., T], *args: str) -> T | None:
         import keyring.errors
 
         try:
@@ -77,7 +83,8 @@ class KeyringTokenStore:
     def get(self, account: str = INFLUX_ACCOUNT) -> str | None:
         import keyring
 
-        return self._call("read", keyring.get_password, self.service, account)
+        token: str | None = self._call("read", keyring.get_password, self.service, account)
+        return token
 
     def set(self, token: str, account: str = INFLUX_ACCOUNT) -> None:
         import keyring
@@ -130,3 +137,12 @@ def resolve_token(store: TokenStore, *, legacy_file: Path | None = None) -> tupl
             store.set(text)
             return text, f"imported the token from {legacy} into the keychain; you can now delete that file"
     return None, "no token saved: run `lem login` or paste it in Settings"
+
+
+def resolve_token_or_env(store: TokenStore, *, legacy_file: Path | None = None) -> tuple[str | None, str]:
+    """`resolve_token`, but a keychain that cannot be used at all does not stop a run that has its token in
+    `INFLUX_TOKEN` (or the legacy file)."""
+    try:
+        return resolve_token(store, legacy_file=legacy_file)
+    except SecretStoreError:
+        return resolve_token(MemoryTokenStore(), legacy_file=legacy_file)

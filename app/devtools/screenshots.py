@@ -15,15 +15,31 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from app.main_window import MainWindow
+from app.pages.results.page import ResultsPage
+from app.pages.train.page import TrainPage
 from lemcore.contribute.kernel import default_kernel_paths, load_axioms
 from lemcore.models.embedded import ensure_embedded_model
 from lemcore.secrets import MemoryTokenStore
 from lemcore.settings import Settings, save_settings
 
+if TYPE_CHECKING:
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtWidgets import QWidget
 
-def _wait(app, cond: Callable[[], bool], timeout: float) -> bool:  # type: ignore[no-untyped-def]
+_Page = TypeVar("_Page")
+
+
+def _page(window: MainWindow, title: str, kind: type[_Page]) -> _Page:
+    page = window.pages[title]
+    if not isinstance(page, kind):
+        raise TypeError(f"The {title} page is a {type(page).__name__}, not a {kind.__name__}.")
+    return page
+
+
+def _wait(app: QCoreApplication, cond: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         app.processEvents()
@@ -64,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([])
     shots: list[str] = []
 
-    def shot(window, name: str) -> None:  # type: ignore[no-untyped-def]
+    def shot(window: QWidget, name: str) -> None:
         _wait(app, lambda: False, 0.3)  # let charts and timers repaint
         path = out / f"{name}.png"
         window.grab().save(str(path))
@@ -114,20 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(token_store=MemoryTokenStore())
     window.show()
     window.show_page("Train")
-    train = window.pages["Train"]
+    train = _page(window, "Train", TrainPage)
     shot(window, "train-idle")
     train.start()
     shot(window, "train-error")
 
     data = _axiom_dataset(tmp / "train-data")
     form = train.form
-    form.widgets["model"].setText(str(ensure_embedded_model()))
-    form.widgets["data"].setText(str(data))
-    form.widgets["iters"].setValue(60)
-    form.widgets["num_layers"].setValue(8)
+    form.line_edit("model").setText(str(ensure_embedded_model()))
+    form.line_edit("data").setText(str(data))
+    form.spin_box("iters").setValue(60)
+    form.spin_box("num_layers").setValue(8)
     form.advanced_box.setChecked(True)
-    form.widgets["steps_per_eval"].setValue(10)
-    form.widgets["save_every"].setValue(10)
+    form.spin_box("steps_per_eval").setValue(10)
+    form.spin_box("save_every").setValue(10)
     form.advanced_box.setChecked(False)
     train.start()
     _wait(app, lambda: train.chart.val.n >= 3, 900)
@@ -138,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Results: the paper's figures on first launch, and the delta table.
     window.show_page("Results")
-    results = window.pages["Results"]
+    results = _page(window, "Results", ResultsPage)
     results.reload()
     shot(window, "results-idle")
     results.tabs.setCurrentIndex(1)

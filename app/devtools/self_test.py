@@ -108,7 +108,7 @@ def check_resources() -> str:
 
 def check_gui() -> str:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtGui import QFontDatabase
+    from PySide6.QtGui import QFontDatabase, QGuiApplication
     from PySide6.QtWidgets import QApplication
 
 
@@ -122,7 +122,7 @@ def check_gui() -> str:
             raise CheckFailed("the main window rendered no image")
         pages = [window.nav.item(i).text() for i in range(window.nav.count())]
         detail = (f"main window {image.width()}x{image.height()} on Qt platform "
-                  f"'{app.platformName()}', pages: {', '.join(pages)}")
+                  f"'{QGuiApplication.platformName()}', pages: {', '.join(pages)}")
     finally:
         window.runner.shutdown()
         window.hide()
@@ -152,7 +152,7 @@ def _generate_on_worker() -> str:
     t3 = time.perf_counter()
     if tokens < 1 or not text.strip():
         raise CheckFailed(f"the model generated nothing ({tokens} tokens)")
-    return (f"{folder.name} ({default_dtype()}, MLX {mx.__version__} on {mx.default_device()}): "
+    return (f"{folder.name} ({default_dtype()}, MLX {getattr(mx, '__version__', '?')} on {mx.default_device()}): "
             f"ready {t1 - t0:.1f} s, load {t2 - t1:.1f} s, {tokens} tokens in {t3 - t2:.1f} s: {text.strip()!r}")
 
 

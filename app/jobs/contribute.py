@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from lemcore.contribute.engine import ContributeConfig, ContributeResult, run_contribution
-from lemcore.contribute.events import Notice
-from lemcore.contribute.governor import PRESETS, Governor, GovernorRules
-from lemcore.contribute.queue.base import GOLD
-from lemcore.contribute.setup import QueueChoice, check_queue, make_generator, open_queue
-from lemcore.generate.engine import Sampling
+from app.jobs.model_cache import ModelCache
+from lemcore.contribute.engine import ContributeResult
+from lemcore.contribute.setup import build_contribution, options_from_settings
 from lemcore.jobs import CancelToken, Report
+from lemcore.secrets import TokenStore
 from lemcore.settings import Settings
 
-_loaded: dict[tuple[str, int], Any] = {}  # model kept loaded between Start presses (engine thread only)
 
-
-def contribute(settings: Settings, token_store: Any, *, report: Report, cancel: CancelToken,
-               drain: CancelToken) -> ContributeResult:
-    worker = settings.effective_worker()
-    url = "" if settings.solo else settings.influx_url.strip()
-    queue = open_queue(QueueChoice(url, settings.influx_db), GOLD, worker, token_store=token_store,
-                       notice=lambda m: report(Notice(str(m))))
-    if url:
-        check_queue(queue, url)
-    batch = PRESETS.get(settings.preset, 2)
-    key = (settings.model_override, batch)
-    if key not in _loaded:
-        _loaded.clear()  # one model in memory at a time
-        _loaded[key] = make_generator("mlx", settings.model_override, batch_size=batch, report=report,
-                                      cancel=cancel)
-    governor = Governor(GovernorRules(only_on_power=settings.only_on_power,
-                                      pause_when_in_use=settings.pause_when_in_use,
-                                      min_free_memory_gb=settings.min_free_memory_gb))
-    config = ContributeConfig(kind=GOLD, worker=worker, pause_check=governor.pause_reason,
-                              sampling=Sampling(max_tokens=settings.max_tokens))
-    return run_contribution(config, queue, _loaded[key], report=report, cancel=cancel, drain=drain)
+def contribute(settings: Settings, token_store: TokenStore, *, models: ModelCache, report: Report,
+               cancel: CancelToken, drain: CancelToken) -> ContributeResult:
+    """Start with `runner.start(..., pass_drain=True, pass_models=True)`: the model stays loaded in the
+    runner's cache between Start presses, until a job that needs the memory releases it."""
+    run = build_contribution(options_from_settings(settings), token_store, cache=models.get, report=report,
+                             cancel=cancel)
+    return run.start(report=report, cancel=cancel, drain=drain)

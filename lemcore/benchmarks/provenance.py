@@ -77,15 +77,13 @@ def resolve_folder(name: str) -> Path | None:
     """The folder a model name points at, if it is on this computer."""
     try:
         from lemcore.models.loading import resolve_model
-    except ImportError:
-        resolve_model = None
-    if resolve_model is not None:
-        try:
-            return resolve_model(name).folder
-        except Exception:  # noqa: BLE001 - identity is best effort; loading reports the real error
-            return None
-    path = Path(name).expanduser()
-    return path if path.is_dir() else None
+    except ImportError:  # without the model loader, only a plain folder path can be resolved
+        path = Path(name).expanduser()
+        return path if path.is_dir() else None
+    try:
+        return resolve_model(name).folder
+    except Exception:  # noqa: BLE001 - identity is best effort; loading reports the real error
+        return None
 
 
 def model_identity(name: str) -> dict[str, Any]:

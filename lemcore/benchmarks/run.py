@@ -10,7 +10,6 @@ resume whose model, adapter, questions or sampling differ, so results never sile
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +25,6 @@ from lemcore.benchmarks.suites import Suite, load_suite, suite_module
 from lemcore.errors import Cancelled, ConfigError
 from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, load_mlx_model
 from lemcore.jobs import CancelToken, Report, no_report
-from lemcore.settings import data_dir
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class BenchConfig:
     top_p: float = 1.0
     max_tokens: int = 0  # 0: each suite's default
     batch_size: int = 8
-    run_dir: str = ""  # empty: <data folder>/benchmarks/<time>-<label>
+    run_dir: str = ""  # empty: a new folder <data folder>/benchmarks/<time>-<label>; a run folder: resume it
     label: str = ""  # the name tables show; empty: the model's (and adapter's) folder name
     judge: JudgeConfig | None = None
 
@@ -74,13 +72,6 @@ def _label(config: BenchConfig) -> str:
     return f"{name}+{Path(config.adapter.rstrip('/')).name}" if config.adapter else name
 
 
-def _default_run_dir(label: str) -> Path:
-
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    slug = re.sub(r"[^A-Za-z0-9._+-]+", "-", label).strip("-")[:60] or "run"
-    return data_dir() / "benchmarks" / f"{stamp}-{slug}"
-
-
 def _validate(config: BenchConfig) -> None:
     if not config.suites:
         raise ConfigError("Choose at least one benchmark suite.")
@@ -98,8 +89,8 @@ def _validate(config: BenchConfig) -> None:
         suite_module(spec.id)
 
 
-def _fingerprint(config: BenchConfig, model: dict, adapter: dict | None, suites: dict[str, Suite],
-                 max_tokens: dict[str, int]) -> dict[str, Any]:
+def _fingerprint(config: BenchConfig, model: dict[str, Any], adapter: dict[str, Any] | None,
+                 suites: dict[str, Suite], max_tokens: dict[str, int]) -> dict[str, Any]:
     """What must be equal for two sessions to write into the same run folder."""
     return {
         "model_sha256": model.get("sha256") or model.get("name"),
@@ -113,13 +104,14 @@ def _fingerprint(config: BenchConfig, model: dict, adapter: dict | None, suites:
     }
 
 
-def _prepare(run_dir: Path, config: BenchConfig, suites: dict[str, Suite], max_tokens: dict[str, int],
-             label: str) -> dict[str, Any]:
+def _prepare(run_dir: Path | None, config: BenchConfig, suites: dict[str, Suite], max_tokens: dict[str, int],
+             label: str) -> tuple[Path, dict[str, Any]]:
+    """The run folder and its run.json contents. `run_dir` None: a new folder; an existing run folder is
+    resumed (refused if its settings differ)."""
     model = model_identity(config.model)
     adapter = adapter_identity(config.adapter) if config.adapter else None
     fingerprint = _fingerprint(config, model, adapter, suites, max_tokens)
-    path = run_dir / store.RUN_FILE
-    if path.is_file():
+    if run_dir is not None and (run_dir / store.RUN_FILE).is_file():
         run = store.read_run(run_dir)
         old = run.get("fingerprint", {})
         changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
@@ -127,9 +119,12 @@ def _prepare(run_dir: Path, config: BenchConfig, suites: dict[str, Suite], max_t
             raise ConfigError(f"{run_dir} holds a run with different {', '.join(changed)}. Resume it with the "
                               "same settings, or choose a new run folder.")
         run["samples"] = max(int(run.get("samples", 1)), config.samples)
-        return run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return {
+        return run_dir, run
+    if run_dir is None:
+        run_dir = store.new_run_dir(label)  # never an earlier run's folder, even one from the same second
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, {
         "format": store.FORMAT,
         "kind": "generated",
         "label": label,
@@ -177,8 +172,8 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
               for s in config.suites}
     max_tokens = {s: config.max_tokens or suite_module(s).MAX_TOKENS for s in suites}
     label = _label(config)
-    run_dir = Path(config.run_dir).expanduser() if config.run_dir else _default_run_dir(label)
-    run = _prepare(run_dir, config, suites, max_tokens, label)
+    run_dir, run = _prepare(Path(config.run_dir).expanduser() if config.run_dir else None, config, suites,
+                            max_tokens, label)
     store.write_json(run_dir / store.RUN_FILE, run)
 
     todo: dict[str, list[tuple[int, int]]] = {}
@@ -217,12 +212,13 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
 
     judge_failed: dict[str, int] = {}
     judged_suites = [s for s in suites if suite_module(s).JUDGED]
-    if judged_suites and (judge is not None or config.judge is not None):
+    backend: JudgeBackend | JudgeConfig | None = judge if judge is not None else config.judge
+    if judged_suites and backend is not None:
 
         # Retry settings come from config.judge also when the backend itself is passed in.
         tries = config.judge.retries if config.judge else None
         backoff = config.judge.backoff_s if config.judge else None
-        judge_failed = judge_run(run_dir, judge if judge is not None else config.judge, suites=judged_suites,
+        judge_failed = judge_run(run_dir, backend, suites=judged_suites,
                                  retries=tries, backoff_s=backoff, report=report, cancel=cancel)
     summary = store.summarize_run(run_dir, seed=config.seed)
     seconds = time.monotonic() - started

@@ -22,6 +22,7 @@ from lemcore.benchmarks.judge import (
     JudgeBackend,
     JudgeConfig,
     JudgeRequest,
+    Judgment,
     judge_messages,
     judge_requests,
     make_judge,
@@ -37,7 +38,6 @@ from lemcore.benchmarks.suites import (
 )
 from lemcore.errors import ConfigError, DataError
 from lemcore.jobs import CancelToken, Report, no_report
-from lemcore.settings import data_dir
 
 _ERROR = re.compile(r"^\s*ERROR\b")
 
@@ -82,7 +82,7 @@ def judge_run(run_dir: str | Path, judge: JudgeBackend | JudgeConfig, *, suites:
                     if row.get("status") == "ok" and have.get(key, {}).get("status") != "ok"]
         path = store.judgments_path(run_dir, suite)
 
-        def save(j: Any, path: Path = path, record: dict = record, suite: str = suite) -> None:
+        def save(j: Judgment, path: Path = path, record: dict[str, Any] = record, suite: str = suite) -> None:
             report(JudgeRow(suite, j.key[0], j.key[1], j.status, j.scores, j.attempts))
             store.append_jsonl(path, {"id": j.key[0], "sample": j.key[1], "status": j.status, "scores": j.scores,
                                       "reasoning": j.reasoning, "attempts": j.attempts, "error": j.error,
@@ -170,14 +170,9 @@ def score_responses(config: ScoreConfig, *, judge: JudgeBackend | None = None, t
     suite = load_suite(suite_id, config.suite_file or None)
     items = {i.id: i for i in suite.items}
     label = config.label or str(lines[0].get("model") or path.stem)
-    if config.run_dir:
-        run_dir = Path(config.run_dir).expanduser()
-    else:
-
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = data_dir() / "benchmarks" / f"scored-{stamp}-{re.sub(r'[^A-Za-z0-9._+-]+', '-', label)[:60]}"
+    run_dir = Path(config.run_dir).expanduser() if config.run_dir else None  # None: a new folder
     run: dict[str, Any] | None = None
-    if (run_dir / store.RUN_FILE).exists():
+    if run_dir is not None and (run_dir / store.RUN_FILE).exists():
         # Adding another benchmark's responses of the same model builds one run, as the lab kept one file
         # per benchmark and model.
         run = store.read_run(run_dir)
@@ -210,7 +205,10 @@ def score_responses(config: ScoreConfig, *, judge: JudgeBackend | None = None, t
     if not rows:
         raise DataError(f"None of the {len(lines)} ids in {path.name} is in the {suite_id} questions "
                         f"({suite.source}). Is that the question file these responses answered?")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir is None:
+        run_dir = store.new_run_dir(label, prefix="scored-")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if run is None:
         run = {"format": store.FORMAT, "kind": "imported", "label": label, "created": _now(),
                "model": {"name": label, "sha256": None}, "adapter": None, "samples": 1, "seed": 0,

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,28 @@ from lemcore.settings import data_dir
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 FORMAT = "lem-bench/1"
+
+
+def new_run_dir(label: str, *, prefix: str = "") -> Path:
+    """A new, empty run folder under <data folder>/benchmarks, named `<prefix><time>-<label>`.
+
+    Named to the second, so a run started in the same second as another gets `-2`, `-3`, ...: a folder that
+    exists always holds another run, and writing into it would resume or mix that run. Created here with an
+    atomic mkdir, so two processes never get the same folder. Resuming is only ever asked for explicitly,
+    by passing an existing folder (`lem bench --run`, `BenchConfig.run_dir`).
+    """
+    root = data_dir() / "benchmarks"
+    root.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9._+-]+", "-", label).strip("-")[:60] or "run"
+    base = f"{prefix}{datetime.now():%Y%m%d-%H%M%S}-{slug}"
+    folder, n = root / base, 1
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = root / f"{base}-{n}"
 
 
 def rows_path(run_dir: Path, suite: str) -> Path:
@@ -106,11 +130,13 @@ def latest_rows(run_dir: Path, suite: str) -> dict[tuple[str, int], dict[str, An
             if "id" in r}
 
 
-def current_judgments(run_dir: Path, suite: str, judge: dict[str, Any] | None) -> dict[tuple[str, int], dict]:
+def current_judgments(
+    run_dir: Path, suite: str, judge: dict[str, Any] | None
+) -> dict[tuple[str, int], dict[str, Any]]:
     """The latest judgment per (item, sample) made by the judge and rubric the run now uses."""
     if not judge:
         return {}
-    out = {}
+    out: dict[tuple[str, int], dict[str, Any]] = {}
     for j in read_jsonl(judgments_path(run_dir, suite)):
         if j.get("judge") == judge.get("identity") and j.get("rubric_sha256") == judge.get("rubric_sha256"):
             out[(str(j["id"]), int(j.get("sample", 0)))] = j
@@ -135,8 +161,8 @@ def metric_values(run_dir: Path, suite: str, run: dict[str, Any] | None = None) 
         return values
     judged = current_judgments(run_dir, suite, run.get("judges", {}).get(suite))
     for key, j in sorted(judged.items()):
-        row = rows.get(key)
-        if row is not None and row.get("status") == "ok" and j.get("status") == "ok":
+        answer = rows.get(key)
+        if answer is not None and answer.get("status") == "ok" and j.get("status") == "ok":
             add(key[0], module.metric_values(j["scores"]))
     return values
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
+from dataclasses import asdict
 from typing import Any
 
 from lemcore.benchmarks.compare import compare_runs, format_comparison
 from lemcore.benchmarks.events import BenchProgress, BenchStarted
-from lemcore.benchmarks.judge import JudgeConfig, make_judge
+from lemcore.benchmarks.judge import JudgeBackend, JudgeConfig, make_judge
 from lemcore.benchmarks.reference import format_reference
 from lemcore.benchmarks.run import BenchConfig, SuiteSpec, run_benchmark
 from lemcore.benchmarks.score import ScoreConfig, rescore_run, score_responses
 from lemcore.benchmarks.suites import fetch_suite
-from lemcore.errors import ConfigError
-from lemcore.secrets import KeyringTokenStore, MemoryTokenStore
+from lemcore.errors import ConfigError, SecretStoreError
+from lemcore.events import Event
+from lemcore.secrets import KeyringTokenStore, TokenStore
 
 JUDGE_KEY_ENV = "LEM_JUDGE_API_KEY"  # for scripts and CI; otherwise the key lives in the keychain
 
@@ -33,8 +36,7 @@ def _add_judge_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--judge-max-tokens", type=int, default=300, help="longest judge reply (default 300)")
 
 
-def _judge_config(args: argparse.Namespace) -> Any:
-
+def _judge_config(args: argparse.Namespace) -> JudgeConfig | None:
     if not args.judge:
         return None
     kind, _, target = args.judge.partition(":")
@@ -47,22 +49,27 @@ def _judge_config(args: argparse.Namespace) -> Any:
     raise ConfigError("--judge takes local:MODEL or api:URL (e.g. api:http://localhost:8090/v1).")
 
 
-def _token_store() -> Any:
-
+def _token_store() -> TokenStore:
     key = os.environ.get(JUDGE_KEY_ENV, "").strip()
     if key:
-        return _EnvStore(MemoryTokenStore(), key)
+        return _EnvStore(key)
     return KeyringTokenStore()
 
 
 class _EnvStore:
-    """Answers every account with the key from the environment."""
+    """A read-only TokenStore that answers every account with the key from the environment."""
 
-    def __init__(self, inner: Any, key: str) -> None:
-        self._inner, self._key = inner, key
+    def __init__(self, key: str) -> None:
+        self._key = key
 
     def get(self, account: str = "") -> str:
         return self._key
+
+    def set(self, token: str, account: str = "") -> None:
+        raise SecretStoreError(f"The judge key comes from {JUDGE_KEY_ENV} here; it cannot be saved.")
+
+    def delete(self, account: str = "") -> None:
+        raise SecretStoreError(f"The judge key comes from {JUDGE_KEY_ENV} here; unset it instead.")
 
 
 class _Printer:
@@ -72,8 +79,7 @@ class _Printer:
         self.tty = sys.stderr.isatty()
         self.last: tuple[str, str] | None = None
 
-    def __call__(self, event: Any) -> None:
-
+    def __call__(self, event: Event) -> None:
         if isinstance(event, BenchStarted):
             print(f"Run folder: {event.run_dir}", file=sys.stderr)
             if event.resumed:
@@ -119,8 +125,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _suite_specs(args: argparse.Namespace) -> tuple[Any, ...]:
-
+def _suite_specs(args: argparse.Namespace) -> tuple[SuiteSpec, ...]:
     specs = []
     for text in args.suite or []:
         suite_id, _, path = text.partition("=")
@@ -129,13 +134,10 @@ def _suite_specs(args: argparse.Namespace) -> tuple[Any, ...]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-
     if args.reference:
-
         print(format_reference(), end="")
         return 0
     if args.fetch:
-
         for suite_id in args.fetch:
             print(f"{suite_id}: {fetch_suite(suite_id)}")
         return 0
@@ -147,9 +149,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                          max_tokens=args.max_tokens, batch_size=args.batch_size, run_dir=args.run or "",
                          label=args.label or "", judge=_judge_config(args))
     printer = _Printer()
-    judge = None
+    judge: JudgeBackend | None = None
     if config.judge is not None and config.judge.kind == "api":
-
         judge = make_judge(config.judge, store=_token_store())
     try:
         result = run_benchmark(config, report=printer, judge=judge)
@@ -161,11 +162,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-
     printer = _Printer()
     try:
         if args.run:
-
             summary = rescore_run(args.run, judge=_judge_config(args), token_store=_token_store(), report=printer)
             where = args.run
         else:
@@ -186,19 +185,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-
     if args.reference:
-
         print(format_reference(), end="")
         if not args.run_a:
             return 0
     if not (args.run_a and args.run_b):
-
         raise ConfigError("Give two run folders (the base first), or ref:1b_five_variant/it style names.")
     cmp = compare_runs(args.run_a, args.run_b, n_boot=args.boot, seed=args.seed)
     if args.json:
-        from dataclasses import asdict
-
         print(json.dumps(asdict(cmp), indent=2, default=str))
     else:
         print(format_comparison(cmp), end="")
@@ -206,9 +200,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_judge_key(args: argparse.Namespace) -> int:
-    import getpass
-
-
     store = KeyringTokenStore()
     if args.delete:
         store.delete(args.account)
@@ -220,7 +211,7 @@ def _cmd_judge_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmark a model (GSM8K, TruthfulQA, Do Not Answer, ToxiGen, ethics)")
     p.add_argument("model", nargs="?", help="model folder, catalog id or downloaded hub id")
     p.add_argument("--suite", action="append", metavar="ID[=FILE]",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from lemcore.contribute import events as ev
-from lemcore.contribute.engine import ContributeConfig, default_output, load_work, run_contribution
-from lemcore.contribute.setup import QueueChoice, check_queue, make_generator, open_queue, print_notice
-from lemcore.generate.engine import Sampling
+from lemcore.contribute.engine import default_output, load_work
+from lemcore.contribute.setup import ContributionOptions, build_contribution
+from lemcore.events import Event
+from lemcore.generate.protocol import Sampling
 from lemcore.settings import load_settings
 
 
@@ -18,8 +18,7 @@ class _Printer:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
 
-    def __call__(self, event: Any) -> None:
-
+    def __call__(self, event: Event) -> None:
         if isinstance(event, ev.ResponseDone) and not self.quiet:
             cut = " (cut at the token limit)" if event.truncated else ""
             print(f"[{event.idx}] {event.seed_id} {event.voice}: {event.tokens} tokens in {event.seconds:.1f}s{cut}")
@@ -34,32 +33,35 @@ class _Printer:
             print(f"Finished: {event.done} answers this run ({event.reason}); {event.unreported} waiting to be sent")
 
 
-def _run(args: argparse.Namespace, kind: str) -> int:
-
-    worker = args.worker or load_settings().effective_worker()
-    config = ContributeConfig(
-        kind=kind, prompts=Path(args.prompts) if args.prompts else None,
-        output=Path(args.output) if args.output else None, worker=worker,
+def _options(args: argparse.Namespace, kind: str) -> ContributionOptions:
+    """The lab's flags; where a flag is not given, the settings (worker name, server, database)."""
+    settings = load_settings()
+    return ContributionOptions(
+        kind=kind, worker=args.worker or settings.effective_worker(),
+        server_url="" if args.solo else (args.influx or settings.influx_url).strip(), db=settings.influx_db,
+        lease_s=args.lease, backend=args.backend, model=args.model, batch_size=args.batch_size,
+        api_url=args.api_url, api_model=args.api_model,
         sampling=Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed),
-        limit=args.limit, target=args.target,
-        axioms_path=Path(args.axioms) if getattr(args, "axioms", None) else None,
+        limit=args.limit, target=args.target, prompts=Path(args.prompts) if args.prompts else None,
+        output=Path(args.output) if args.output else None,
+        axioms_path=Path(args.axioms) if getattr(args, "axioms", None) else None,  # gold only
         kernel_path=Path(args.kernel) if getattr(args, "kernel", None) else None,
     )
-    config.validate()
+
+
+def _run(args: argparse.Namespace, kind: str) -> int:
+    options = _options(args, kind)
+    printer = _Printer(args.quiet)
     if args.dry_run:
+        config = options.engine_config()
+        config.validate()
         items, dataset = load_work(config, _Printer(False))
-        out = config.output or default_output(kind, worker)
-        print(f"Dry run: {len(items)} prompts (set {dataset[:12]}), worker {worker}, output {out}, "
-              f"backend {args.backend}")
+        out = config.output or default_output(kind, config.worker)
+        print(f"Dry run: {len(items)} prompts (set {dataset[:12]}), worker {config.worker}, output {out}, "
+              f"backend {options.backend}")
         return 0
-    settings = load_settings()
-    url = "" if args.solo else (args.influx or settings.influx_url)
-    queue = open_queue(QueueChoice(url, settings.influx_db, args.lease), kind, worker, notice=print_notice)
-    if url:
-        check_queue(queue, url)
-    generator = make_generator(args.backend, args.model, batch_size=args.batch_size, api_url=args.api_url,
-                               api_model=args.api_model)
-    result = run_contribution(config, queue, generator, report=_Printer(args.quiet))
+    run = build_contribution(options, report=printer)
+    result = run.start(report=printer)
     print(f"Output: {result.output}")
     return 0
 
@@ -85,7 +87,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("gold", help="generate gold answers with the axiom sandwich")
     _add_common(p)
     p.add_argument("--axioms", default="", help="axioms.json (ours or the lab's)")

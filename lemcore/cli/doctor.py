@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from lemcore import hardware, secrets
 from lemcore.errors import LemError
 from lemcore.influx import InfluxClient, InfluxTarget
-from lemcore.secrets import resolve_token
-from lemcore.settings import load_settings
+from lemcore.secrets import TokenStore, resolve_token
+from lemcore.settings import Settings, load_settings
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,7 @@ class Check:
     detail: str
 
 
-def run_checks(store=None) -> list[Check]:  # type: ignore[no-untyped-def]
-
+def run_checks(store: TokenStore | None = None) -> list[Check]:
     checks: list[Check] = []
     hw = hardware.detect_hardware()
     checks.append(Check("OK", "OS", hw.os_name))
@@ -57,12 +56,11 @@ def run_checks(store=None) -> list[Check]:  # type: ignore[no-untyped-def]
     if not settings.server_configured:
         checks.append(Check("OK", "InfluxDB", "no server configured: solo mode (results stay on this computer)"))
     else:
-        checks.append(_influx_check(settings, store or secrets.KeyringTokenStore()))
+        checks.append(_influx_check(settings, store if store is not None else secrets.KeyringTokenStore()))
     return checks
 
 
-def _influx_check(settings, store) -> Check:  # type: ignore[no-untyped-def]
-
+def _influx_check(settings: Settings, store: TokenStore) -> Check:
     target = InfluxTarget(settings.influx_url, settings.influx_db)
     try:
         token, _note = resolve_token(store)

@@ -15,14 +15,12 @@ from lemcore.secrets import KeyringTokenStore
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-
     checks = run_checks()
     print(format_checks(checks))
     return 1 if any(c.status == "FAIL" for c in checks) else 0
 
 
 def _cmd_login(args: argparse.Namespace) -> int:
-
     token = sys.stdin.readline().strip() if args.stdin else getpass.getpass("Paste the lab's token: ")
     KeyringTokenStore().set(token)
     print("Token saved in the system keychain.")
@@ -30,7 +28,6 @@ def _cmd_login(args: argparse.Namespace) -> int:
 
 
 def _cmd_logout(args: argparse.Namespace) -> int:
-
     KeyringTokenStore().delete()
     print("Token removed from the system keychain.")
     return 0
@@ -55,14 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Engine subcommands live next to their engines; each module adds its own parsers."""
     return [models.register, contribute.register, train.register, bench.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
-
         reexec_with_openblas()
     parser = build_parser()
     args = parser.parse_args(argv)

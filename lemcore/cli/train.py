@@ -9,18 +9,22 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
-from typing import Any
+from types import FrameType
 
 from lemcore.errors import ConfigError
+from lemcore.events import Event
 from lemcore.influx import InfluxClient, InfluxTarget
 from lemcore.jobs import CancelToken
-from lemcore.secrets import KeyringTokenStore, MemoryTokenStore, resolve_token
+from lemcore.secrets import KeyringTokenStore, TokenStore, resolve_token_or_env
 from lemcore.settings import load_settings
 from lemcore.train.config import PRESETS, TrainConfig, load_yaml, preset
 from lemcore.train.data import check_data
 from lemcore.train.engine import resume_config, train_lora
-from lemcore.train.fuse import FuseConfig, fuse_adapter
+from lemcore.train.events import CheckpointSaved, EvalDone, TrainFinished, TrainStarted, TrainStep
+from lemcore.train.fuse import FuseConfig, FuseStage, fuse_adapter
 from lemcore.train.influx import InfluxTrainReporter
 
 _SKIP = {"resume_from"}  # has its own --resume flag
@@ -40,9 +44,8 @@ class ProgressPrinter:
         self.every = max(every, 1)
         self._losses: list[float] = []
 
-    def __call__(self, event: Any) -> None:
-        kind = type(event).__name__
-        if kind == "TrainStarted":
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, TrainStarted):
             what = "Resuming" if event.resumed else "Training"
             print(f"{what} {event.model} in {event.run_dir}: iterations {event.start_iteration + 1}-"
                   f"{event.total_iters}, {event.train_examples} train / {event.valid_examples} valid examples, "
@@ -50,7 +53,7 @@ class ProgressPrinter:
                   f"{event.estimated_peak_gb:.1f} GB of {event.usable_memory_gb:.1f} GB usable.", flush=True)
             for warning in event.warnings:
                 print(f"Warning: {warning}", flush=True)
-        elif kind == "TrainStep":
+        elif isinstance(event, TrainStep):
             self._losses.append(event.train_loss)
             if event.iteration % self.every == 0 or event.iteration == event.total_iters:
                 loss = sum(self._losses) / len(self._losses)
@@ -59,15 +62,15 @@ class ProgressPrinter:
                       f"lr {event.learning_rate:.2e}, {event.iterations_per_second:.2f} it/s, "
                       f"{event.tokens_per_second:.0f} tok/s, {event.trained_tokens} tokens, "
                       f"peak {event.peak_memory_gb:.2f} GB, ETA {_fmt_seconds(event.eta_seconds)}", flush=True)
-        elif kind == "EvalDone":
+        elif isinstance(event, EvalDone):
             best = " (best)" if event.improved else f" (best {event.best_val_loss:.3f} at {event.best_iteration})"
             print(f"Iter {event.iteration}: val loss {event.val_loss:.3f}{best}, {event.val_seconds:.1f}s",
                   flush=True)
-        elif kind == "CheckpointSaved" and event.reason != "best":
+        elif isinstance(event, CheckpointSaved) and event.reason != "best":
             print(f"Saved {event.reason} checkpoint: {event.path}", flush=True)
-        elif kind == "TrainFinished":
+        elif isinstance(event, TrainFinished):
             print(event.message, flush=True)
-        elif kind == "FuseStage":
+        elif isinstance(event, FuseStage):
             print(f"{event.stage} ...", flush=True)
 
 
@@ -85,11 +88,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name not in _SKIP and getattr(args, f.name, None) is not None}
     if args.resume:
-
         return resume_config(args.resume, **given)
     config = preset(args.preset) if args.preset else TrainConfig()
     if args.config:
@@ -101,33 +102,36 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config.with_changes(**given)
 
 
-def _influx_reporter(config: TrainConfig) -> Any:
-
+def _influx_reporter(config: TrainConfig, store: TokenStore) -> InfluxTrainReporter:
     settings = load_settings()
     if not settings.influx_url:
         raise ConfigError("No InfluxDB server configured: set it in Settings (or INFLUX_URL), or drop --influx.")
-    try:
-        token, _ = resolve_token(KeyringTokenStore())
-    except Exception:  # noqa: BLE001 - no keychain at all: INFLUX_TOKEN may still be set
-        token, _ = resolve_token(MemoryTokenStore())
+    token, _ = resolve_token_or_env(store)
     if not token:
         raise ConfigError(f"No token for {settings.influx_url}: run `lem login` (or set INFLUX_TOKEN).")
     client = InfluxClient(InfluxTarget(settings.influx_url, settings.influx_db), token)
     return InfluxTrainReporter(client, model=config.model, every=config.steps_per_report)
 
 
-def _first_ctrl_c_cancels(cancel: CancelToken) -> Any:
-    """First Ctrl-C: stop at the next step with a resumable checkpoint. Second: interrupt at once."""
+@contextmanager
+def _first_ctrl_c_cancels(cancel: CancelToken) -> Iterator[None]:
+    """First Ctrl-C: stop at the next step with a resumable checkpoint. Second: interrupt at once.
+    (Signal handlers exist only on the main thread; elsewhere Ctrl-C keeps its default.)"""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        yield
+        return
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         if cancel.cancelled:
             raise KeyboardInterrupt
         print("\nStopping after this step (a checkpoint will be saved); Ctrl-C again to abort.", flush=True)
         cancel.cancel()
 
-    return signal.signal(signal.SIGINT, handler)
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -139,33 +143,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(config.command_line(args.save_config))
         return 0
     if args.check:
-
         config.validate()
-        report = check_data(config.data, batch_size=config.batch_size, mask_prompt=config.mask_prompt,
-                            max_seq_length=config.max_seq_length, iters=config.iters)
-        for stats in report.splits.values():
-            print(f"{stats.path.name}: {stats.examples} examples ({report.format})")
-        for warning in report.warnings:
+        data = check_data(config.data, batch_size=config.batch_size, mask_prompt=config.mask_prompt,
+                          max_seq_length=config.max_seq_length, iters=config.iters)
+        for stats in data.splits.values():
+            print(f"{stats.path.name}: {stats.examples} examples ({data.format})")
+        for warning in data.warnings:
             print(f"Warning: {warning}")
-        report.raise_for_errors()
+        data.raise_for_errors()
         print("Config and data look fine. Equivalent command: " + config.command_line(args.save_config))
         return 0
 
     printer = ProgressPrinter(config.steps_per_report)
-    influx = _influx_reporter(config) if args.influx else None
+    influx = _influx_reporter(config, KeyringTokenStore()) if args.influx else None
 
-    def report(event: Any) -> None:
+    def report(event: Event) -> None:
         printer(event)
         if influx is not None:
             influx(event)
 
     cancel = CancelToken()
-    previous = _first_ctrl_c_cancels(cancel)
     try:
-        result = train_lora(config, report=report, cancel=cancel)
+        with _first_ctrl_c_cancels(cancel):
+            result = train_lora(config, report=report, cancel=cancel)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
         if influx is not None:
             influx.close()
     print(f"Adapter: {result.adapter_file}" + (f" (best: {result.best_adapter_dir})" if result.best_adapter_dir
@@ -174,7 +175,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-
     result = fuse_adapter(FuseConfig(adapter_path=args.adapter_path, save_path=args.save_path,
                                      model=args.model or "", dequantize=args.dequantize),
                           report=ProgressPrinter(1))
@@ -184,7 +184,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="fine-tune a model with LoRA (mlx-lm's trainer, resumable)",
                        description="Fine-tune with LoRA/DoRA. Settings: --preset, then -c FILE, then flags.")
     p.add_argument("-c", "--config", help="YAML config in mlx-lm's `-c` shape")

@@ -28,7 +28,7 @@ from lemcore.contribute.journal import Journal
 from lemcore.contribute.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
 from lemcore.contribute.queue.base import GOLD, Completion, WorkQueue
 from lemcore.errors import ConfigError, InfluxError, ServerUnreachable
-from lemcore.generate.engine import WAIT, GenItem, GenResult, Sampling
+from lemcore.generate.protocol import WAIT, Generator, GenItem, GenResult, Messages, Sampling, Wait
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.prompts import BadLine, PromptItem, load_expansion_prompts, load_gold_prompts, prompt_set_hash
 from lemcore.resources import seeds_dir
@@ -73,13 +73,11 @@ class ContributeResult:
 
 
 def default_output(kind: str, worker: str) -> Path:
-
     name = "gold" if kind == GOLD else "expand"
     return data_dir() / "output" / f"{name}-{worker}.jsonl"
 
 
 def load_work(config: ContributeConfig, report: Report) -> tuple[list[PromptItem], str]:
-
     path = Path(config.prompts) if config.prompts else seeds_dir() / "gold-prompts.jsonl"
     bad: list[BadLine] = []
     loader = load_gold_prompts if config.kind == GOLD else load_expansion_prompts
@@ -95,7 +93,7 @@ def load_work(config: ContributeConfig, report: Report) -> tuple[list[PromptItem
     return items, prompt_set_hash(path)
 
 
-def build_messages(config: ContributeConfig) -> Any:
+def build_messages(config: ContributeConfig) -> Callable[[PromptItem], Messages]:
     """Prompt -> chat messages: the axiom sandwich for gold, plain chat for expansion."""
     if config.kind != GOLD:
         return lambda item: [{"role": "user", "content": item.prompt}]
@@ -110,10 +108,12 @@ class _Worker:
     """State of one run: the claim pool, in-flight items, outbox flushing and rates."""
 
     def __init__(self, config: ContributeConfig, queue: WorkQueue, journal: Journal, items: list[PromptItem],
-                 model_name: str, report: Report, cancel: CancelToken | None, drain: CancelToken | None) -> None:
+                 model_name: str, batch_size: int, report: Report, cancel: CancelToken | None,
+                 drain: CancelToken | None) -> None:
         self.config, self.queue, self.journal, self.report = config, queue, journal, report
         self.cancel, self.drain = cancel, drain
         self.model_name = model_name
+        self.batch_size = batch_size  # prompts claimed per round: what the generator keeps in flight
         self.items = {it.idx: it for it in items}
         self.order = list(self.items)
         random.Random(config.worker).shuffle(self.order)  # workers start in different places
@@ -129,7 +129,7 @@ class _Worker:
         self.last_renew = time.monotonic()
         self.last_flush_try = 0.0
         self.retry_at = 0.0
-        self.status = ""
+        self.status = ("", "")  # (state, reason) last reported
         self.rounds = 0
 
     def set_status(self, state: str, reason: str) -> None:
@@ -146,7 +146,7 @@ class _Worker:
         self.report(FleetProgress(len({i for i in self.completed if i in self.items}), len(self.items)))
 
     # -- feed: claim just in time ------------------------------------------------------------------
-    def feed(self) -> Any:
+    def feed(self) -> GenItem | Wait | None:
         if (self.drain is not None and self.drain.cancelled) or (
                 self.config.limit is not None and self.fed >= self.config.limit):
             return None
@@ -155,7 +155,7 @@ class _Worker:
             if reason:
                 self.set_status("paused", reason)
                 return WAIT
-            if self.status and self.status[0] == "paused":
+            if self.status[0] == "paused":
                 self.set_status("running", "")
         if not self.pool:
             if time.monotonic() < self.retry_at:
@@ -186,7 +186,7 @@ class _Worker:
         left = self.remaining()
         if not left:
             return None
-        want = getattr(self, "batch_size", 8)
+        want = self.batch_size
         if self.config.limit is not None:
             want = min(want, self.config.limit - self.fed)
         candidates = [i for i in left if i not in others and i not in self.skip][:want]
@@ -273,21 +273,21 @@ def _server_reason(err: InfluxError) -> str:
     return f"{str(err).rstrip('.')}. Retrying; finished answers are saved locally and queued"
 
 
-def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Any, *, report: Report = no_report,
-                     cancel: CancelToken | None = None, drain: CancelToken | None = None) -> ContributeResult:
+def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Generator, *,
+                     report: Report = no_report, cancel: CancelToken | None = None,
+                     drain: CancelToken | None = None) -> ContributeResult:
     """Generate until the work runs out, `limit` is reached, `drain` is set (finish in-flight answers,
     then stop) or `cancel` is set (stop now; in-flight answers are dropped and their leases expire).
 
     Server trouble during a run (unreachable, restarting, even a rejected token) makes the worker wait and
     retry while showing the reason; finished answers stay in the outbox. Callers that want a wrong address
-    or token to fail at once check the queue before starting (contribute_setup.check_queue).
+    or token to fail at once check the queue before starting (lemcore.contribute.setup.check_queue).
     """
     config.validate()
     output = Path(config.output) if config.output else default_output(config.kind, config.worker)
     items, dataset = load_work(config, report)
     journal = Journal(output, config.kind, dataset)
-    worker = _Worker(config, queue, journal, items, getattr(generator, "name", ""), report, cancel, drain)
-    worker.batch_size = getattr(generator, "batch_size", 1)  # type: ignore[attr-defined]
+    worker = _Worker(config, queue, journal, items, generator.name, generator.batch_size, report, cancel, drain)
     try:
         worker.flush(force=True)
         try:

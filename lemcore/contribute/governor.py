@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
+
 PRESETS = {
     # batch size (answers generated together) per preset; gentle keeps the computer usable
     "gentle": 2,
@@ -29,8 +31,6 @@ class GovernorRules:
 
 
 def on_battery() -> bool | None:
-    import psutil
-
     battery = psutil.sensors_battery() if hasattr(psutil, "sensors_battery") else None
     if battery is None:
         return None  # a desktop or no battery information
@@ -38,8 +38,6 @@ def on_battery() -> bool | None:
 
 
 def free_memory_gb() -> float:
-    import psutil
-
     return psutil.virtual_memory().available / 1024**3
 
 

@@ -1,26 +1,44 @@
-"""Everything a contribution run needs, built from settings: the queue, the token, the generator.
+"""One way to build a contribution run: `build_contribution` turns `ContributionOptions` into the queue, the
+generator and the engine config.
 
-Shared by `lem gold/expand` and the app's Contribute page, so both pick the same model and server.
+`lem gold/expand` fills the options from its flags (falling back to the settings), the app's Contribute
+page from the settings (`options_from_settings`); both then build the run here, so they pick the same model
+and server the same way and fail the same way on a wrong address or token.
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from lemcore.contribute.engine import ContributeConfig, ContributeResult, run_contribution
+from lemcore.contribute.events import Notice
+from lemcore.contribute.governor import PRESETS, Governor, GovernorRules
+from lemcore.contribute.queue.base import GOLD, WorkQueue
 from lemcore.contribute.queue.lab import InfluxQueue
 from lemcore.contribute.queue.solo import SQLiteQueue, default_solo_queue_path
-from lemcore.errors import ConfigError, ServerUnreachable
+from lemcore.errors import ConfigError, SecretStoreError, ServerUnreachable
 from lemcore.generate.api import APIGenerator
 from lemcore.generate.engine import MLXGenerator
+from lemcore.generate.protocol import Generator, Sampling
 from lemcore.hardware import detect_hardware, mlx_backend
 from lemcore.influx import InfluxClient, InfluxTarget
-from lemcore.jobs import Report, no_report
-from lemcore.models.catalog import recommend
-from lemcore.secrets import KeyringTokenStore, MemoryTokenStore, resolve_token
-from lemcore.settings import data_dir
+from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.models.catalog import Recommendation, recommend
+from lemcore.secrets import GENERATION_API_ACCOUNT, KeyringTokenStore, TokenStore, resolve_token_or_env
+from lemcore.settings import Settings
+
+BACKENDS = ("mlx", "api")
+
+# How a loaded generator is kept between runs: called with a key and a loader, returns the generator for
+# that key (the app passes its ModelCache.get, which keeps one model in memory).
+GeneratorCache = Callable[[Hashable, Callable[[], Generator]], Generator]
+
+
+def load_uncached(key: Hashable, load: Callable[[], Generator]) -> Generator:
+    """The `GeneratorCache` of a one-shot process (`lem gold`): load every time."""
+    return load()
 
 
 @dataclass(frozen=True)
@@ -30,28 +48,106 @@ class QueueChoice:
     lease_s: float = 120.0
 
 
-def open_queue(choice: QueueChoice, kind: str, worker: str, *, token_store: Any = None,
-               notice: Report = no_report) -> Any:
-    """The lab's InfluxDB queue when a server is set, else the local SQLite queue (solo mode)."""
+@dataclass(frozen=True)
+class ContributionOptions:
+    """Everything that decides a contribution run."""
 
+    kind: str = GOLD
+    worker: str = ""
+    server_url: str = ""  # "" = solo mode: the local SQLite queue
+    db: str = "training"
+    lease_s: float = 120.0
+    backend: str = "mlx"  # or "api": an OpenAI-compatible server
+    model: str = ""  # MLX: catalog id, hub id or folder; "" = the model recommended for this computer
+    batch_size: int = 8  # answers generated together (MLX)
+    api_url: str = ""
+    api_model: str = ""
+    sampling: Sampling = field(default_factory=Sampling)
+    limit: int | None = None
+    target: int | None = None
+    prompts: Path | None = None
+    output: Path | None = None
+    axioms_path: Path | None = None
+    kernel_path: Path | None = None
+    pause_rules: GovernorRules | None = None  # battery, memory and in-use pauses; None never pauses
+
+    @property
+    def queue_choice(self) -> QueueChoice:
+        return QueueChoice(self.server_url, self.db, self.lease_s)
+
+    def engine_config(self) -> ContributeConfig:
+        governor = Governor(self.pause_rules) if self.pause_rules is not None else None
+        return ContributeConfig(
+            kind=self.kind, prompts=self.prompts, output=self.output, worker=self.worker, sampling=self.sampling,
+            limit=self.limit, target=self.target, axioms_path=self.axioms_path, kernel_path=self.kernel_path,
+            pause_check=governor.pause_reason if governor is not None else None,
+        )
+
+
+def options_from_settings(settings: Settings) -> ContributionOptions:
+    """The app's run: gold answers, the pace preset's batch, the governor's pauses."""
+    return ContributionOptions(
+        kind=GOLD, worker=settings.effective_worker(),
+        server_url="" if settings.solo else settings.influx_url.strip(), db=settings.influx_db,
+        model=settings.model_override, batch_size=PRESETS.get(settings.preset, 2),
+        sampling=Sampling(max_tokens=settings.max_tokens),
+        pause_rules=GovernorRules(only_on_power=settings.only_on_power,
+                                  pause_when_in_use=settings.pause_when_in_use,
+                                  min_free_memory_gb=settings.min_free_memory_gb),
+    )
+
+
+@dataclass(frozen=True)
+class ContributionRun:
+    """A run ready to start: `start()` generates until the work runs out, the limit, a drain or a cancel."""
+
+    config: ContributeConfig
+    queue: WorkQueue
+    generator: Generator
+
+    def start(self, *, report: Report = no_report, cancel: CancelToken | None = None,
+              drain: CancelToken | None = None) -> ContributeResult:
+        return run_contribution(self.config, self.queue, self.generator, report=report, cancel=cancel,
+                                drain=drain)
+
+
+def build_contribution(options: ContributionOptions, token_store: TokenStore | None = None, *,
+                       cache: GeneratorCache = load_uncached, report: Report = no_report,
+                       cancel: CancelToken | None = None) -> ContributionRun:
+    """Check the options, open the queue (and, with a server, check the address and token), then load the
+    generator through `cache`: a wrong address or token fails in seconds, not after a model download.
+    `token_store` defaults to the system keychain."""
+    if options.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {options.backend!r}: use mlx or api.")
+    config = options.engine_config()
+    config.validate()
+    queue = open_queue(options.queue_choice, options.kind, options.worker, token_store=token_store,
+                       report=report)
+    if options.server_url:
+        check_queue(queue, options.server_url)
+    generator = make_generator(options.backend, options.model, batch_size=options.batch_size,
+                               api_url=options.api_url, api_model=options.api_model, token_store=token_store,
+                               cache=cache, report=report, cancel=cancel)
+    return ContributionRun(config, queue, generator)
+
+
+def open_queue(choice: QueueChoice, kind: str, worker: str, *, token_store: TokenStore | None = None,
+               report: Report = no_report) -> WorkQueue:
+    """The lab's InfluxDB queue when a server is set, else the local SQLite queue (solo mode)."""
     if not choice.server_url:
         return SQLiteQueue(default_solo_queue_path(), kind, worker, lease_s=choice.lease_s)
 
-    store = token_store if token_store is not None else KeyringTokenStore()
-    try:
-        token, note = resolve_token(store)
-    except Exception:  # noqa: BLE001 - no keychain at all: INFLUX_TOKEN may still be set
-        token, note = resolve_token(MemoryTokenStore())
+    token, note = resolve_token_or_env(token_store if token_store is not None else KeyringTokenStore())
     if not token:
         raise ConfigError(f"No token for {choice.server_url}: paste it in Settings (or run `lem login`), "
                           "or contribute offline.")
     if "imported" in note:
-        notice(note)
+        report(Notice(note))
     client = InfluxClient(InfluxTarget(choice.server_url, choice.db), token)
     return InfluxQueue(client, kind, worker, lease_s=choice.lease_s)
 
 
-def check_queue(queue: Any, url: str) -> None:
+def check_queue(queue: WorkQueue, url: str) -> None:
     """Fail fast on a wrong address or token, before loading a model."""
     try:
         queue.completed()
@@ -60,37 +156,30 @@ def check_queue(queue: Any, url: str) -> None:
                                 "contribute offline (Settings, or --solo on the command line).") from None
 
 
-def recommended_model() -> Any:
-    """The lab's pick for this machine's memory and GPU (a catalog Recommendation)."""
-
+def recommended_model() -> Recommendation:
+    """The lab's pick for this machine's memory and GPU."""
     return recommend(detect_hardware(), mlx_backend())
 
 
-def resolve_generation_model(model: str, *, report: Report = no_report, cancel: Any = None) -> str:
+def resolve_generation_model(model: str) -> str:
     """The model to generate with: the user's override (hub id or folder), else the recommended catalog id
     (which the Models engine downloads or, for the built-in model, converts once)."""
     return model or recommended_model().entry.id
 
 
 def make_generator(backend: str, model: str, *, batch_size: int, api_url: str = "", api_model: str = "",
-                   token_store: Any = None, report: Report = no_report, cancel: Any = None) -> Any:
+                   token_store: TokenStore | None = None, cache: GeneratorCache = load_uncached,
+                   report: Report = no_report, cancel: CancelToken | None = None) -> Generator:
+    """An APIGenerator for `backend="api"`, else the MLX model loaded through `cache` (keyed by model and
+    batch: the fit check counted `batch_size` sequences)."""
     if backend == "api":
-
         key = None
         try:
-            key = (token_store or KeyringTokenStore()).get("generation-api-key")
-        except Exception:  # noqa: BLE001 - a key is optional for local servers
-            pass
+            key = (token_store if token_store is not None else KeyringTokenStore()).get(GENERATION_API_ACCOUNT)
+        except SecretStoreError:
+            pass  # a key is optional for local servers
         return APIGenerator(api_url, api_model, api_key=key)
 
-    path = resolve_generation_model(model, report=report, cancel=cancel)
-    return MLXGenerator.load(path, batch_size=batch_size, report=report, cancel=cancel)
-
-
-def print_notice(message: Any) -> None:
-    print(message, file=sys.stderr)
-
-
-def output_dir() -> Path:
-
-    return data_dir() / "output"
+    path = resolve_generation_model(model)
+    return cache(("mlx", path, batch_size),
+                 lambda: MLXGenerator.load(path, batch_size=batch_size, report=report, cancel=cancel))

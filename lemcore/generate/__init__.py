@@ -4,13 +4,18 @@ backend, cpu/ switches in faster attention and SwiGLU and sampling.py samples in
 """
 
 from lemcore.generate.api import APIGenerator
-from lemcore.generate.engine import GenItem, GenResult, MLXGenerator, Sampling, TokenChunk
+from lemcore.generate.engine import MLXGenerator, TokenChunk
+from lemcore.generate.protocol import WAIT, Feed, Generator, GenItem, GenResult, Messages, Sampling
 
 __all__ = [
+    "WAIT",
     "APIGenerator",
+    "Feed",
     "GenItem",
     "GenResult",
+    "Generator",
     "MLXGenerator",
+    "Messages",
     "Sampling",
     "TokenChunk",
 ]

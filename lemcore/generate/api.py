@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lemcore.errors import ConfigError, LemError, ServerUnreachable
-from lemcore.generate.engine import WAIT, GenResult, Sampling
+from lemcore.generate.protocol import WAIT, Feed, GenResult, Messages, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
 
 
@@ -24,11 +24,13 @@ class APIGenerator:
     def __init__(self, url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"API URL {url!r} is not a web address (e.g. http://localhost:8090/v1).")
-        import urllib3
+        import urllib3  # lazy: only API runs need an HTTP pool
 
         self.url = url.rstrip("/")
         self.model = model
         self.name = f"{model or 'default'} @ {self.url}"
+        # Requests go one at a time whatever this says; callers size their claims by it (Generator protocol).
+        self.batch_size = 1
         self._key = api_key
         self._http = urllib3.PoolManager(retries=False)
         self._timeout = urllib3.Timeout(connect=5.0, read=timeout)
@@ -36,11 +38,11 @@ class APIGenerator:
     def __repr__(self) -> str:
         return f"APIGenerator({self.url!r}, {self.model!r})"
 
-    def complete(self, messages: list[dict[str, str]], sampling: Sampling) -> GenResult:
+    def complete(self, messages: Messages, sampling: Sampling) -> GenResult:
         import urllib3
 
-        body = {"messages": messages, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
-                "stream": False}
+        body: dict[str, Any] = {"messages": messages, "max_tokens": sampling.max_tokens,
+                                "temperature": sampling.temperature, "stream": False}
         if self.model:
             body["model"] = self.model
         if sampling.top_p < 1:
@@ -73,10 +75,10 @@ class APIGenerator:
                          tokens=int(usage.get("completion_tokens", 0)), seconds=time.perf_counter() - started,
                          truncated=choice.get("finish_reason") == "length")
 
-    def set_shared_prefix(self, sample_messages: list[list[dict[str, str]]]) -> int:
+    def set_shared_prefix(self, sample_messages: list[Messages]) -> int:
         return 0  # the server manages its own prompt cache
 
-    def run(self, feed: Callable[[], Any], sampling: Sampling, on_result: Callable[[GenResult], None], *,
+    def run(self, feed: Feed, sampling: Sampling, on_result: Callable[[GenResult], None], *,
             report: Report = no_report, cancel: CancelToken | None = None,
             on_tick: Callable[[], None] | None = None) -> int:
         sampling.validate()

@@ -4,6 +4,8 @@
 callable whenever a slot frees up (so the caller claims work just in time) and hands each finished response
 to `on_result` at once, so a crash loses only what is in flight. Tokens of the shared prefix (e.g. the axiom
 system message every sandwich starts with) are prefilled once and the cache is copied for each sequence.
+
+MLX and mlx-lm are imported inside the functions that use them, so importing this module stays light.
 """
 
 from __future__ import annotations
@@ -16,45 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lemcore.errors import ConfigError, ModelLoadError
+from lemcore.errors import ModelLoadError
 from lemcore.events import Event
 from lemcore.generate.cpu.paths import cpu_fast_paths
+from lemcore.generate.protocol import WAIT, Feed, Messages
+
+# Re-exported (`as`): benchmarks, tests and the perf scripts import these from here.
+from lemcore.generate.protocol import GenItem as GenItem
+from lemcore.generate.protocol import GenResult as GenResult
+from lemcore.generate.protocol import Sampling as Sampling
 from lemcore.generate.sampling import SamplingModel, cpu_sampler
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.loading import load_model
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.3
-    top_p: float = 1.0
-    max_tokens: int = 512
-    seed: int | None = None
-
-    def validate(self) -> None:
-        if self.max_tokens < 1:
-            raise ConfigError("max tokens must be at least 1.")
-        if not 0 <= self.temperature <= 5:
-            raise ConfigError("temperature must be between 0 and 5 (0 = greedy, the lab uses 0.3).")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError("top-p must be in (0, 1].")
-
-
-@dataclass(frozen=True)
-class GenItem:
-    key: Any
-    messages: list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class GenResult:
-    key: Any
-    text: str
-    prompt_tokens: int
-    tokens: int
-    seconds: float
-    truncated: bool  # stopped at the token limit, not at end-of-sequence
-    prompt_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,9 +41,6 @@ class TokenChunk(Event):
     tokens: int
 
 
-WAIT = object()  # returned by a feed that has no item right now but may later (e.g. server down)
-
-
 @dataclass
 class _Slot:
     item: GenItem
@@ -78,7 +50,7 @@ class _Slot:
     ids: list[int] = field(default_factory=list)
 
 
-def _apply_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+def _apply_template(tokenizer: Any, messages: Messages) -> str:
     try:
         return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     except Exception as err:  # noqa: BLE001 - templates raise anything (jinja errors, ValueError)
@@ -89,7 +61,7 @@ def _apply_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
         raise ModelLoadError(f"The model's chat template failed: {err}") from None
 
 
-def encode_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
+def encode_prompt(tokenizer: Any, messages: Messages) -> tuple[str, list[int]]:
     text = _apply_template(tokenizer, messages)
     # The template already holds BOS where the model wants one.
     return text, list(tokenizer.encode(text, add_special_tokens=False))
@@ -98,9 +70,9 @@ def encode_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, 
 def _quiet_transformers() -> None:
     # Sandwich prompts exceed some tokenizers' nominal max length; the warning is noise for us.
     try:
-        import transformers
+        import transformers  # lazy: heavy, and only MLX loading needs it
 
-        transformers.logging.set_verbosity_error()
+        transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     except ImportError:
         pass
 
@@ -115,12 +87,15 @@ def load_mlx_model(path: str | Path, *, batch: int = 1, report: Report = no_repo
 
 
 class MLXGenerator:
-    """Loads a model once and generates batches on it. Use from a single (MLX) thread."""
+    """Loads a model once and generates batches on it. Use from a single (MLX) thread.
+
+    `model` and `tokenizer` are mlx-lm's (an nn.Module and a TokenizerWrapper): untyped third-party objects.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, name: str = "") -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.batch_size = max(1, batch_size)
+        self._batch_size = max(1, batch_size)
         self.name = name
         self._prefix_ids: list[int] = []
         self._prefix_cache: list[Any] | None = None
@@ -135,8 +110,17 @@ class MLXGenerator:
         model, tokenizer = load_mlx_model(path, batch=batch_size, report=report, cancel=cancel)
         return cls(model, tokenizer, batch_size=batch_size, name=str(path))
 
+    @property
+    def batch_size(self) -> int:
+        """Sequences decoded together; a change applies from the next `run()`."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch_size = max(1, int(value))
+
     # -- shared prefix ------------------------------------------------------------------------------
-    def set_shared_prefix(self, sample_messages: list[list[dict[str, str]]]) -> int:
+    def set_shared_prefix(self, sample_messages: list[Messages]) -> int:
         """Prefill the token prefix common to the given prompts once. Returns its length in tokens."""
         from mlx_lm.models.cache import make_prompt_cache
 
@@ -208,7 +192,7 @@ class MLXGenerator:
     # -- the loop -----------------------------------------------------------------------------------
     def run(
         self,
-        feed: Callable[[], Any],
+        feed: Feed,
         sampling: Sampling,
         on_result: Callable[[GenResult], None],
         *,
@@ -291,7 +275,7 @@ class MLXGenerator:
         return finished
 
 
-def generate_one_by_one(model: Any, tokenizer: Any, messages: list[dict[str, str]], sampling: Sampling) -> str:
+def generate_one_by_one(model: Any, tokenizer: Any, messages: Messages, sampling: Sampling) -> str:
     """The lab's way (one `mlx_lm.generate` call per prompt): the baseline for tests/perf."""
     import mlx_lm
     from mlx_lm.sample_utils import make_sampler

@@ -8,6 +8,8 @@ So on the CPU the engine samples inside the model call (`SamplingModel`): from t
 the cumulative sum of the tempered weights (one `power(2, x)` per entry and one random number per sequence;
 the same distribution, checked in tests/core/test_sampling.py), and BatchGenerator sees one dummy logit per
 sequence. Top-p sampling and GPUs keep mlx-lm's own path.
+
+MLX is imported inside the functions, so that importing the generation engine does not load it.
 """
 
 from __future__ import annotations

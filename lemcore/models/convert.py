@@ -95,8 +95,8 @@ def _source_folder(source: str, *, endpoint: str | None, report: Report, cancel:
 
 
 def convert_model(
-    source: str | os.PathLike,
-    out_dir: str | os.PathLike | None = None,
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
     *,
     q_bits: int | None = 4,
     q_group_size: int = 64,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lemcore.errors import DownloadError
 from lemcore.events import Event
@@ -48,6 +48,7 @@ HUB_TIMEOUT = 5.0  # seconds to connect or get an answer: "offline" must be said
 READ_TIMEOUT = 30.0  # a stream silent this long is stalled: reconnect and resume
 MAX_RETRIES = 5
 CHUNK = 1 << 16  # also the cancel granularity
+_T = TypeVar("_T")
 _EMIT_EVERY = 0.1  # seconds between progress events
 _OFFER_EMBEDDED = "or use the built-in model (SmolLM2 135M), which needs no download."
 
@@ -114,7 +115,7 @@ def _hub_error(err: Exception, repo: str, endpoint: str | None) -> DownloadError
     return DownloadError(f"Download of {repo} failed: {err}")
 
 
-def _hub_call(repo: str, endpoint: str | None, fn: Callable[[], Any]) -> Any:
+def _hub_call(repo: str, endpoint: str | None, fn: Callable[[], _T]) -> _T:
     import httpx2
     from huggingface_hub import errors
 
@@ -166,7 +167,8 @@ def hub_needs(repo: str, *, revision: str = "main", endpoint: str | None = None,
     listing = listing or list_hub_files(repo, revision=revision, endpoint=endpoint)
     try:
         config = json.loads(_get(repo, endpoint, "config.json", listing.commit))
-        weight, by_dtype = 0, {}
+        weight = 0
+        by_dtype: dict[str, int] = {}
         for f in listing.files:
             if fnmatch(f.path, "model*.safetensors"):
                 length = int.from_bytes(_get(repo, endpoint, f.path, listing.commit, "0-7"), "little")
@@ -192,18 +194,18 @@ def hub_sizes(repo: str, *, endpoint: str | None = None, timeout: float = HUB_TI
     return hub_needs(repo, endpoint=endpoint, listing=listing).weight_bytes, listing.download_bytes
 
 
-def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     from huggingface_hub import constants
 
     return Path(cache_dir or constants.HF_HUB_CACHE)
 
 
-def _storage(repo: str, cache_dir: str | os.PathLike | None) -> Path:
+def _storage(repo: str, cache_dir: str | os.PathLike[str] | None) -> Path:
     return _cache_dir(cache_dir) / ("models--" + repo.replace("/", "--"))
 
 
 def cached_snapshot(repo: str, *, revision: str = "main",
-                    cache_dir: str | os.PathLike | None = None) -> Path | None:
+                    cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The cached snapshot folder of `repo` if it holds a config and its weights, else None. No network."""
     storage = _storage(repo, cache_dir)
     try:
@@ -221,7 +223,7 @@ def cached_snapshot(repo: str, *, revision: str = "main",
     return folder if all((folder / s).is_file() for s in shards) else None
 
 
-def partial_bytes(repo: str, *, cache_dir: str | os.PathLike | None = None) -> int:
+def partial_bytes(repo: str, *, cache_dir: str | os.PathLike[str] | None = None) -> int:
     """Bytes of unfinished downloads of `repo` waiting to be resumed."""
     return sum(p.stat().st_size for p in (_storage(repo, cache_dir) / "blobs").glob("*.incomplete"))
 
@@ -301,7 +303,7 @@ def pull_model(
     *,
     revision: str = "main",
     endpoint: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     hw: Hardware | None = None,
     batch: int = 1,
     context: int = DEFAULT_CONTEXT,
@@ -368,14 +370,14 @@ def pull_model(
         report(DownloadProgress(repo, "downloading", f.path, done, total, f.size, f.size, resumed))
 
     # Every blob is present: huggingface_hub writes refs, tree cache and snapshot links, fetching nothing.
-    class _Silent(hf_tqdm):  # type: ignore[misc, valid-type]
+    class _Silent(hf_tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # tqdm is unannotated
 
     report(DownloadProgress(repo, "linking", "", done, total, resumed=resumed))
     folder = _hub_call(repo, endpoint, lambda: snapshot_download(
-        repo, revision=revision, endpoint=endpoint, cache_dir=cache_dir, allow_patterns=list(patterns),
+        repo, revision=revision, endpoint=endpoint, cache_dir=_cache_dir(cache_dir), allow_patterns=list(patterns),
         tqdm_class=_Silent, etag_timeout=HUB_TIMEOUT))
     report(DownloadProgress(repo, "done", "", done, total, resumed=resumed))
     return Path(folder)

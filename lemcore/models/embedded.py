@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lemcore.errors import ModelLoadError
 from lemcore.jobs import CancelToken, Report, no_report
@@ -39,7 +40,7 @@ def default_dtype() -> str:
     return "4bit" if sys.platform == "darwin" and platform.machine() == "arm64" else "float32"
 
 
-def model_cache_root(cache_root: str | os.PathLike | None = None) -> Path:
+def model_cache_root(cache_root: str | os.PathLike[str] | None = None) -> Path:
     """Folder that holds converted models: `cache_root`, else $LEM_MODEL_CACHE, else the user cache."""
     if cache_root is not None:
         return Path(cache_root)
@@ -50,7 +51,7 @@ def model_cache_root(cache_root: str | os.PathLike | None = None) -> Path:
     return Path(platformdirs.user_cache_dir("lem-desktop")) / "models"
 
 
-def embedded_model_dir(cache_root: str | os.PathLike | None = None, *, dtype: str | None = None) -> Path:
+def embedded_model_dir(cache_root: str | os.PathLike[str] | None = None, *, dtype: str | None = None) -> Path:
     """Where the converted default model lives (it may not exist yet: see `ensure_embedded_model`)."""
     return model_cache_root(cache_root) / f"{MODEL_NAME}-{dtype or default_dtype()}"
 
@@ -72,7 +73,7 @@ def embedded_gguf_path() -> Path:
     if dist is not None:
         for entry in dist.files or []:
             if entry.name == GGUF_NAME:
-                path = Path(dist.locate_file(entry))
+                path = Path(str(dist.locate_file(entry)))  # a SimplePath: a pathlib.Path in practice
                 if path.is_file():
                     return path
     # Without dist-info (e.g. a frozen app bundle), look beside the package; find_spec does not run it.
@@ -102,14 +103,15 @@ def _sha256(path: Path, cancel: CancelToken | None) -> str:
     return digest.hexdigest()
 
 
-def _read_stamp(folder: Path) -> dict:
+def _read_stamp(folder: Path) -> dict[str, Any]:
     try:
-        return json.loads((folder / STAMP_NAME).read_text(encoding="utf-8"))
+        stamp = json.loads((folder / STAMP_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return stamp if isinstance(stamp, dict) else {}
 
 
-def _write_stamp(folder: Path, stamp: dict) -> None:
+def _write_stamp(folder: Path, stamp: dict[str, Any]) -> None:
     # The stamp marks the folder complete, so it appears whole or not at all.
     tmp = folder / f".{STAMP_NAME}.{uuid.uuid4().hex[:8]}"
     tmp.write_text(json.dumps(stamp, indent=2), encoding="utf-8")
@@ -164,7 +166,7 @@ def _exclusive(lock_path: Path, report: Report, cancel: CancelToken | None) -> I
 def ensure_embedded_model(
     dtype: str | None = None,
     *,
-    cache_root: str | os.PathLike | None = None,
+    cache_root: str | os.PathLike[str] | None = None,
     report: Report = no_report,
     cancel: CancelToken | None = None,
 ) -> Path:

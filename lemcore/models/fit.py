@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.errors import ModelFitError, ModelLoadError
+from lemcore.events import Event
 from lemcore.hardware import GB, Hardware
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
@@ -70,7 +71,7 @@ class ModelNeeds:
 
 
 @dataclass(frozen=True)
-class FitReport:
+class FitReport(Event):
     """The fit verdict for one model on one machine (also emitted as an event before downloads and loads)."""
 
     name: str
@@ -196,7 +197,8 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
 
 def tensor_bytes(header: dict[str, Any]) -> tuple[int, dict[str, int]]:
     """(bytes of the tensors a text model keeps, bytes per dtype) from one safetensors header."""
-    kept, by_dtype = 0, {}
+    kept = 0
+    by_dtype: dict[str, int] = {}
     for name, info in header.items():
         if name == "__metadata__" or not isinstance(info, dict):
             continue
@@ -240,7 +242,8 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def kv_shape_from_config(config: dict[str, Any], dtype_bytes: int | None = None) -> KVShape:
     """KV-cache figures from a Hugging Face / mlx-lm config.json (multimodal configs nest a text_config)."""
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    nested = config.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else config
     model_type = str(text.get("model_type") or config.get("model_type") or "")
     try:
         layers = int(text["num_hidden_layers"])
@@ -261,7 +264,7 @@ def kv_shape_from_config(config: dict[str, Any], dtype_bytes: int | None = None)
         # mlx-lm's gemma3: every `pattern`-th layer is global, the rest rotate over the window.
         pattern = int(text.get("sliding_window_pattern") or 6)
         sliding = layers - layers // pattern
-    return KVShape(layers, kv_heads, head_dim, dtype_bytes, int(window) if sliding else None, sliding)
+    return KVShape(layers, kv_heads, head_dim, dtype_bytes, int(window) if sliding and window else None, sliding)
 
 
 def needs_from_folder(folder: Path, name: str | None = None) -> ModelNeeds:
@@ -272,7 +275,8 @@ def needs_from_folder(folder: Path, name: str | None = None) -> ModelNeeds:
     if not files:
         raise ModelLoadError(f"The model folder {folder} has no weights (no model*.safetensors file). "
                              "Download or convert the model again.")
-    total, by_dtype = 0, {}
+    total = 0
+    by_dtype: dict[str, int] = {}
     for path in files:
         kept, dtypes = tensor_bytes(read_safetensors_header(path))
         total += kept

@@ -84,7 +84,7 @@ def _embedded_folder() -> Path | None:
     return folder if (folder / "config.json").is_file() and weight_files(folder) else None
 
 
-def resolve_model(path_or_id: str, *, cache_dir: str | os.PathLike | None = None) -> ModelRef:
+def resolve_model(path_or_id: str, *, cache_dir: str | os.PathLike[str] | None = None) -> ModelRef:
     """Catalog id, local folder or hub id -> ModelRef. Raises ModelLoadError for anything else."""
 
     text = str(path_or_id).strip()
@@ -182,7 +182,7 @@ def needs_for(path_or_id: str, *, endpoint: str | None = None) -> ModelNeeds:
 
 
 def load_model(
-    path_or_id: str | os.PathLike,
+    path_or_id: str | os.PathLike[str],
     *,
     report: Report = no_report,
     cancel: CancelToken | None = None,

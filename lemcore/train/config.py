@@ -20,6 +20,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor")
 LR_SCHEDULES = ("constant", "cosine")
 NESTED_KEYS = {"lora_rank": "rank", "lora_scale": "scale", "lora_dropout": "dropout"}
 SCHEDULE_KEYS = ("lr_schedule", "warmup_steps", "min_learning_rate")
+# What a field's annotation allows (`problems` checks values loaded from YAML or typed in the form).
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool, "str": str}
 
 
 def _f(default: Any, label: str, help: str, *, lem: bool = False, **extra: Any) -> Any:
@@ -86,8 +88,7 @@ class TrainConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             kind = f.type if isinstance(f.type, str) else f.type.__name__
-            typed = {"int": int, "float": (int, float), "bool": bool, "str": str}[kind]
-            if not isinstance(value, typed) or (kind in ("int", "float") and isinstance(value, bool)):
+            if not isinstance(value, _FIELD_TYPES[kind]) or (kind in ("int", "float") and isinstance(value, bool)):
                 out[f.name] = f"{f.metadata['label']} must be {'a number' if kind != 'str' else 'text'}."
         need("model", bool(self.model.strip()), "Choose a model: a hub id or a local model folder.")
         need("data", bool(self.data.strip()), "Choose a data folder holding train.jsonl and valid.jsonl.")
@@ -365,14 +366,17 @@ def model_size_b(model: str) -> float | None:
         raw = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    c = raw.get("text_config") or raw
+    nested = raw.get("text_config") if isinstance(raw, dict) else None
+    c = nested if isinstance(nested, dict) else raw
+    if not isinstance(c, dict):
+        return None
     h, n, v = c.get("hidden_size"), c.get("num_hidden_layers"), c.get("vocab_size")
     if not (h and n and v):
         return None
     i = c.get("intermediate_size") or 4 * h
     heads, kv = c.get("num_attention_heads") or 1, c.get("num_key_value_heads") or c.get("num_attention_heads") or 1
     attention = 2 * h * h + 2 * h * (h * kv // heads)
-    return (v * h + n * (attention + 3 * h * i)) / 1e9
+    return float(v * h + n * (attention + 3 * h * i)) / 1e9
 
 
 def preset(name: str, *, model_size_b: float | None = None, **changes: Any) -> TrainConfig:

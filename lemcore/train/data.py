@@ -244,9 +244,9 @@ def _check(folder: Path, tokenizer: Any, batch_size: int, mask_prompt: bool, max
         if fmt and split.format and split.format != fmt:
             errors.append(f"{split.path.name} is {split.format} data but train.jsonl is {fmt} data: use one format.")
     for name in ("train", "valid"):
-        split = splits.get(name)
-        if split and split.records and len(split.records) < batch_size:
-            errors.append(f"{split.path.name} has {len(split.records)} example(s) but the batch size is "
+        part = splits.get(name)
+        if part and part.records and len(part.records) < batch_size:
+            errors.append(f"{part.path.name} has {len(part.records)} example(s) but the batch size is "
                           f"{batch_size}: add examples or lower the batch size.")
     train = splits.get("train")
     if train and len(train.records) >= batch_size:

@@ -25,7 +25,14 @@ from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.train.config import TrainConfig, load_yaml
 from lemcore.train.data import DataReport, load_training_data
 from lemcore.train.events import CheckpointSaved, TrainStarted
-from lemcore.train.memory import MemoryEstimate, ModelShape, check_fits, estimate_peak, usable_bytes
+from lemcore.train.memory import (
+    MemoryEstimate,
+    ModelShape,
+    check_fits,
+    estimate_peak,
+    flat_tree,
+    usable_bytes,
+)
 from lemcore.train.resume import (
     ADAPTER_FILE,
     RunState,
@@ -138,12 +145,12 @@ def _train(config: TrainConfig, report: Report, cancel: CancelToken) -> TrainRes
         metrics.write("resume", iteration=checkpoint.iteration, checkpoint=str(checkpoint.path))
     session = Session(config, model, optimizer, run_dir, state, train_set, valid_set, metrics, report, cancel,
                       resumed=checkpoint is not None)
-    trainable = sum(v.size for _, v in _flat(model.trainable_parameters()))
+    trainable = sum(v.size for _, v in flat_tree(model.trainable_parameters()))
     report(TrainStarted(run_dir=run_dir, model=config.model, start_iteration=state.iteration,
                         total_iters=config.iters, train_examples=len(train_set),
                         valid_examples=len(valid_set) if valid_set is not None else 0,
                         trainable_parameters=int(trainable),
-                        total_parameters=int(sum(v.size for _, v in _flat(model.parameters()))),
+                        total_parameters=int(sum(v.size for _, v in flat_tree(model.parameters()))),
                         estimated_peak_gb=memory.total_gb, usable_memory_gb=limit / 2**30,
                         resumed=checkpoint is not None, warnings=data.warnings))
     started = time.monotonic()
@@ -181,7 +188,7 @@ def _finish_run(session: Session, config: TrainConfig, model: Any, optimizer: An
         raise
     if status == "complete":
         session.validate_now()
-    mx.save_safetensors(str(run_dir / ADAPTER_FILE), dict(_flat(model.trainable_parameters())))
+    mx.save_safetensors(str(run_dir / ADAPTER_FILE), dict(flat_tree(model.trainable_parameters())))
     path = save_checkpoint(run_dir, model, optimizer, state)
     session.report(CheckpointSaved(iteration=state.iteration, path=path, reason="final"))
     status = "complete" if status == "complete" else "early_stopped"
@@ -191,12 +198,6 @@ def _finish_run(session: Session, config: TrainConfig, model: Any, optimizer: An
                f"{state.best_iteration}).")
     session.finish(status, message)
     return status
-
-
-def _flat(tree: Any) -> list[tuple[str, Any]]:
-    from mlx.utils import tree_flatten
-
-    return tree_flatten(tree)
 
 
 def _run_trainer(session: Session, config: TrainConfig, model: Any, optimizer: Any, train_set: Any,
@@ -225,8 +226,8 @@ class _SilentUI:
     def __enter__(self) -> _SilentUI:
         return self
 
-    def __exit__(self, *exc: object) -> bool:
-        return False
+    def __exit__(self, *exc: object) -> None:
+        pass
 
     def advance(self) -> None:
         pass
@@ -254,10 +255,11 @@ def _quiet_trainer(model: Any) -> Iterator[None]:
     block = type(model.layers[0])
     saved_call = block.__call__
     saved_ui = getattr(trainer, "TrainUI", None)
-    trainer.TrainUI = _SilentUI  # type: ignore[attr-defined]
+    # mlx-lm has no option to silence its UI, so the class is swapped for the call (a stand-in, not a subclass).
+    trainer.TrainUI = _SilentUI  # type: ignore[misc, assignment]
     try:
         yield
     finally:
-        block.__call__ = saved_call  # type: ignore[method-assign]
+        block.__call__ = saved_call
         if saved_ui is not None:
-            trainer.TrainUI = saved_ui  # type: ignore[attr-defined]
+            trainer.TrainUI = saved_ui  # type: ignore[misc]  # restoring the class swapped above

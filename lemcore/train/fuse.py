@@ -18,6 +18,7 @@ from typing import Any
 from lemcore.errors import ConfigError, LemError
 from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.train.memory import flat_tree
 from lemcore.train.run import load_base_model
 
 CHECK_PROMPTS = (
@@ -140,7 +141,7 @@ def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: Canc
     mx.clear_cache()
 
     report(FuseStage("checking"))
-    fused_model, _ = load(str(save_path))
+    fused_model = load(str(save_path))[0]
     check = _compare(base_logits, reference, [_logits(fused_model, x) for x in ids], quantized, half)
     provenance = {"base_model": base, "adapter_path": str(adapter), "dequantized": config.dequantize,
                   "check": asdict(check)}
@@ -169,9 +170,8 @@ def _logits(model: Any, ids: list[int]) -> Any:
 
 def _uses_half_precision(model: Any) -> bool:
     import mlx.core as mx
-    from mlx.utils import tree_flatten
 
-    return any(v.dtype in (mx.float16, mx.bfloat16) for _, v in tree_flatten(model.parameters()))
+    return any(v.dtype in (mx.float16, mx.bfloat16) for _, v in flat_tree(model.parameters()))
 
 
 def _compare(base: list[Any], reference: list[Any], fused: list[Any], quantized: bool, half: bool) -> FuseCheck:

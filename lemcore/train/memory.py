@@ -21,6 +21,17 @@ USABLE_FRACTION = 0.9  # of available memory: leave the rest to the OS and the G
 LOW_MEMORY_BYTES = int(0.5 * GB)  # stop a running job (with a checkpoint) below this much free memory
 
 
+def flat_tree(tree: Any) -> list[tuple[str, Any]]:
+    """`mlx.utils.tree_flatten(tree)`: (dotted name, leaf) pairs. Typed as a list: it returns a dict only when
+    given a dict to fill, which nothing here does."""
+    from mlx.utils import tree_flatten
+
+    flat = tree_flatten(tree)
+    if not isinstance(flat, list):
+        raise TypeError(f"tree_flatten returned {type(flat).__name__}, not a list")
+    return flat
+
+
 @dataclass(frozen=True)
 class ModelShape:
     hidden_size: int
@@ -34,10 +45,8 @@ class ModelShape:
     @classmethod
     def from_model(cls, model: Any, config: dict[str, Any]) -> ModelShape:
         """Read the shape from an mlx-lm model (lazy-loaded is fine: only shapes and dtypes are used)."""
-        from mlx.utils import tree_flatten
-
         text = config.get("text_config") or config
-        params = tree_flatten(model.parameters())
+        params = flat_tree(model.parameters())
         weight_bytes = sum(int(v.nbytes) for _, v in params)
         floats = [v.dtype for _, v in params if v.dtype.size in (2, 4) and "float" in str(v.dtype)]
         act = 4 if floats and all(d.size == 4 for d in floats) else 2

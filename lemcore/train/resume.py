@@ -19,10 +19,14 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lemcore.errors import ConfigError, LemError
 from lemcore.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -87,29 +91,31 @@ class BatchOrder:
         if state.epoch_rng_state is not None:
             self._rng.set_state(_decode_rng(state.epoch_rng_state))
         else:
-            state.epoch_rng_state = _encode_rng(self._rng.get_state())
+            state.epoch_rng_state = _encode_rng(self._rng.get_state(legacy=False))
         self._perm = self._rng.permutation(n_batches)
 
     def next(self) -> int:
         if self.state.position >= self.n:
             self.state.epoch += 1
             self.state.position = 0
-            self.state.epoch_rng_state = _encode_rng(self._rng.get_state())
+            self.state.epoch_rng_state = _encode_rng(self._rng.get_state(legacy=False))
             self._perm = self._rng.permutation(self.n)
         index = int(self._perm[self.state.position])
         self.state.position += 1
         return index
 
 
-def _encode_rng(state: tuple[Any, ...]) -> list[Any]:
-    name, keys, pos, has_gauss, gauss = state
-    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)]
+def _encode_rng(state: dict[str, Any]) -> list[Any]:
+    """`RandomState.get_state(legacy=False)` as JSON: the five fields of the legacy tuple, in its order."""
+    mt = state["state"]
+    return [state["bit_generator"], [int(k) for k in mt["key"]], int(mt["pos"]), int(state["has_gauss"]),
+            float(state["gauss"])]
 
 
-def _decode_rng(raw: list[Any]) -> tuple[Any, ...]:
+def _decode_rng(raw: list[Any]) -> tuple[str, NDArray[np.uint32], int, int, float]:
     import numpy as np
 
-    return (raw[0], np.array(raw[1], dtype=np.uint32), raw[2], raw[3], raw[4])
+    return (str(raw[0]), np.array(raw[1], dtype=np.uint32), int(raw[2]), int(raw[3]), float(raw[4]))
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------
@@ -194,6 +200,9 @@ def restore(checkpoint: Checkpoint, model: Any, optimizer: Any) -> None:
 
     model.load_weights(str(checkpoint.path / ADAPTER_FILE), strict=False)
     saved = mx.load(str(checkpoint.path / OPTIMIZER_FILE))
+    if not isinstance(saved, dict):  # a .safetensors file always loads as a dict of arrays
+        raise ConfigError(f"Checkpoint {checkpoint.path} has an unreadable optimizer state. Resume from an "
+                          "earlier one.")
     optimizer.state = tree_unflatten(list(saved.items()))  # mlx re-inits missing leaves, keeps these
     mx.eval(model.parameters(), optimizer.state)
 

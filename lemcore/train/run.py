@@ -40,12 +40,15 @@ def new_run_dir(config: TrainConfig) -> Path:
 
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(config.model.rstrip("/")).name).strip("-") or "model"
     base = data_dir() / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     folder, n = base, 1
-    while folder.exists():
-        n += 1
-        folder = base.with_name(f"{base.name}-{n}")
-    folder.mkdir(parents=True)
-    return folder
+    while True:  # a run started in the same second has the name: take the next (mkdir is atomic)
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = base.with_name(f"{base.name}-{n}")
 
 
 def snapshot_config(run_dir: Path, config: TrainConfig, resumed_at: int | None) -> Path:
@@ -111,7 +114,8 @@ def load_base_model(name: str, *, cancel: Any = None) -> tuple[Any, Any, dict[st
     from mlx_lm.utils import load
 
     try:
-        model, tokenizer, config = load(str(folder), lazy=True, return_config=True)
+        # mlx-lm types the result as a 2- or 3-tuple (no overloads); return_config=True gives three.
+        model, tokenizer, config = load(str(folder), lazy=True, return_config=True)  # type: ignore[misc]
     except Exception as err:  # noqa: BLE001 - whatever mlx-lm raises on a bad folder is a load error
         raise ModelLoadError(f"Could not load the model in {folder} ({type(err).__name__}: {str(err)[:200]}). "
                              "Download or convert it again, or pick another model.") from None

@@ -94,7 +94,7 @@ class Session:
 
         session = self
 
-        class _Callback(TrainingCallback):  # type: ignore[misc]
+        class _Callback(TrainingCallback):
             def on_train_loss_report(self, train_info: dict[str, Any]) -> None:
                 session.on_step(train_info)
 

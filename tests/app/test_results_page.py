@@ -7,6 +7,7 @@ import csv
 
 from PySide6.QtCore import Qt
 
+from lemcore.benchmarks import list_runs, read_run
 from lemcore.settings import Settings
 from tests.bench_items import write_gsm8k
 
@@ -30,7 +31,6 @@ def test_benchmark_run_from_page_then_compare_and_export(qtbot, make_window, tin
         qtbot.mouseClick(page.run_btn, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: page.run_btn.isEnabled(), timeout=180000)
         assert page.status.state == "idle", page.status.text
-        qtbot.wait(1100)  # run folders are named by the second
     runs = [rs for rs in page.sets if rs.kind == "run"]
     assert len(runs) == 2
     mean, low, high = runs[0].values[("gsm8k", "accuracy")]
@@ -51,3 +51,24 @@ def test_benchmark_run_from_page_then_compare_and_export(qtbot, make_window, tin
     with open(tmp_path / "table.csv", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     assert rows[0][0] == "Metric" and rows[1][0].startswith("GSM8K")
+
+
+def test_cancelled_benchmark_resumes_in_its_folder(qtbot, make_window, tiny_llama, tmp_path) -> None:
+    """Every run gets a new folder, except a cancelled one started again with the same settings."""
+    page = make_window(settings=Settings(first_run_done=True)).pages["Results"]
+    page.bench_model.setText(str(tiny_llama))
+    page.bench_file.setText(str(write_gsm8k(tmp_path / "gsm8k.jsonl", count=3)))
+    page.bench_samples.setValue(1)
+    qtbot.mouseClick(page.run_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page._run_dir is not None, timeout=60000)  # its folder exists: cancel now
+    qtbot.mouseClick(page.cancel_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.run_btn.isEnabled(), timeout=60000)
+    assert page.status.state == "paused", page.status.text
+    cancelled = page._run_dir
+    for _ in range(2):  # the cancelled run resumes; the one after it is a new run
+        qtbot.mouseClick(page.run_btn, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: page.run_btn.isEnabled(), timeout=180000)
+        assert page.status.state == "idle", page.status.text
+    runs = sorted(r["path"] for r in list_runs())
+    assert len(runs) == 2 and cancelled in runs
+    assert [s["outcome"] for s in read_run(cancelled)["sessions"]] == ["cancelled", "finished"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,33 @@ def test_cancel_keeps_finished_rows_and_resumes(tiny_gemma: Path, tmp_path: Path
     kept = len(store.latest_rows(tmp_path / "run", "gsm8k"))
     assert 1 <= kept < 6
     assert run_benchmark(config).generated == 6 - kept
+
+
+class _FrozenClock(datetime):
+    """datetime whose now() is always the same second: runs started "at once", deterministically."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> _FrozenClock:
+        return cls(2026, 3, 4, 5, 6, 7, tzinfo=tz)
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tiny_llama: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run folders are named to the second; a second run in the same second must not resume the first."""
+    monkeypatch.setattr(store, "datetime", _FrozenClock)
+    questions = write_gsm8k(tmp_path / "gsm8k.jsonl", count=3)
+    config = BenchConfig(model=str(tiny_llama), suites=(SuiteSpec("gsm8k", str(questions)),), samples=1,
+                         max_tokens=4)
+    first, second = run_benchmark(config), run_benchmark(config)
+    assert first.run_dir.parent == second.run_dir.parent == tmp_path / "data" / "benchmarks"
+    assert (first.run_dir.name, second.run_dir.name) == (f"20260304-050607-{tiny_llama.name}",
+                                                         f"20260304-050607-{tiny_llama.name}-2")
+    assert (first.generated, first.resumed) == (second.generated, second.resumed) == (3, 0)
+    assert len(list_runs()) == 2
+    # Only a folder asked for explicitly resumes (as `lem bench --run <folder>` does).
+    again = run_benchmark(BenchConfig(**{**config.__dict__, "run_dir": str(first.run_dir)}))
+    assert (again.run_dir, again.generated, again.resumed) == (first.run_dir, 0, 3)
+    assert len(store.read_run(first.run_dir)["sessions"]) == 2 and len(list_runs()) == 2
 
 
 def _make_adapter(model_dir: Path, dest: Path) -> Path:

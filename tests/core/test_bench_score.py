@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,25 @@ def test_ids_that_match_nothing_and_unknown_benchmarks(tmp_path: Path) -> None:
         score_responses(ScoreConfig(responses=str(plain), suite_file=str(questions)))
     summary = score_responses(ScoreConfig(responses=str(plain), suite_file=str(questions), suite="gsm8k"))
     assert summary["suites"]["gsm8k"]["metrics"]["accuracy"]["mean"] == 100.0
+
+
+def test_imports_in_the_same_second_get_their_own_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Frozen:
+            return cls(2026, 3, 4, 5, 6, 7, tzinfo=tz)
+
+    monkeypatch.setattr(store, "datetime", Frozen)
+    questions = write_gsm8k(tmp_path / "gsm8k.jsonl", lab=True)
+    results = _lab_results(tmp_path / "r.jsonl", "gsm8k", "m", ANSWERS, "GSM8K")
+    first, second = (score_responses(ScoreConfig(responses=str(results), suite_file=str(questions)))
+                     for _ in range(2))
+    assert [Path(first["run_dir"]).name, Path(second["run_dir"]).name] == ["scored-20260304-050607-m",
+                                                                           "scored-20260304-050607-m-2"]
+    with pytest.raises(DataError):  # a refused import leaves no empty folder behind
+        score_responses(ScoreConfig(responses=str(_lab_results(tmp_path / "x.jsonl", "gsm8k", "m", {1: "7"},
+                                                                "OTHER")), suite_file=str(questions)))
+    assert len(list((tmp_path / "data" / "benchmarks").iterdir())) == 2
 
 
 def test_rescore_run_appends_changed_scores(tmp_path: Path) -> None:

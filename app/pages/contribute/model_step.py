@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
@@ -12,10 +10,14 @@ from app.errors import user_message
 from app.jobs.runner import JobRunner
 from app.widgets import Card
 from lemcore.contribute.setup import recommended_model
+from lemcore.events import Event
 from lemcore.hardware import detect_hardware
+from lemcore.jobs import CancelToken, Report
 from lemcore.models.catalog import find_entry
+from lemcore.models.downloads import DownloadProgress
 from lemcore.models.fit import assess_fit
-from lemcore.models.loading import load_model
+from lemcore.models.gguf.convert import ConvertProgress
+from lemcore.models.loading import LoadStage, load_model
 
 VERDICT_COLORS = {"green": "#2aa876", "yellow": "#e0a02a", "red": "#d64541"}
 
@@ -54,11 +56,10 @@ class ModelStep(Card):
         self.model_id = ""
 
     def refresh(self, override: str, batch: int) -> None:
-
         rec = recommended_model()
         entry = find_entry(override) if override else rec.entry
         self.model_id = override or rec.entry.id
-        if override and entry is None:
+        if entry is None:  # an override that is no catalog id: a hub id or a folder
             self.choice.setText(f"<b>{override}</b> (your choice in Settings).")
             self.fit.setText("Its memory needs are checked before it is loaded.")
             return
@@ -69,32 +70,37 @@ class ModelStep(Card):
                          f"{report.words}")
 
     def prepare(self) -> None:
-
         model_id = self.model_id
         self.prepare_btn.setEnabled(False)
         self.progress.show()
         self.progress.setRange(0, 0)
         self.message.setText("Preparing…")
 
-        def job(report: Any, cancel: Any) -> None:
+        def job(report: Report, cancel: CancelToken) -> None:
             load_model(model_id, report=report, cancel=cancel)  # downloads/converts, fit-checked
 
-        self.runner.start("prepare-model", job, on_event=self._on_event, on_done=self._on_done,
+        self.runner.start("prepare-model", job, modules=("lemcore.models.loading", "mlx_lm.utils"),
+                          loads_model=model_id, on_event=self._on_event, on_done=self._on_done,
                           on_error=self._on_error)
 
-    def _on_event(self, event: Any) -> None:
-        done, total = getattr(event, "done", None), getattr(event, "total", None)
-        if isinstance(done, int) and isinstance(total, int) and total > 0:
-            scale = 1024 * 1024 if total > 10_000_000 else 1  # QProgressBar takes 32-bit ints
-            self.progress.setRange(0, max(1, total // scale))
-            self.progress.setValue(done // scale)
-            unit = " MB" if scale > 1 else ""
-            self.progress.setFormat(f"%v of %m{unit}")
-        stage = getattr(event, "stage", "") or getattr(event, "detail", "")
-        if stage:
-            self.message.setText(f"Preparing: {stage}…")
+    def _on_event(self, event: Event) -> None:
+        # What load_model reports: its stages, the hub download's bytes, the built-in model's conversion.
+        # (The fit verdict and ModelLoaded need nothing here: the step says "ready" when the job is done.)
+        if isinstance(event, (DownloadProgress, ConvertProgress)):
+            self._show_progress(event.done, event.total)
+        if isinstance(event, (LoadStage, DownloadProgress, ConvertProgress)) and event.stage:
+            self.message.setText(f"Preparing: {event.stage}…")
 
-    def _on_done(self, _result: Any) -> None:
+    def _show_progress(self, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        scale = 1024 * 1024 if total > 10_000_000 else 1  # QProgressBar takes 32-bit ints
+        self.progress.setRange(0, max(1, total // scale))
+        self.progress.setValue(done // scale)
+        unit = " MB" if scale > 1 else ""
+        self.progress.setFormat(f"%v of %m{unit}")
+
+    def _on_done(self, _result: object) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.setFormat("ready")

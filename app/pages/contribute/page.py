@@ -3,6 +3,7 @@ then one big button, live progress, and an honest status line."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -35,6 +36,7 @@ from lemcore.contribute import events as ev
 from lemcore.contribute.governor import PRESETS
 from lemcore.contribute.setup import recommended_model
 from lemcore.generate.engine import TokenChunk
+from lemcore.secrets import TokenStore
 from lemcore.settings import Settings, load_settings, save_settings
 
 MODEL_STEP, DASHBOARD = 2, 3
@@ -53,7 +55,7 @@ WHAT_HAPPENS = (
 class ContributePage(QWidget):
     state_changed = Signal(str)  # "idle", "running", "paused", "waiting" (tray icon follows it)
 
-    def __init__(self, runner: JobRunner, token_store: Any) -> None:
+    def __init__(self, runner: JobRunner, token_store: TokenStore) -> None:
         super().__init__()
         self.runner, self.token_store = runner, token_store
         self.job: Job | None = None
@@ -143,7 +145,8 @@ class ContributePage(QWidget):
             if token.strip():
                 self.finish_btn.setEnabled(False)
                 self.connect_msg.setText("Saving the token in the keychain…")
-                self.runner.start("save-token", lambda report, cancel: self.token_store.set(token), kind="io",
+                store = self.token_store  # the job runs on a worker thread: no widget in its closure
+                self.runner.start("save-token", lambda report, cancel: store.set(token), kind="io",
                                   on_done=lambda _r: self._first_run_saved(s),
                                   on_error=self._token_failed)
                 return
@@ -299,10 +302,11 @@ class ContributePage(QWidget):
         settings = load_settings()
         self.job = self.runner.start(
             "contribute",
-            lambda report, cancel, drain: contribute(settings, self.token_store, report=report, cancel=cancel,
-                                                     drain=drain),
-            pass_drain=True, on_event=self.on_event, on_done=self.on_done, on_error=self.on_error,
-            on_cancelled=self.on_cancelled)
+            functools.partial(contribute, settings, self.token_store),
+            modules=("lemcore.contribute.engine", "mlx_lm.generate", "mlx_lm.sample_utils", "mlx_lm.models.cache"),
+            loads_model=settings.model_override or recommended_model().entry.id,
+            pass_drain=True, pass_models=True, on_event=self.on_event, on_done=self.on_done,
+            on_error=self.on_error, on_cancelled=self.on_cancelled)
         self._set_running(True)
 
     def pause(self) -> None:

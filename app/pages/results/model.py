@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from lemcore.benchmarks import list_runs, load_reference, summarize_run
 from lemcore.benchmarks.stats import normal_proportion_interval
@@ -30,6 +30,14 @@ class ResultSet:
     note: str = ""
 
 
+@overload
+def _scale(suite: str, x: float) -> float: ...
+
+
+@overload
+def _scale(suite: str, x: float | None) -> float | None: ...
+
+
 def _scale(suite: str, x: float | None) -> float | None:
     return None if x is None else (x * 100 if suite == "gsm8k" and x <= 1.0 else x)
 
@@ -49,7 +57,10 @@ def load_result_sets() -> list[ResultSet]:
         rs = ResultSet(str(run.get("label") or path.name), "run", path, str(path))
         for suite, data in (summary.get("suites") or {}).items():
             for metric, iv in (data.get("metrics") or {}).items():
-                rs.values[(suite, metric)] = (_scale(suite, iv["mean"]), _scale(suite, iv.get("low")),
+                mean = iv.get("mean")
+                if not isinstance(mean, (int, float)):  # a metric without values has no bar
+                    continue
+                rs.values[(suite, metric)] = (_scale(suite, float(mean)), _scale(suite, iv.get("low")),
                                               _scale(suite, iv.get("high")))
         sets.append(rs)
     ref = load_reference()

@@ -5,6 +5,7 @@ benchmark run from here; export the chart as PNG and the table as CSV."""
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from app.errors import user_message
 from app.jobs.runner import Job, JobRunner
 from app.pages.results.model import METRICS, ResultSet, load_result_sets, read_items
 from app.widgets import StatusLine, heading
-from lemcore.benchmarks import BenchConfig, SuiteSpec, compare_runs, run_benchmark
+from lemcore.benchmarks import BenchConfig, BenchStarted, SuiteSpec, compare_runs, run_benchmark
 
 
 class ResultsPage(QWidget):
@@ -43,6 +44,10 @@ class ResultsPage(QWidget):
         super().__init__()
         self.runner = runner
         self.job: Job | None = None
+        # Each run gets a new folder, except a cancelled run started again with the same settings: it resumes.
+        self._started: BenchConfig | None = None
+        self._run_dir: Path | None = None
+        self._resume: tuple[BenchConfig, Path] | None = None
         self.sets: list[ResultSet] = []
         layout = QVBoxLayout(self)
         layout.setContentsMargins(32, 24, 32, 24)
@@ -93,11 +98,11 @@ class ResultsPage(QWidget):
         rl.setContentsMargins(8, 0, 0, 0)
         top = QHBoxLayout()
         top.addWidget(QLabel("Metric:"))
-        self.metric = QComboBox()
+        self.metric_box = QComboBox()  # not `metric`: that is QPaintDevice.metric(), which Qt calls
         for label, suite, metric in METRICS:
-            self.metric.addItem(label, (suite, metric))
-        self.metric.currentIndexChanged.connect(lambda _i: self.redraw())
-        top.addWidget(self.metric)
+            self.metric_box.addItem(label, (suite, metric))
+        self.metric_box.currentIndexChanged.connect(lambda _i: self.redraw())
+        top.addWidget(self.metric_box)
         top.addWidget(QLabel("Base:"))
         self.base = QComboBox()
         self.base.currentIndexChanged.connect(lambda _i: self.redraw())
@@ -162,7 +167,7 @@ class ResultsPage(QWidget):
     # -- drawing ------------------------------------------------------------------------------------
     def redraw(self) -> None:
         chosen = self.selected()
-        key = self.metric.currentData()
+        key = self.metric_box.currentData()
         self.bars.clear()
         ticks, notes = [], []
         for n, rs in enumerate(chosen):
@@ -180,7 +185,7 @@ class ResultsPage(QWidget):
                 notes.append(rs.name)
             ticks.append((n, rs.name if len(rs.name) < 28 else rs.name[:26] + "…"))
         self.bars.getAxis("bottom").setTicks([ticks])
-        self.bars.setTitle(self.metric.currentText())
+        self.bars.setTitle(self.metric_box.currentText())
         self.note.setText((
             "Paper figures (" + ", ".join(notes) + "): n=50, one sample per item, no published intervals. "
             "GSM8K bars carry the textbook 95% interval for 50 items; judge scores have none. The same 1B model "
@@ -196,13 +201,13 @@ class ResultsPage(QWidget):
             if not cap or not safe:
                 continue
             color = PALETTE[n % len(PALETTE)]
-            self.scatter.plot([cap[0]], [safe[0]], pen=None, symbol="o" if rs.kind == "run" else "d",
+            (x, x_low, x_high), (y, y_low, y_high) = cap, safe
+            self.scatter.plot([x], [y], pen=None, symbol="o" if rs.kind == "run" else "d",
                               symbolBrush=color, symbolSize=12, name=rs.name)
-            if cap[1] is not None and safe[1] is not None:
+            if x_low is not None and x_high is not None and y_low is not None and y_high is not None:
                 self.scatter.addItem(pg.ErrorBarItem(
-                    x=np.array([cap[0]]), y=np.array([safe[0]]), left=np.array([cap[0] - cap[1]]),
-                    right=np.array([cap[2] - cap[0]]), bottom=np.array([safe[0] - safe[1]]),
-                    top=np.array([safe[2] - safe[0]]), pen=pg.mkPen(color)))
+                    x=np.array([x]), y=np.array([y]), left=np.array([x - x_low]), right=np.array([x_high - x]),
+                    bottom=np.array([y - y_low]), top=np.array([y_high - y]), pen=pg.mkPen(color)))
 
     def _fill_table(self, chosen: list[ResultSet]) -> None:
         base = self.sets[self.base.currentIndex()] if self.sets and self.base.currentIndex() >= 0 else None
@@ -265,9 +270,9 @@ class ResultsPage(QWidget):
         layout.addWidget(self.items, 1)
         pair = QHBoxLayout()
         self.answer_a, self.answer_b = QTextEdit(), QTextEdit()
-        for w in (self.answer_a, self.answer_b):
-            w.setReadOnly(True)
-            pair.addWidget(w)
+        for view in (self.answer_a, self.answer_b):
+            view.setReadOnly(True)
+            pair.addWidget(view)
         layout.addLayout(pair, 2)
         return box
 
@@ -328,15 +333,24 @@ class ResultsPage(QWidget):
             return
         config = BenchConfig(model=model, suites=(SuiteSpec(suite, path, n=self.bench_n.value() or None),),
                              samples=self.bench_samples.value())
+        self._started, self._run_dir = config, None
+        if self._resume is not None and self._resume[0] == config:
+            config = replace(config, run_dir=str(self._resume[1]))  # the cancelled run, in its folder
+        self._resume = None
         self.status.set_state("running", "Starting the benchmark…")
         self.job = self.runner.start("bench", lambda report, cancel: run_benchmark(config, report=report,
                                                                                    cancel=cancel),
+                                     modules=("lemcore.benchmarks.run", f"lemcore.benchmarks.{suite}",
+                                              "mlx_lm.generate", "mlx_lm.sample_utils", "mlx_lm.tuner.utils"),
+                                     loads_model=model, frees_models=True,
                                      on_event=self._on_event, on_done=self._on_done, on_error=self._on_error,
                                      on_cancelled=self._on_cancelled)
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
 
     def _on_event(self, event: Any) -> None:
+        if isinstance(event, BenchStarted):
+            self._run_dir = event.run_dir
         done, total = getattr(event, "done", None), getattr(event, "total", None)
         if isinstance(done, int) and isinstance(total, int):
             self.status.set_state("running", f"{getattr(event, 'stage', 'Working')}: {done} of {total}")
@@ -352,6 +366,8 @@ class ResultsPage(QWidget):
 
     def _on_cancelled(self) -> None:
         self._finished()
+        if self._started is not None and self._run_dir is not None:
+            self._resume = (self._started, self._run_dir)
         self.status.set_state("paused", "Cancelled. Running it again resumes where it stopped.")
 
     def _on_error(self, err: BaseException) -> None:
@@ -371,9 +387,10 @@ class ResultsPage(QWidget):
             return
         with open(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow([self.table.horizontalHeaderItem(c).text() for c in range(self.table.columnCount())])
+            writer.writerow([head.text() if (head := self.table.horizontalHeaderItem(c)) else ""
+                             for c in range(self.table.columnCount())])
             for r in range(self.table.rowCount()):
-                writer.writerow([(self.table.item(r, c).text() if self.table.item(r, c) else "")
+                writer.writerow([(cell.text() if (cell := self.table.item(r, c)) else "")
                                  for c in range(self.table.columnCount())])
 
 
@@ -381,4 +398,4 @@ def _fmt(value: tuple[float, float | None, float | None] | None) -> str:
     if value is None:
         return ""
     mean, low, high = value
-    return f"{mean:.2f}" if low is None else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+    return f"{mean:.2f}" if low is None or high is None else f"{mean:.2f} [{low:.2f}, {high:.2f}]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QUrl, Signal
@@ -120,8 +121,10 @@ class SettingsPage(QWidget):
         self.saved.emit()
 
     def refresh_token_state(self) -> None:
-        def read(report, cancel) -> bool:  # type: ignore[no-untyped-def]
-            return bool(self.token_store.get())
+        store = self.token_store  # the job runs on a worker thread: no widget in its closure
+
+        def read(report: object, cancel: object) -> bool:
+            return bool(store.get())
 
         self.runner.start("read-token", read, kind="io",
                           on_done=lambda has: self.token_state.setText(
@@ -134,11 +137,13 @@ class SettingsPage(QWidget):
         if not token.strip():
             self.token_state.setText("Paste the token first.")
             return
-        self.runner.start("save-token", lambda report, cancel: self.token_store.set(token), kind="io",
+        store = self.token_store  # the job runs on a worker thread: no widget in its closure
+        self.runner.start("save-token", lambda report, cancel: store.set(token), kind="io",
                           on_done=lambda _r: self.refresh_token_state(), on_error=self._show_error)
 
     def _remove_token(self) -> None:
-        self.runner.start("remove-token", lambda report, cancel: self.token_store.delete(), kind="io",
+        store = self.token_store  # the job runs on a worker thread: no widget in its closure
+        self.runner.start("remove-token", lambda report, cancel: store.delete(), kind="io",
                           on_done=lambda _r: self.refresh_token_state(), on_error=self._show_error)
 
     def _show_error(self, err: BaseException) -> None:
@@ -147,6 +152,6 @@ class SettingsPage(QWidget):
             self.token_state.setText(msg[1])
 
     @staticmethod
-    def _open(path) -> None:  # type: ignore[no-untyped-def]
+    def _open(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))

@@ -27,6 +27,7 @@ from lemcore.train.config import TrainConfig
 BASIC = ("model", "data", "iters", "batch_size", "learning_rate", "mask_prompt", "num_layers", "fine_tune_type",
          "grad_checkpoint")
 HIDDEN = ("resume_from", "adapter_path")  # set by Resume and by the engine, not typed by hand
+FieldWidget = QComboBox | QCheckBox | QSpinBox | QLineEdit  # the editor of one field, chosen by its type
 
 
 class TrainForm(QWidget):
@@ -34,7 +35,7 @@ class TrainForm(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.widgets: dict[str, QWidget] = {}
+        self.widgets: dict[str, FieldWidget] = {}
         self.errors: dict[str, QLabel] = {}
         self.types: dict[str, str] = {}
         layout = QVBoxLayout(self)
@@ -78,17 +79,21 @@ class TrainForm(QWidget):
 
     def _fold(self, open_: bool) -> None:
         layout = self.advanced_box.layout()
+        if not isinstance(layout, QFormLayout):
+            return
         for row in range(layout.rowCount()):
             for role in (QFormLayout.ItemRole.LabelRole, QFormLayout.ItemRole.FieldRole):
                 item = layout.itemAt(row, role)
-                if item is not None and item.widget() is not None:
-                    item.widget().setVisible(open_)
+                widget = item.widget() if item is not None else None
+                if widget is not None:
+                    widget.setVisible(open_)
 
     def _touch(self, name: str) -> None:
         self.touched.add(name)
         self.changed.emit()
 
-    def _make_widget(self, name: str, kind: str, meta: Any) -> QWidget:
+    def _make_widget(self, name: str, kind: str, meta: Any) -> FieldWidget:
+        w: FieldWidget
         choices = meta.get("choices")
         if choices:
             w = QComboBox()
@@ -111,7 +116,7 @@ class TrainForm(QWidget):
         self.widgets[name] = w
         return w
 
-    def _with_browse(self, name: str, edit: QWidget) -> QWidget:
+    def _with_browse(self, name: str, edit: FieldWidget) -> QWidget:
         box = QWidget()
         row = QHBoxLayout(box)
         row.setContentsMargins(0, 0, 0, 0)
@@ -120,12 +125,26 @@ class TrainForm(QWidget):
 
         def pick() -> None:
             folder = QFileDialog.getExistingDirectory(self, "Choose a folder")
-            if folder:
-                edit.setText(folder)  # type: ignore[attr-defined]
+            if folder and isinstance(edit, QLineEdit):
+                edit.setText(folder)
 
         btn.clicked.connect(pick)
         row.addWidget(btn)
         return box
+
+    def line_edit(self, name: str) -> QLineEdit:
+        """The editor of a text or number-as-text field (model, data, learning_rate...)."""
+        w = self.widgets[name]
+        if not isinstance(w, QLineEdit):
+            raise TypeError(f"The field {name} is edited with a {type(w).__name__}, not a text box.")
+        return w
+
+    def spin_box(self, name: str) -> QSpinBox:
+        """The editor of a whole-number field (iters, batch_size...)."""
+        w = self.widgets[name]
+        if not isinstance(w, QSpinBox):
+            raise TypeError(f"The field {name} is edited with a {type(w).__name__}, not a spin box.")
+        return w
 
     # -- values ---------------------------------------------------------------------------------------
     def set_config(self, config: TrainConfig) -> None:

@@ -137,7 +137,7 @@ class TrainPage(QWidget):
 
     # -- form ---------------------------------------------------------------------------------------
     def _apply_preset(self) -> None:
-        current = self.form.config() if self.form.widgets["model"].text() else TrainConfig()
+        current = self.form.config() if self.form.line_edit("model").text() else TrainConfig()
         config = preset(self.preset.currentText(), model=current.model, data=current.data)
         self.form.set_config(config)
 
@@ -170,8 +170,8 @@ class TrainPage(QWidget):
         self.start_btn.setEnabled(not running)
         self.stop_btn.setEnabled(running)
         self.resume_btn.setEnabled(not running and self.history.currentItem() is not None)
-        self.fuse_btn.setEnabled(not running and self._selected_run() is not None
-                                 and (self._selected_run() / "adapters.safetensors").exists())
+        run = self._selected_run()
+        self.fuse_btn.setEnabled(not running and run is not None and (run / "adapters.safetensors").exists())
         self.form.setEnabled(not running)
         self.preset.setEnabled(not running)
 
@@ -186,6 +186,9 @@ class TrainPage(QWidget):
         self.last_finished = None
         self.status.set_state("running", "Starting: loading the model and checking the data…")
         self.job = self.runner.start("train", lambda report, cancel: train_lora(config, report=report, cancel=cancel),
+                                     modules=("mlx.optimizers", "mlx_lm.tuner.trainer", "mlx_lm.tuner.utils",
+                                              "mlx_lm.tuner.datasets", "lemcore.train.engine"),
+                                     loads_model=config.model, frees_models=True,
                                      on_event=self.on_event, on_done=self.on_done, on_error=self.on_error,
                                      on_cancelled=self.on_cancelled)
         self._set_running(True)
@@ -219,6 +222,8 @@ class TrainPage(QWidget):
         config = FuseConfig(adapter_path=str(run), save_path=save_path)
         self.status.set_state("running", "Fusing the adapter into the base model…")
         self.job = self.runner.start("fuse", lambda report, cancel: fuse_adapter(config, report=report, cancel=cancel),
+                                     modules=("mlx.utils", "mlx_lm.utils", "mlx_lm.tuner.utils", "lemcore.train.fuse"),
+                                     loads_model=config.model or config.adapter_path, frees_models=True,
                                      on_event=self._on_fuse_event, on_done=self._on_fused, on_error=self.on_error,
                                      on_cancelled=self.on_cancelled)
         self._set_running(True)

@@ -16,14 +16,18 @@ import shutil
 import struct
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lemcore.errors import ConfigError, ModelLoadError
 from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.gguf.tokenizer import write_tokenizer
+
+if TYPE_CHECKING:
+    import mlx.core as mx
 
 CONVERTER_VERSION = 1
 DTYPES = ("float32", "4bit")
@@ -83,10 +87,10 @@ _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: 
 class _HeaderReader:
     """Reads the GGUF header: metadata key/values and the tensor table (names and GGML types)."""
 
-    def __init__(self, f, size: int) -> None:
+    def __init__(self, f: BinaryIO, size: int) -> None:
         self.f, self.size = f, size
 
-    def unpack(self, fmt: str):
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
         n = struct.calcsize(fmt)
         data = self.f.read(n)
         if len(data) != n:
@@ -225,7 +229,7 @@ def _mlx_name(gguf_name: str, block_names: dict[str, str], path: Path) -> str:
     )
 
 
-def _unpermute(a, n_head: int):
+def _unpermute(a: mx.array, n_head: int) -> mx.array:
     """Undo llama.cpp's rotary row permutation (its convert script interleaves the two halves per head).
 
     A pure row reordering, so it applies unchanged to packed quantized rows, scales and biases.
@@ -233,7 +237,7 @@ def _unpermute(a, n_head: int):
     return a.reshape(n_head, a.shape[0] // n_head // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
 
 
-def _tensor_reader(path: Path, tensors: dict[str, GGUFTensor]):
+def _tensor_reader(path: Path, tensors: dict[str, GGUFTensor]) -> Callable[[str], list[mx.array]]:
     """A function name -> list of mx.arrays: [weight, scales, biases] for Q4_0/Q4_1/Q8_0, else [float32].
 
     mx.load reads F32/F16/Q4_0/Q4_1/Q8_0 exactly. It dequantizes other types (K-quants...) wrongly
@@ -248,8 +252,10 @@ def _tensor_reader(path: Path, tensors: dict[str, GGUFTensor]):
             loaded = mx.load(str(path), format="gguf")
         except (RuntimeError, ValueError) as err:
             raise ModelLoadError(f"MLX could not read the tensors of {path}: {err}") from None
+        if not isinstance(loaded, dict):  # without return_metadata, mx.load gives a dict for a GGUF file
+            raise ModelLoadError(f"MLX read {path} as a single array, not a model's tensors.")
 
-        def read_native(name: str) -> list:
+        def read_native(name: str) -> list[mx.array]:
             if tensors[name].ggml_type in _PLAIN:
                 return [loaded.pop(name)]
             base = name.rpartition(".")[0]
@@ -267,7 +273,7 @@ def _tensor_reader(path: Path, tensors: dict[str, GGUFTensor]):
         ) from None
     # gguf's own GGUFReader takes half a minute on a 262k-token vocabulary; the header parsed here already
     # gives each tensor's offset, so read the raw blocks directly.
-    def read_with_gguf(name: str) -> list:
+    def read_with_gguf(name: str) -> list[mx.array]:
         t = tensors[name]
         qtype = gguf.GGMLQuantizationType(t.ggml_type)
         block, type_size = gguf.GGML_QUANT_SIZES[qtype]
@@ -283,13 +289,21 @@ def _tensor_reader(path: Path, tensors: dict[str, GGUFTensor]):
     return read_with_gguf
 
 
-def _convert_tensors(path, tensors, arch, config, dtype, report, cancel) -> tuple[dict, dict]:
+def _convert_tensors(
+    path: Path,
+    tensors: dict[str, GGUFTensor],
+    arch: str,
+    config: dict[str, Any],
+    dtype: str,
+    report: Report,
+    cancel: CancelToken | None,
+) -> tuple[dict[str, mx.array], dict[str, int]]:
     """Renamed, un-permuted weights for mlx-lm, and the bits of each quantized module."""
     import mlx.core as mx
 
     read = _tensor_reader(path, tensors)
     block_names = _LLAMA_BLOCK if arch == "llama" else _GEMMA3_BLOCK
-    weights: dict[str, Any] = {}
+    weights: dict[str, mx.array] = {}
     bits_of: dict[str, int] = {}
     for done, (name, info) in enumerate(tensors.items()):
         if cancel is not None:
@@ -322,6 +336,7 @@ def _convert_tensors(path, tensors, arch, config, dtype, report, cancel) -> tupl
             # float32 scales/biases: float16 arithmetic is very slow on the CPU backend
             added.update({f"{module}.scales": parts[1].astype(mx.float32),
                           f"{module}.biases": parts[2].astype(mx.float32)})
+            assert bits is not None  # a (weight, scales, biases) triple always has its bits by here
             bits_of[module] = bits
         mx.eval(list(added.values()))  # one tensor at a time: bounded memory and a prompt cancel
         weights.update(added)
@@ -351,8 +366,8 @@ def _publish(tmp: Path, out_dir: Path) -> None:
 
 
 def convert_gguf(
-    gguf_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
+    gguf_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
     *,
     dtype: str = "float32",
     report: Report = no_report,

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lemcore.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 # llama.cpp token types (llama_token_type).
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
@@ -27,7 +30,7 @@ _PLAIN_GPT2 = {"gpt-2", "gpt2", "default"}
 _LLAMA3 = {"llama-bpe", "llama3", "smaug-bpe"}
 
 
-def _byte_level_bpe(meta: dict[str, Any], tokens: list[str], source: Path):
+def _byte_level_bpe(meta: dict[str, Any], tokens: list[str], source: Path) -> Tokenizer:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
@@ -64,7 +67,7 @@ def _byte_level_bpe(meta: dict[str, Any], tokens: list[str], source: Path):
     return tokenizer
 
 
-def _sentencepiece_bpe(meta: dict[str, Any], tokens: list[str], types: list[int], source: Path):
+def _sentencepiece_bpe(meta: dict[str, Any], tokens: list[str], types: list[int], source: Path) -> Tokenizer:
     from tokenizers import Tokenizer, decoders, models, normalizers
 
     scores = meta.get("tokenizer.ggml.scores")
@@ -105,7 +108,9 @@ def _sentencepiece_bpe(meta: dict[str, Any], tokens: list[str], types: list[int]
     return tokenizer
 
 
-def write_tokenizer(meta: dict[str, Any], out_dir: Path, source: Path, max_length: int | None) -> dict:
+def write_tokenizer(
+    meta: dict[str, Any], out_dir: Path, source: Path, max_length: int | None
+) -> dict[str, int | None]:
     """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json into `out_dir`.
 
     Returns the special token ids ({"bos_token_id": .., "eos_token_id": ..}) for config.json.
