@@ -72,8 +72,8 @@ class MainWindow(QMainWindow):
 
     @staticmethod
     def _warm_contribute_model() -> None:
-        """Load the contribute model's tokenizer now, before the window shows: parsing it holds the GIL for
-        a few hundred ms, a visible freeze if the first Start did it (see lemcore.models.loading)."""
+        """Load the contribute model's tokenizer now, before the window shows: parsing it would freeze the
+        window at the first Start (docs/platform-notes.md, "GIL release and GUI stalls")."""
 
         settings = load_settings()
         if settings.first_run_done:

@@ -1,8 +1,7 @@
 """Linux CPU speed-up: run with Debian's OpenBLAS instead of the reference BLAS bundled in the mlx wheel.
 
-The mlx[cpu] wheel links a single-threaded netlib BLAS; float32 matmuls are ~30x faster with OpenBLAS
-(platform-notes), with identical outputs. The library must be loaded before libmlx, so the entry points
-re-execute themselves once with LD_PRELOAD set. `LEM_NO_OPENBLAS=1` turns this off.
+Linux: re-exec once with Debian's OpenBLAS preloaded (it must load before libmlx); `LEM_NO_OPENBLAS=1` turns it
+off (docs/platform-notes.md, "BLAS and OpenBLAS preload").
 """
 
 from __future__ import annotations

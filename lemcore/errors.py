@@ -48,3 +48,8 @@ class ServerUnreachable(InfluxError):
 
 class SecretStoreError(LemError):
     """The system keychain is missing, locked or refused the request."""
+
+
+class StorageError(LemError):
+    """A local file or folder could not be written or read (read-only disk, disk full, no permission). The
+    message names the path and what to do; work finished before the failure is kept."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,19 +47,76 @@ class InfluxTarget:
             raise ConfigError("The InfluxDB database name is empty. The lab's database is 'training'.")
 
 
+@dataclass(frozen=True)
+class RequestCounts:
+    """What a client (and its clones) asked of the server: requests (queries + writes + pings) and bytes.
+    Sent bytes count the request line's path and query string plus the body; received bytes the body."""
+
+    requests: int = 0
+    queries: int = 0
+    writes: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    def __sub__(self, other: RequestCounts) -> RequestCounts:
+        return RequestCounts(self.requests - other.requests, self.queries - other.queries,
+                             self.writes - other.writes, self.bytes_sent - other.bytes_sent,
+                             self.bytes_received - other.bytes_received)
+
+
+class _Counters:
+    """Request counters shared by a client and its clones (each thread may use its own clone)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = RequestCounts()
+
+    def add(self, path: str, sent: int, received: int) -> None:
+        with self._lock:
+            c = self._counts
+            self._counts = RequestCounts(c.requests + 1, c.queries + (path == "/query"),
+                                         c.writes + (path == "/write"), c.bytes_sent + sent,
+                                         c.bytes_received + received)
+
+    def snapshot(self) -> RequestCounts:
+        with self._lock:
+            return self._counts
+
+
 class InfluxClient:
-    """Thin client for `/ping`, `/write` and `/query` (v1 API)."""
+    """Thin client for `/ping`, `/write` and `/query` (v1 API).
+
+    One client may be used from one thread at a time as far as we rely on it; a thread of its own (the lease
+    keeper) takes a `clone()`: same server and credentials, its own connection pool, the same counters.
+    """
 
     def __init__(self, target: InfluxTarget, token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         target.validate()
+        raw = f"{target.user}:{token}".encode()
+        self._setup(target, "Basic " + base64.b64encode(raw).decode(), timeout, _Counters())
+
+    def _setup(self, target: InfluxTarget, auth_header: str, timeout: float, counters: _Counters) -> None:
         import urllib3  # lazy: keeps `import lemcore` cheap
 
         self.target = target
+        self._timeout_s = timeout
         self._timeout = urllib3.Timeout(connect=min(timeout, 5.0), read=timeout)
         # No retries here: the caller decides (the outbox retries later; claims must not double-write).
-        self._http = urllib3.PoolManager(retries=False)
-        raw = f"{target.user}:{token}".encode()
-        self._auth_header = "Basic " + base64.b64encode(raw).decode()
+        # maxsize 2: a query and a write may overlap on one client without a pool-full warning.
+        self._http = urllib3.PoolManager(retries=False, maxsize=2)
+        self._auth_header = auth_header
+        self._counters = counters
+
+    def clone(self) -> InfluxClient:
+        """Another client for the same server and token, with its own connections (for another thread);
+        requests made by either count in `stats()` of both."""
+        other = object.__new__(InfluxClient)
+        other._setup(self.target, self._auth_header, self._timeout_s, self._counters)
+        return other
+
+    def stats(self) -> RequestCounts:
+        """Requests and bytes so far, this client and its clones together."""
+        return self._counters.snapshot()
 
     def __repr__(self) -> str:  # never show the token
         return f"InfluxClient({self.target.url!r}, db={self.target.db!r})"
@@ -75,15 +133,19 @@ class InfluxClient:
         headers = {"Authorization": self._auth_header}
         if body is not None:
             headers["Content-Type"] = "text/plain; charset=utf-8"
+        sent = len(url) - len(self.target.url.rstrip("/")) + (len(body) if body else 0)
         try:
-            return self._http.request(method, url, body=body, headers=headers, timeout=self._timeout)
+            resp = self._http.request(method, url, body=body, headers=headers, timeout=self._timeout)
         except urllib3.exceptions.HTTPError as err:
+            self._counters.add(path, sent, 0)
             # The error text of urllib3 names the URL (no secret in it: the token is only in a header).
             reason = type(err).__name__
             raise ServerUnreachable(
                 f"Cannot reach the InfluxDB server at {self.target.url} ({reason}). Check the address and "
                 "your network; work continues and results are kept locally until the server is back."
             ) from None
+        self._counters.add(path, sent, len(resp.data or b""))
+        return resp
 
     def _check(self, resp: BaseHTTPResponse, what: str) -> None:
         if resp.status in (200, 204):
@@ -166,7 +228,7 @@ def _error_text(data: bytes | None) -> str:
 
 def line(measurement: str, tags: dict[str, Any], fields: dict[str, Any], time_ns: int | None = None) -> str:
     """One line of line protocol, built (and escaped) by influxdb-client's Point."""
-    from influxdb_client import Point  # lazy: the package pulls in reactivex
+    from influxdb_client.client.write.point import Point  # lazy: the package pulls in reactivex
 
     point = Point(measurement)
     for key, value in tags.items():

@@ -1,10 +1,8 @@
 """One long-lived thread for MLX work.
 
-MLX runs fine off the main thread, but a process whose non-main thread used MLX often aborts at interpreter
-exit (SIGABRT, exit 134) unless that thread calls `mx.clear_streams()` as its last MLX call. Calling it between
-tasks breaks later MLX calls on the same thread ("There is no Stream(cpu, N)"), so a pool whose threads come
-and go, or a clear after every task, will not do. `MLXWorker` runs tasks one at a time on one thread (as the
-mlx-lm server does) and clears the streams once, when that thread ends. See docs/platform-notes.md.
+MLX work off the main thread must end with one `mx.clear_streams()` when that thread exits; `MLXWorker` is that
+thread (docs/platform-notes.md, "MLX threads and stream release"). It runs tasks one at a time and clears the
+streams once, when it ends.
 
 mlx is imported only by the tasks themselves: importing this module stays cheap.
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -117,32 +117,84 @@ class MemoryTokenStore:
 
 LEGACY_TOKEN_FILE = Path.home() / ".influx_token"
 
+# Where a resolved token came from.
+FROM_ENV, FROM_KEYCHAIN, FROM_FILE_IMPORTED, FROM_FILE_SESSION, NO_TOKEN = (
+    "env", "keychain", "file-imported", "file-session", "none")
 
-def resolve_token(store: TokenStore, *, legacy_file: Path | None = None) -> tuple[str | None, str]:
-    """The token to use and a note for the user (never the token itself).
 
-    Order: `INFLUX_TOKEN` env, then the keychain, then the lab's `~/.influx_token`, which is imported into
-    the keychain once (the user is told the file can now be deleted).
-    """
+@dataclass(frozen=True)
+class ResolvedToken:
+    """The token to use (None when there is none), a note for the user (never the token itself) and where it
+    came from (`FROM_*`). A token read from the lab's file is worth a notice: `from_file`."""
+
+    token: str | None = field(repr=False)
+    note: str
+    source: str
+
+    @property
+    def from_file(self) -> bool:
+        return self.source in (FROM_FILE_IMPORTED, FROM_FILE_SESSION)
+
+
+def _session_only(legacy: Path, err: SecretStoreError | None) -> str:
+    why = f"the keychain could not be used ({str(err).rstrip('.')})" if err else "no keychain is available"
+    return (f"using the token from {legacy} for this session only, because {why}. Keep that file, or set up a "
+            "keychain and save the token there (Settings, or `lem login`)")
+
+
+def _read_legacy(legacy: Path) -> str:
+    try:
+        return legacy.read_text(encoding="utf-8", errors="replace").strip() if legacy.is_file() else ""
+    except OSError:
+        return ""  # unreadable: as if absent (the note then says no token is saved)
+
+
+def find_token(store: TokenStore | None, *, legacy_file: Path | None = None) -> ResolvedToken:
+    """Order: `INFLUX_TOKEN` env, then the keychain, then the lab's `~/.influx_token`, which is imported into
+    the keychain once (the user is told the file can now be deleted). When the keychain cannot take it (or
+    `store` is None: no keychain at all) the file's token is used for this session only, and the note says so
+    and that the file must stay. Raises SecretStoreError only when reading the keychain fails."""
     env = os.environ.get("INFLUX_TOKEN", "").strip()
     if env:
-        return env, "token from INFLUX_TOKEN"
-    token = store.get()
-    if token:
-        return token, "token from the keychain"
+        return ResolvedToken(env, "token from INFLUX_TOKEN", FROM_ENV)
+    if store is not None:
+        token = store.get()
+        if token:
+            return ResolvedToken(token, "token from the keychain", FROM_KEYCHAIN)
     legacy = legacy_file if legacy_file is not None else LEGACY_TOKEN_FILE
-    if legacy.is_file():
-        text = legacy.read_text(encoding="utf-8", errors="replace").strip()
-        if text:
+    text = _read_legacy(legacy)
+    if text:
+        if store is None:
+            return ResolvedToken(text, _session_only(legacy, None), FROM_FILE_SESSION)
+        try:
             store.set(text)
-            return text, f"imported the token from {legacy} into the keychain; you can now delete that file"
-    return None, "no token saved: run `lem login` or paste it in Settings"
+        except SecretStoreError as err:
+            return ResolvedToken(text, _session_only(legacy, err), FROM_FILE_SESSION)
+        return ResolvedToken(text, f"imported the token from {legacy} into the keychain; you can now delete "
+                             "that file", FROM_FILE_IMPORTED)
+    return ResolvedToken(None, "no token saved: run `lem login` or paste it in Settings", NO_TOKEN)
+
+
+def find_token_or_env(store: TokenStore, *, legacy_file: Path | None = None) -> ResolvedToken:
+    """`find_token`, but a keychain that cannot be used at all does not stop a run that has its token in
+    `INFLUX_TOKEN` or the lab's file (which is then used for this session only, and the note says so)."""
+    try:
+        return find_token(store, legacy_file=legacy_file)
+    except SecretStoreError as err:
+        resolved = find_token(None, legacy_file=legacy_file)
+        if resolved.source == FROM_FILE_SESSION:
+            legacy = legacy_file if legacy_file is not None else LEGACY_TOKEN_FILE
+            return ResolvedToken(resolved.token, _session_only(legacy, err), FROM_FILE_SESSION)
+        return resolved
+
+
+def resolve_token(store: TokenStore, *, legacy_file: Path | None = None) -> tuple[str | None, str]:
+    """(token, note) of `find_token`."""
+    resolved = find_token(store, legacy_file=legacy_file)
+    return resolved.token, resolved.note
 
 
 def resolve_token_or_env(store: TokenStore, *, legacy_file: Path | None = None) -> tuple[str | None, str]:
-    """`resolve_token`, but a keychain that cannot be used at all does not stop a run that has its token in
-    `INFLUX_TOKEN` (or the legacy file)."""
-    try:
-        return resolve_token(store, legacy_file=legacy_file)
-    except SecretStoreError:
-        return resolve_token(MemoryTokenStore(), legacy_file=legacy_file)
+    """(token, note) of `find_token_or_env`."""
+    resolved = find_token_or_env(store, legacy_file=legacy_file)
+    return resolved.token, resolved.note

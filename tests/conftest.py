@@ -69,7 +69,7 @@ def system_keyring(secret_service: servers.SecretService, monkeypatch: pytest.Mo
 def uncompiled_mlx():
     """mx.compile JIT-builds C++ kernels on first use: ~90 s per new shape set on a cold cache with 2 cores.
     Training tests run uncompiled (the same losses); tests/perf/bench_training.py runs the compiled path and
-    checks resume equivalence there too."""
+    checks resume equivalence there too (docs/platform-notes.md, "JIT kernel cache")."""
     import mlx.core as mx
 
     mx.disable_compile()

@@ -188,7 +188,7 @@ def start_secret_service(home: Path) -> SecretService:
     for row in keyring.stdout.splitlines():
         if row.startswith("GNOME_KEYRING_PID="):
             pid = int(row.split("=", 1)[1])
-    # The race in platform-notes: wait for the name owner before any keyring call.
+    # The race in docs/platform-notes.md, "Keychain": wait for the name owner before any keyring call.
     deadline = time.monotonic() + 20
     while not _name_has_owner(address, "org.freedesktop.secrets"):
         if time.monotonic() > deadline:

@@ -118,7 +118,8 @@ def tokenizer_json(arch: str, vocab_size: int) -> str:
     return tok.to_str()
 
 
-def _model_config(arch: str, hidden_size: int, num_layers: int, vocab_size: int, eos_ids: list[int]) -> dict:
+def _model_config(arch: str, hidden_size: int, num_layers: int, vocab_size: int, eos_ids: list[int],
+                  context: int = 8192) -> dict:
     heads, kv_heads = 4, 2  # grouped-query attention, as in the real small models
     head_dim = hidden_size // heads
     common = {
@@ -131,7 +132,9 @@ def _model_config(arch: str, hidden_size: int, num_layers: int, vocab_size: int,
         "head_dim": head_dim,
         "rms_norm_eps": 1e-6,
         "vocab_size": vocab_size,
-        "max_position_embeddings": 2048,
+        # SmolLM2's context: a sandwich (~3.7K tokens with this tokenizer) plus its answer must fit, or the
+        # generator refuses the prompt.
+        "max_position_embeddings": context,
         "eos_token_id": eos_ids,
     }
     if arch == "llama":
@@ -164,6 +167,7 @@ def make_tiny_model(
     num_layers: int = 2,
     vocab_size: int = 512,
     seed: int = 0,
+    context: int = 8192,
 ) -> Path:
     """Write a loadable mlx-lm model directory at `dest` (created if missing) and return it.
 
@@ -190,7 +194,7 @@ def make_tiny_model(
     if arch == "gemma3_text":
         eos_ids.insert(0, vocab["<eos>"])  # real Gemma 3 stops on both <eos> and <end_of_turn>
 
-    config = _model_config(arch, hidden_size, num_layers, vocab_size, eos_ids)
+    config = _model_config(arch, hidden_size, num_layers, vocab_size, eos_ids, context)
     module = importlib.import_module(f"mlx_lm.models.{arch}")
     mx.random.seed(seed)
     model = module.Model(module.ModelArgs.from_dict(config))
@@ -209,7 +213,7 @@ def make_tiny_model(
     (dest / "tokenizer.json").write_text(tok_json)
     tok_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": 2048,
+        "model_max_length": context,
         "chat_template": fmt["template"],
         **{k: v for k, v in fmt["tokens"].items() if v is not None},
     }

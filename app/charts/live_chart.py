@@ -1,6 +1,6 @@
 """A pyqtgraph line chart fed from SeriesBuffers and redrawn by a timer, never per event.
 
-Thin cosmetic pens and peak downsampling keep long runs cheap (anchors.md, part E).
+Thin cosmetic pens and peak downsampling keep long runs cheap (docs/platform-notes.md, "pyqtgraph live charts").
 """
 
 from __future__ import annotations

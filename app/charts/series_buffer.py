@@ -9,7 +9,7 @@ class SeriesBuffer:
     """Append-only x/y storage that grows by doubling; `view()` returns the filled slice."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self.x = np.empty(capacity, dtype=np.float64)  # float64: fast searchsorted for clip-to-view
+        self.x = np.empty(capacity, dtype=np.float64)  # float64 x (docs/platform-notes.md, "pyqtgraph live charts")
         self.y = np.empty(capacity, dtype=np.float64)
         self.n = 0
         self.dirty = False

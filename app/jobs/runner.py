@@ -5,12 +5,11 @@ MLX jobs (generation, training, benchmarks, model loading) run one at a time on 
 a plain function `fn(report, cancel)`; every `report(event)` becomes a queued Qt signal, so handlers run on
 the GUI thread. Pages start work with one call (`JobRunner.start`) and never touch threads.
 
-What keeps the worker threads away from Qt:
-- automatic garbage collection runs only on the GUI thread (`collect_garbage_on_gui_thread`): a collection
-  on a worker thread can free Qt objects there, which PySide does not survive;
-- a job function may not hold a Qt object (`start` refuses it): it runs on a worker thread;
-- the modules a job needs are imported on the GUI thread before it starts (`modules=`, and a preload):
-  a first import on a worker thread can deadlock against a PySide call holding the import machinery;
+What keeps the worker threads away from Qt (docs/platform-notes.md, "PySide deadlocks"):
+- automatic garbage collection runs only on the GUI thread (`collect_garbage_on_gui_thread`);
+- a job function may not hold a Qt object (`start` refuses it);
+- the modules a job needs are imported on the GUI thread before it starts (a preload, `modules=`,
+  `loads_model=`);
 - every job ends with exactly one signal (done, failed or cancelled), whatever it raised.
 """
 

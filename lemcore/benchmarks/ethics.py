@@ -3,7 +3,7 @@
 Reads our P-files (a folder or one JSON file of `{id, domain, prompt}`; the default is the app's seeds
 folder) or a JSONL file with the same fields. Subsamples are stratified by domain. The composite is the mean
 of the four dimensions, and only for judgments that have all four (the lab's scorer stored a sum for empty
-replies, seed-reference §5 item 7).
+replies: docs/lab-formats.md, "Errors and empty answers scored as answers").
 """
 
 from __future__ import annotations

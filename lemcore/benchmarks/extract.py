@@ -1,9 +1,10 @@
 """GSM8K answer extraction: find the final number in a free-form answer, whatever style the model used.
 
 The lab's extractor read only "#### N" (which models rarely write) or the last bare number, and so marked
-answers like "$243", "\\boxed{18}" or "**42 apples**" wrong (seed-reference §5 item 9). Here the explicit
-markers are tried first, most specific first, and the last number in the text is the fallback. The method
-that matched is stored beside the value so a reviewer can see why an answer counted.
+answers like "$243", "\\boxed{18}" or "**42 apples**" wrong (docs/lab-formats.md, "Brittle GSM8K
+extraction"). Here the explicit markers are tried first, most specific first, and the last number in the
+text is the fallback. The method that matched is stored beside the value so a reviewer can see why an answer
+counted.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ _LAB_LAST = re.compile(r"(?:^|[\s=])(-?[\d,]+(?:\.\d+)?)")
 
 
 def lab_extract(text: str) -> str | None:
-    """seed-reference §2.9.1: "####" then the number, else the last number after start, space or '='."""
+    """The lab's rule (docs/lab-formats.md, "Benchmark scoring"): "####" then the number, else the last number
+    after start, space or '='."""
     if not text or text.startswith("ERROR"):
         return None
     m = _LAB_HASH.search(text)

@@ -1,9 +1,10 @@
 """LLM-as-judge scoring: rubric prompts, strict parsing, retries, and two backends (local MLX, any OpenAI API).
 
 The lab's judge stored 5/5 whenever a call or its parsing failed, and never retried those items, which
-pulled every average toward the middle (seed-reference §5 item 6). Here a judgment is either parsed scores
-within 1–10 for every rubric key, or it is `failed` with the reason and the judge's raw reply; failed ones
-are retried with back-off and, if they stay failed, are counted as failed and left out of the means.
+pulled every average toward the middle (docs/lab-formats.md, "Judge failures scored as 5"). Here a judgment
+is either parsed scores within 1–10 for every rubric key, or it is `failed` with the reason and the judge's raw
+reply; failed ones are retried with back-off and, if they stay failed, are counted as failed and left out of
+the means.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from lemcore.benchmarks.events import BenchProgress
 from lemcore.benchmarks.provenance import model_identity
 from lemcore.errors import ConfigError, LemError, ServerUnreachable
 from lemcore.generate.api import APIError, APIGenerator
-from lemcore.generate.engine import GenItem, MLXGenerator, Sampling
+from lemcore.generate.engine import MLXGenerator
+from lemcore.generate.protocol import Generator, GenItem, GenResult, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
-from lemcore.secrets import KeyringTokenStore
+from lemcore.secrets import KeyringTokenStore, TokenStore
 
 
 class JudgeAuthError(LemError):
@@ -139,7 +141,7 @@ class JudgeBackend(Protocol):
 
 
 # -- backends --------------------------------------------------------------------------------------------
-def _judge_sampling(attempt: int, max_tokens: int, seed: int) -> Any:
+def _judge_sampling(attempt: int, max_tokens: int, seed: int) -> Sampling:
 
     # Greedy first (repeatable); a retry of a bad reply needs a little randomness or it repeats exactly.
     return Sampling(temperature=0.0 if attempt == 1 else 0.5, max_tokens=max_tokens, seed=seed + attempt)
@@ -148,7 +150,7 @@ def _judge_sampling(attempt: int, max_tokens: int, seed: int) -> Any:
 class LocalJudge:
     """An MLX model on this computer: nothing leaves the machine. Requests are generated in batches."""
 
-    def __init__(self, generator: Any, *, model: str, sha256: str = "", max_tokens: int = 200,
+    def __init__(self, generator: Generator, *, model: str, sha256: str = "", max_tokens: int = 200,
                  seed: int = 0) -> None:
         self.generator = generator
         self.batch_size = max(64, generator.batch_size)
@@ -163,7 +165,7 @@ class LocalJudge:
         feed = iter([GenItem(i, m) for i, m in enumerate(prompts)])
         out: list[str | BaseException] = [Unparseable("no reply")] * len(prompts)
 
-        def keep(result: Any) -> None:
+        def keep(result: GenResult) -> None:
             out[result.key] = result.text
 
         self.generator.run(lambda: next(feed, None), _judge_sampling(attempt, self._max, self._seed), keep,
@@ -215,7 +217,7 @@ class JudgeConfig:
     batch_size: int = 8  # local judge only
 
 
-def make_judge(config: JudgeConfig, *, store: Any = None) -> JudgeBackend:
+def make_judge(config: JudgeConfig, *, store: TokenStore | None = None) -> JudgeBackend:
     """Build the backend. An API key is read from the keychain here, at job start, and kept in memory only."""
     if config.kind == "api":
         if not config.url:

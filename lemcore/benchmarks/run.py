@@ -3,8 +3,9 @@
 Every (item, sample) is generated through `MLXGenerator` (continuous batching, shared-prefix cache) and
 written to the run folder the moment it finishes, with the exact chat-templated prompt the model saw. A
 second call with the same folder resumes: finished (item, sample) pairs are skipped. The folder refuses a
-resume whose model, adapter, questions or sampling differ, so results never silently mix (seed-reference
-§5 items 5 and 29). Judge-scored suites are judged after generation, when a judge is configured.
+resume whose model, adapter, questions or sampling differ, so results never silently mix (docs/lab-formats.md,
+"Results that cannot be reproduced or silently mix"). Judge-scored suites are judged after generation, when a
+judge is configured.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from lemcore.benchmarks.provenance import adapter_identity, host, library_versio
 from lemcore.benchmarks.score import judge_run
 from lemcore.benchmarks.suites import Suite, load_suite, suite_module
 from lemcore.errors import Cancelled, ConfigError
-from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, load_mlx_model
+from lemcore.generate.engine import MLXGenerator, load_mlx_model
+from lemcore.generate.protocol import Generator, GenItem, GenResult, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
 
 
@@ -146,7 +148,7 @@ def _prepare(run_dir: Path | None, config: BenchConfig, suites: dict[str, Suite]
     }
 
 
-def load_generator(config: BenchConfig) -> Any:
+def load_generator(config: BenchConfig) -> Generator:
     """MLXGenerator for the model, with the adapter applied when one is given."""
 
     model, tokenizer = load_mlx_model(config.model)
@@ -163,7 +165,7 @@ def load_generator(config: BenchConfig) -> Any:
 
 
 def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: CancelToken | None = None,
-                  generator: Any = None, judge: JudgeBackend | None = None) -> BenchResult:
+                  generator: Generator | None = None, judge: JudgeBackend | None = None) -> BenchResult:
     """Generate, score and summarise. `generator`/`judge` may be passed in (tests, or a model already loaded)."""
     started = time.monotonic()
     cancel = cancel or CancelToken()
@@ -201,7 +203,7 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
                                                            report, cancel)
                     generated += len(pairs)
                     session["generated"] = generated
-            gen = None  # noqa: F841 - drop our reference so a local judge model has the memory
+            del gen  # drop our reference so a local judge model has the memory
         session["outcome"] = "finished"
     except BaseException as err:
         session["outcome"] = "cancelled" if isinstance(err, Cancelled) else f"failed: {err}"[:300]
@@ -226,7 +228,7 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
     return BenchResult(run_dir, summary, seconds, generated, resumed, judge_failed)
 
 
-def _generate_suite(gen: Any, run_dir: Path, suite: Suite, pairs: list[tuple[int, int]],
+def _generate_suite(gen: Generator, run_dir: Path, suite: Suite, pairs: list[tuple[int, int]],
                     sampling_record: dict[str, Any], report: Report, cancel: CancelToken) -> dict[str, Any]:
 
     module = suite_module(suite.id)
@@ -242,15 +244,15 @@ def _generate_suite(gen: Any, run_dir: Path, suite: Suite, pairs: list[tuple[int
         pair = next(queue, None)
         return None if pair is None else GenItem(pair, module.messages(suite.items[pair[0]]))
 
-    def on_result(result: Any) -> None:
+    def on_result(result: GenResult) -> None:
         nonlocal done, tokens
         index, sample = result.key
         item = suite.items[index]
         score = module.score(item, result.text) if not module.JUDGED else {}
         store.append_jsonl(path, {
             "id": item.id, "sample": sample, "status": "ok", "question": item.question,
-            "reference": item.reference, "stratum": item.stratum, "messages": module.messages(item), "prompt_text": result.prompt_text,
-            "prompt_tokens": result.prompt_tokens, "response": result.text, "tokens": result.tokens,
+            "reference": item.reference, "stratum": item.stratum, "messages": module.messages(item),
+            "prompt_text": result.prompt_text, "prompt_tokens": result.prompt_tokens, "response": result.text, "tokens": result.tokens,
             "seconds": round(result.seconds, 4), "truncated": result.truncated, "score": score,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         })

@@ -3,14 +3,16 @@
 `score_responses` reads a JSONL of `{id, response}` lines (the lab's result files add `benchmark, model,
 prompt, elapsed_seconds`) against a suite file and writes an ordinary run folder, so `lem compare` works on
 old runs too. A response of the form `ERROR: …` is a failed generation: it is counted and left out, never
-scored as if the model had said it (seed-reference §5 item 7). With the lab's score file beside it, the
-original per-item scores are kept and summarised next to ours, with a paired interval for the difference.
+scored as if the model had said it (docs/lab-formats.md, "Errors and empty answers scored as answers"). With
+the lab's score file beside it, the original per-item scores are kept and summarised next to ours, with a
+paired interval for the difference.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +40,7 @@ from lemcore.benchmarks.suites import (
 )
 from lemcore.errors import ConfigError, DataError
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.secrets import TokenStore
 
 _ERROR = re.compile(r"^\s*ERROR\b")
 
@@ -52,8 +55,9 @@ def _item_of(row: dict[str, Any]) -> BenchItem:
 
 
 def judge_run(run_dir: str | Path, judge: JudgeBackend | JudgeConfig, *, suites: list[str] | None = None,
-              token_store: Any = None, retries: int | None = None, backoff_s: float | None = None,
-              sleep: Any = None, report: Report = no_report, cancel: CancelToken | None = None) -> dict[str, int]:
+              token_store: TokenStore | None = None, retries: int | None = None, backoff_s: float | None = None,
+              sleep: Callable[[float], Any] | None = None, report: Report = no_report,
+              cancel: CancelToken | None = None) -> dict[str, int]:
     """Judge every generated row that has no good judgment from this judge and rubric yet (earlier failures
     are tried again). Returns the number of judgments per suite that stayed failed."""
     run_dir = Path(run_dir)
@@ -95,8 +99,9 @@ def judge_run(run_dir: str | Path, judge: JudgeBackend | JudgeConfig, *, suites:
     return failed
 
 
-def rescore_run(run_dir: str | Path, *, judge: JudgeBackend | JudgeConfig | None = None, token_store: Any = None,
-                report: Report = no_report, cancel: CancelToken | None = None, **judge_options: Any) -> dict[str, Any]:
+def rescore_run(run_dir: str | Path, *, judge: JudgeBackend | JudgeConfig | None = None,
+                token_store: TokenStore | None = None, report: Report = no_report,
+                cancel: CancelToken | None = None, **judge_options: Any) -> dict[str, Any]:
     """Re-extract GSM8K answers with the current extractor, judge what is unjudged, rewrite the summary."""
     run_dir = Path(run_dir)
     run = store.read_run(run_dir)
@@ -129,7 +134,8 @@ class ScoreConfig:
 
 
 def load_lab_scores(path: str | Path, suite: str, model: str) -> dict[str, dict[str, Any]]:
-    """Per-item score objects for one benchmark and model from a lab score file (§1.7 shapes)."""
+    """Per-item score objects for one benchmark and model from a lab score file (shapes: docs/lab-formats.md,
+    "Benchmark files")."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -155,7 +161,7 @@ def _original_values(suite: str, per_item: dict[str, dict[str, Any]]) -> dict[st
     return values
 
 
-def score_responses(config: ScoreConfig, *, judge: JudgeBackend | None = None, token_store: Any = None,
+def score_responses(config: ScoreConfig, *, judge: JudgeBackend | None = None, token_store: TokenStore | None = None,
                     report: Report = no_report, cancel: CancelToken | None = None) -> dict[str, Any]:
     """Import a responses file into a run folder, score it, and return its summary."""
     path = Path(config.responses).expanduser()

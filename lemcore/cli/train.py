@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from lemcore.errors import ConfigError
 from lemcore.events import Event
 from lemcore.influx import InfluxClient, InfluxTarget
 from lemcore.jobs import CancelToken
-from lemcore.secrets import KeyringTokenStore, TokenStore, resolve_token_or_env
+from lemcore.secrets import KeyringTokenStore, TokenStore, find_token_or_env
 from lemcore.settings import load_settings
 from lemcore.train.config import PRESETS, TrainConfig, load_yaml, preset
 from lemcore.train.data import check_data
@@ -106,7 +107,10 @@ def _influx_reporter(config: TrainConfig, store: TokenStore) -> InfluxTrainRepor
     settings = load_settings()
     if not settings.influx_url:
         raise ConfigError("No InfluxDB server configured: set it in Settings (or INFLUX_URL), or drop --influx.")
-    token, _ = resolve_token_or_env(store)
+    resolved = find_token_or_env(store)
+    token = resolved.token
+    if resolved.from_file:
+        print(resolved.note[0].upper() + resolved.note[1:] + ".", file=sys.stderr)
     if not token:
         raise ConfigError(f"No token for {settings.influx_url}: run `lem login` (or set INFLUX_TOKEN).")
     client = InfluxClient(InfluxTarget(settings.influx_url, settings.influx_db), token)

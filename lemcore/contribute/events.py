@@ -57,6 +57,18 @@ class Notice(Event):
 
 
 @dataclass(frozen=True)
+class ClaimLost(Notice):
+    """Another volunteer now holds, or has finished, an item this computer had claimed (after a sleep, a pause
+    or an outage longer than the lease). It is not reported from here; an answer already written for it is
+    kept in the `.lost.jsonl` file beside the output. `message` says all this in words."""
+
+    idx: int
+    verdict: str  # "taken" (someone else holds it) or "done" (someone else finished it)
+    cause: str  # "paused" (this computer slept or was stopped), "unreachable" (the server was), "expired"
+    generated: bool  # an answer had been written here
+
+
+@dataclass(frozen=True)
 class Finished(Event):
     done: int
     reason: str

@@ -2,9 +2,14 @@
 
 Order for every finished response: (1) append one line to the JSONL and fsync; (2) record it in the
 journal as "done, not yet reported"; (3) report to the queue and mark it reported. On start the journal is
-reconciled with the JSONL (a line written just before a crash is adopted, a torn last line is cut), so a
-finished response is never generated again, never lost, and never written twice; unreported ones wait in
-the outbox until the server takes them.
+reconciled with the JSONL (a line written just before a crash is adopted, a torn last line is cut, a complete
+last line that only lacks its newline gets one), so a finished response is never generated again, never lost,
+and never written twice; unreported ones wait in the outbox until the server takes them.
+
+Steps (1) and (2), and the start-up check, hold an advisory lock on the JSONL: two processes sharing one
+output (two workers started with the same name) never see each other's half-written line. Every failure of the
+disk (read-only, full, no permission) is a StorageError naming the file; a line that could not be written
+completely is removed again, so the file only ever holds whole answers.
 """
 
 from __future__ import annotations
@@ -12,27 +17,51 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from lemcore.contribute.queue.base import Completion
+from lemcore.contribute.storage import guarded, locked, write_all
 from lemcore.errors import DataError
+
+
+def _is_complete_line(raw: bytes) -> bool:
+    """A last line that parses as a JSON object is a whole record that only lacks its newline (written by
+    another tool, or a crash between the text and the newline of a two-write writer); anything else is torn."""
+    try:
+        return isinstance(json.loads(raw.decode("utf-8")), dict)
+    except ValueError:  # UnicodeDecodeError is a ValueError
+        return False
 
 
 class Journal:
     def __init__(self, output: Path, kind: str, dataset: str) -> None:
         self.output = Path(output)
         self.kind, self.dataset = kind, dataset
-        self.output.parent.mkdir(parents=True, exist_ok=True)
         self.path = self.output.with_name(self.output.name + ".journal.sqlite")
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS done (kind TEXT, dataset TEXT, idx INTEGER, completion TEXT, "
-            "reported INTEGER DEFAULT 0, PRIMARY KEY (kind, dataset, idx))"
-        )
-        self._reconcile()
+        with guarded(self.output, "create the output folder"):
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+        with guarded(self.path, "open the journal"):
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            with guarded(self.path, "open the journal"):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS done (kind TEXT, dataset TEXT, idx INTEGER, completion TEXT, "
+                    "reported INTEGER DEFAULT 0, PRIMARY KEY (kind, dataset, idx))"
+                )
+                # Prompts the generator refused (e.g. longer than the model's context): not done, not reported;
+                # kept so the user can see which and why. A later run may still generate them (another model).
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS skipped (kind TEXT, dataset TEXT, idx INTEGER, reason TEXT, "
+                    "at REAL, PRIMARY KEY (kind, dataset, idx))"
+                )
+            self._reconcile()
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -41,14 +70,39 @@ class Journal:
     def _reconcile(self) -> None:
         if not self.output.exists():
             return
-        data = self.output.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # A torn last line (power loss mid-write): cut it; that response was never journaled.
-            cut = data.rfind(b"\n") + 1
-            with open(self.output, "r+b") as fh:
-                fh.truncate(cut)
-                os.fsync(fh.fileno())
-            data = data[:cut]
+        with guarded(self.output, "read the output file"):
+            fd = os.open(self.output, os.O_RDONLY)
+        try:
+            with guarded(self.output, "check the output file"), locked(fd):
+                data = self._repair_end(fd)
+                self._adopt(data)
+        finally:
+            os.close(fd)
+
+    def _repair_end(self, fd: int) -> bytes:
+        """The file's bytes after making its end whole: a complete last line without a newline gets one, a
+        torn one (power loss mid-write: never journaled) is cut."""
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if not data or data.endswith(b"\n"):
+            return data
+        start = data.rfind(b"\n") + 1
+        keep = _is_complete_line(data[start:])
+        wfd = os.open(self.output, os.O_WRONLY | os.O_APPEND)
+        try:
+            if keep:
+                write_all(wfd, b"\n")
+            else:
+                os.ftruncate(wfd, start)
+            os.fsync(wfd)
+        finally:
+            os.close(wfd)
+        return data + b"\n" if keep else data[:start]
+
+    def _adopt(self, data: bytes) -> None:
+        """Journal rows for lines written just before a crash (after step 1, before step 2)."""
         known = self.done_set()
         for n, raw in enumerate(data.splitlines(), 1):
             if not raw.strip():
@@ -62,23 +116,37 @@ class Journal:
             idx = record.get("idx")
             if isinstance(idx, int) and idx not in known:
                 completion = Completion(**record["_completion"]) if "_completion" in record else None
-                self._insert(idx, completion)
+                with guarded(self.path, "update the journal"):
+                    self._insert(idx, completion)
                 known.add(idx)
 
     def _insert(self, idx: int, completion: Completion | None) -> None:
         payload = json.dumps(completion.to_dict()) if completion else None
-        self._db.execute("INSERT OR IGNORE INTO done (kind, dataset, idx, completion, reported) VALUES (?,?,?,?,?)",
-                         (self.kind, self.dataset, idx, payload, 0 if completion else 1))
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT OR IGNORE INTO done (kind, dataset, idx, completion, reported) "
+                             "VALUES (?,?,?,?,?)", (self.kind, self.dataset, idx, payload, 0 if completion else 1))
+            self._db.execute("DELETE FROM skipped WHERE kind=? AND dataset=? AND idx=?",
+                             (self.kind, self.dataset, idx))
+        except BaseException:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (e.g. after SQLITE_FULL)
+            raise
+        self._db.execute("COMMIT")
 
     # -- queries ------------------------------------------------------------------------------------
     def done_set(self) -> set[int]:
-        rows = self._db.execute("SELECT idx FROM done WHERE kind=? AND dataset=?", (self.kind, self.dataset))
-        return {r[0] for r in rows}
+        with guarded(self.path, "read the journal"):
+            rows = self._db.execute("SELECT idx FROM done WHERE kind=? AND dataset=?", (self.kind, self.dataset))
+            return {r[0] for r in rows}
 
     def outbox(self) -> list[Completion]:
-        rows = self._db.execute(
-            "SELECT completion FROM done WHERE kind=? AND dataset=? AND reported=0 AND completion IS NOT NULL "
-            "ORDER BY idx", (self.kind, self.dataset))
+        with guarded(self.path, "read the journal"):
+            rows = self._db.execute(
+                "SELECT completion FROM done WHERE kind=? AND dataset=? AND reported=0 AND completion IS NOT NULL "
+                "ORDER BY idx", (self.kind, self.dataset)).fetchall()
         return [Completion(**json.loads(r[0])) for r in rows]
 
     def count(self) -> int:
@@ -86,17 +154,49 @@ class Journal:
 
     # -- writes -------------------------------------------------------------------------------------
     def record(self, record: dict[str, Any], completion: Completion) -> None:
-        """Steps (1) and (2): the JSONL line (flushed to disk) and the journal entry."""
+        """Steps (1) and (2): the JSONL line (flushed to disk) and the journal entry. Raises StorageError
+        when the disk refuses; the file then holds no part of this line."""
         record = dict(record, kind=self.kind, prompt_set=self.dataset, _completion=completion.to_dict())
         raw = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        fd = os.open(self.output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with guarded(self.output, "save a finished answer"):
+            fd = os.open(self.output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, raw)  # one write on an O_APPEND descriptor: never interleaved with another line
-            os.fsync(fd)
+            with guarded(self.output, "save a finished answer"), locked(fd):
+                size = os.fstat(fd).st_size
+                try:
+                    write_all(fd, raw)  # one write on an O_APPEND descriptor: never interleaved with another line
+                    os.fsync(fd)
+                except OSError:
+                    _cut_back(fd, size)  # never leave a partial line behind
+                    raise
+                with guarded(self.path, f"record a finished answer in the journal (the answer is saved in "
+                                        f"{self.output} and is counted at the next start)"):
+                    self._insert(completion.idx, completion)
         finally:
             os.close(fd)
-        self._insert(completion.idx, completion)
+
+    def skip(self, idx: int, reason: str) -> None:
+        """Note a prompt that was not generated, and why. It does not count as done and is never reported."""
+        with guarded(self.path, "update the journal"):
+            self._db.execute("INSERT OR REPLACE INTO skipped VALUES (?,?,?,?,?)",
+                             (self.kind, self.dataset, idx, reason, time.time()))
+
+    def skipped(self) -> dict[int, str]:
+        """Prompts skipped (and not generated since), with the reason."""
+        with guarded(self.path, "read the journal"):
+            rows = self._db.execute("SELECT idx, reason FROM skipped WHERE kind=? AND dataset=? ORDER BY idx",
+                                    (self.kind, self.dataset)).fetchall()
+        return {r[0]: r[1] for r in rows}
 
     def mark_reported(self, idxs: list[int]) -> None:
-        self._db.executemany("UPDATE done SET reported=1 WHERE kind=? AND dataset=? AND idx=?",
-                             [(self.kind, self.dataset, i) for i in idxs])
+        with guarded(self.path, "update the journal"):
+            self._db.executemany("UPDATE done SET reported=1 WHERE kind=? AND dataset=? AND idx=?",
+                                 [(self.kind, self.dataset, i) for i in idxs])
+
+
+def _cut_back(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        pass  # the start-up check cuts a torn last line anyway

@@ -12,12 +12,13 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lemcore.contribute.engine import ContributeConfig, ContributeResult, run_contribution
+from lemcore.contribute.engine import ContributeConfig, ContributeResult, default_output, run_contribution
 from lemcore.contribute.events import Notice
 from lemcore.contribute.governor import PRESETS, Governor, GovernorRules
 from lemcore.contribute.queue.base import GOLD, WorkQueue
 from lemcore.contribute.queue.lab import InfluxQueue
 from lemcore.contribute.queue.solo import SQLiteQueue, default_solo_queue_path
+from lemcore.contribute.storage import probe_writable
 from lemcore.errors import ConfigError, SecretStoreError, ServerUnreachable
 from lemcore.generate.api import APIGenerator
 from lemcore.generate.engine import MLXGenerator
@@ -26,7 +27,9 @@ from lemcore.hardware import detect_hardware, mlx_backend
 from lemcore.influx import InfluxClient, InfluxTarget
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.catalog import Recommendation, recommend
-from lemcore.secrets import GENERATION_API_ACCOUNT, KeyringTokenStore, TokenStore, resolve_token_or_env
+from lemcore.prompts import load_expansion_prompts, load_gold_prompts, prompt_set_hash
+from lemcore.resources import seeds_dir
+from lemcore.secrets import GENERATION_API_ACCOUNT, KeyringTokenStore, TokenStore, find_token_or_env
 from lemcore.settings import Settings
 
 BACKENDS = ("mlx", "api")
@@ -114,37 +117,64 @@ class ContributionRun:
 def build_contribution(options: ContributionOptions, token_store: TokenStore | None = None, *,
                        cache: GeneratorCache = load_uncached, report: Report = no_report,
                        cancel: CancelToken | None = None) -> ContributionRun:
-    """Check the options, open the queue (and, with a server, check the address and token), then load the
-    generator through `cache`: a wrong address or token fails in seconds, not after a model download.
-    `token_store` defaults to the system keychain."""
+    """Check the options, open the queue (and, with a server, check the address and token) and check that the
+    output can be written, then load the generator through `cache`: a wrong address or token, or a read-only
+    or full disk, fails in seconds, not after a model download. `token_store` defaults to the system keychain."""
     if options.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {options.backend!r}: use mlx or api.")
     config = options.engine_config()
     config.validate()
-    queue = open_queue(options.queue_choice, options.kind, options.worker, token_store=token_store,
-                       report=report)
-    if options.server_url:
-        check_queue(queue, options.server_url)
+    queue = open_queue(options.queue_choice, options.kind, options.worker, prompts=options.prompts,
+                       token_store=token_store, report=report)
+    try:
+        if options.server_url:
+            check_queue(queue, options.server_url)
+        probe_writable(Path(config.output) if config.output else default_output(config.kind, config.worker))
+    except BaseException:
+        if isinstance(queue, SQLiteQueue):
+            queue.close()
+        raise
     generator = make_generator(options.backend, options.model, batch_size=options.batch_size,
                                api_url=options.api_url, api_model=options.api_model, token_store=token_store,
                                cache=cache, report=report, cancel=cancel)
     return ContributionRun(config, queue, generator)
 
 
-def open_queue(choice: QueueChoice, kind: str, worker: str, *, token_store: TokenStore | None = None,
-               report: Report = no_report) -> WorkQueue:
-    """The lab's InfluxDB queue when a server is set, else the local SQLite queue (solo mode)."""
-    if not choice.server_url:
-        return SQLiteQueue(default_solo_queue_path(), kind, worker, lease_s=choice.lease_s)
+def prompt_file(prompts: Path | None) -> Path:
+    """The prompt file a run reads: the given one, else the shipped gold prompts (as
+    `lemcore.contribute.engine.load_work` does)."""
+    return Path(prompts) if prompts else seeds_dir() / "gold-prompts.jsonl"
 
-    token, note = resolve_token_or_env(token_store if token_store is not None else KeyringTokenStore())
-    if not token:
+
+def open_queue(choice: QueueChoice, kind: str, worker: str, *, prompts: Path | None = None,
+               token_store: TokenStore | None = None, report: Report = no_report) -> WorkQueue:
+    """The lab's InfluxDB queue when a server is set, else the local SQLite queue (solo mode), which keeps
+    each prompt set (`prompts`, default the shipped gold prompts) apart."""
+    if not choice.server_url:
+        return open_solo_queue(default_solo_queue_path(), kind, worker, prompt_file(prompts), lease_s=choice.lease_s)
+
+    resolved = find_token_or_env(token_store if token_store is not None else KeyringTokenStore())
+    if not resolved.token:
         raise ConfigError(f"No token for {choice.server_url}: paste it in Settings (or run `lem login`), "
                           "or contribute offline.")
-    if "imported" in note:
-        report(Notice(note))
-    client = InfluxClient(InfluxTarget(choice.server_url, choice.db), token)
+    if resolved.from_file:
+        report(Notice(resolved.note[0].upper() + resolved.note[1:] + "."))
+    client = InfluxClient(InfluxTarget(choice.server_url, choice.db), resolved.token)
     return InfluxQueue(client, kind, worker, lease_s=choice.lease_s)
+
+
+def open_solo_queue(path: Path, kind: str, worker: str, prompts: Path, *, lease_s: float = 120.0) -> SQLiteQueue:
+    """The solo queue for one prompt set. Rows of a queue file from before prompt sets count for this set
+    where they match its items (`SQLiteQueue.adopt_legacy`)."""
+    queue = SQLiteQueue(path, kind, worker, prompt_set=prompt_set_hash(prompts), lease_s=lease_s)
+    try:
+        if queue.has_legacy():
+            loader = load_gold_prompts if kind == GOLD else load_expansion_prompts
+            queue.adopt_legacy(loader(prompts, on_bad_line=lambda bad: None))
+    except BaseException:
+        queue.close()
+        raise
+    return queue
 
 
 def check_queue(queue: WorkQueue, url: str) -> None:

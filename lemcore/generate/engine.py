@@ -5,12 +5,17 @@ callable whenever a slot frees up (so the caller claims work just in time) and h
 to `on_result` at once, so a crash loses only what is in flight. Tokens of the shared prefix (e.g. the axiom
 system message every sandwich starts with) are prefilled once and the cache is copied for each sequence.
 
+A prompt that does not fit the model's context (its tokens plus `max_tokens` beyond the positions the model
+was trained on, `max_position_embeddings` in its config) is refused as soon as it is tokenized: never prefilled,
+it holds up no other sequence, and its `GenResult` carries the reason in `refused`.
+
 MLX and mlx-lm are imported inside the functions that use them, so importing this module stays light.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -29,7 +34,7 @@ from lemcore.generate.protocol import GenResult as GenResult
 from lemcore.generate.protocol import Sampling as Sampling
 from lemcore.generate.sampling import SamplingModel, cpu_sampler
 from lemcore.jobs import CancelToken, Report, no_report
-from lemcore.models.loading import load_model
+from lemcore.models.loading import ModelLoaded, load_model
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,42 @@ def _quiet_transformers() -> None:
         pass
 
 
+# Config keys that hold the number of positions a model was trained on, most common first.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "max_seq_len",
+                 "n_ctx")
+
+
+def context_from_config(config: dict[str, Any]) -> int | None:
+    """The model's context length from its config.json (multimodal configs keep it in `text_config`)."""
+    for source in (config, config.get("text_config")):
+        if isinstance(source, dict):
+            for key in _CONTEXT_KEYS:
+                value = source.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+    return None
+
+
+def context_from_model(model: Any) -> int | None:
+    """The context length from an mlx-lm model's arguments (`model.args`, or its `language_model`'s), where
+    its architecture keeps the field; None when it does not say."""
+    for holder in (model, getattr(model, "language_model", None)):
+        args = getattr(holder, "args", None)
+        for key in _CONTEXT_KEYS:
+            value = getattr(args, key, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def _read_context(folder: Path) -> int | None:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return context_from_config(config) if isinstance(config, dict) else None
+
+
 def load_mlx_model(path: str | Path, *, batch: int = 1, report: Report = no_report,
                    cancel: CancelToken | None = None) -> tuple[Any, Any]:
     """Load through the Models engine: the fit check (counting `batch` sequences) and one clear message
@@ -92,11 +133,14 @@ class MLXGenerator:
     `model` and `tokenizer` are mlx-lm's (an nn.Module and a TokenizerWrapper): untyped third-party objects.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, name: str = "") -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, name: str = "",
+                 max_positions: int | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self._batch_size = max(1, batch_size)
         self.name = name
+        # Positions the model was trained on (prompt + answer); None = unknown, nothing is refused.
+        self.max_positions = max_positions if max_positions is not None else context_from_model(model)
         self._prefix_ids: list[int] = []
         self._prefix_cache: list[Any] | None = None
         # The layers without the vocabulary head: prompt tokens need their keys and values, not their logits.
@@ -107,8 +151,16 @@ class MLXGenerator:
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = 8, report: Report = no_report,
              cancel: CancelToken | None = None) -> MLXGenerator:
-        model, tokenizer = load_mlx_model(path, batch=batch_size, report=report, cancel=cancel)
-        return cls(model, tokenizer, batch_size=batch_size, name=str(path))
+        folders: list[Path] = []
+
+        def tap(event: Event) -> None:  # the folder the model came from: its config.json says the context
+            if isinstance(event, ModelLoaded):
+                folders.append(Path(event.folder))
+            report(event)
+
+        model, tokenizer = load_mlx_model(path, batch=batch_size, report=tap, cancel=cancel)
+        context = _read_context(folders[-1]) if folders else None
+        return cls(model, tokenizer, batch_size=batch_size, name=str(path), max_positions=context)
 
     @property
     def batch_size(self) -> int:
@@ -134,7 +186,8 @@ class MLXGenerator:
                 break
             common += 1
         common = min(common, min(len(e) for e in encoded) - 1)  # keep at least one token to process
-        if common < 16:  # not worth a cache copy
+        if common < 16 or (self.max_positions is not None and common >= self.max_positions):
+            # Not worth a cache copy; or longer than any prompt the model takes (those are refused anyway).
             self._prefix_ids, self._prefix_cache = [], None
             return 0
         self._prefix_ids = encoded[0][:common]
@@ -161,6 +214,19 @@ class MLXGenerator:
             cache, start = make_prompt_cache(self.model), 0
         self._fill(cache, ids, start, len(ids) - 1, cancel)
         return cache
+
+    def refusal(self, prompt_tokens: int, max_tokens: int) -> str:
+        """Why a prompt of this length is not generated with this token limit ("" = it fits): the prompt and
+        its answer must fit in the positions the model was trained on."""
+        limit = self.max_positions
+        if limit is None or prompt_tokens + max_tokens <= limit:
+            return ""
+        if prompt_tokens >= limit:
+            return (f"the prompt is {prompt_tokens:,} tokens, longer than the {limit:,} the model reads; it was not "
+                    "generated (use a model with a longer context)")
+        return (f"the prompt ({prompt_tokens:,} tokens) plus up to {max_tokens:,} answer tokens exceeds the "
+                f"{limit:,} the model reads; it was not generated (lower max tokens to {limit - prompt_tokens:,} "
+                "or less, or use a model with a longer context)")
 
     def _fill(self, cache: list[Any], ids: list[int], start: int, stop: int, cancel: CancelToken | None) -> None:
         """Run ids[start:stop] through the model body into `cache`, in chunks."""
@@ -205,7 +271,8 @@ class MLXGenerator:
 
         `feed` returns a GenItem, None (no more work) or WAIT (nothing now; asked again shortly).
         `on_tick` runs after every decoding step and every prompt's prefill (lease renewal lives there). On
-        cancel, sequences in flight are dropped: their items were never reported as done.
+        cancel, sequences in flight are dropped: their items were never reported as done. A prompt that does
+        not fit the context (`refusal`) gets a result with `refused` set at once, and takes no slot.
         """
         import mlx.core as mx
 
@@ -232,6 +299,13 @@ class MLXGenerator:
                         break
                     started = time.perf_counter()
                     text, ids = encode_prompt(self.tokenizer, item.messages)
+                    refused = self.refusal(len(ids), sampling.max_tokens)
+                    if refused:
+                        finished += 1
+                        on_result(GenResult(key=item.key, text="", prompt_tokens=len(ids), tokens=0,
+                                            seconds=time.perf_counter() - started, truncated=False,
+                                            prompt_text=text, refused=refused))
+                        continue
                     cache = self._prefill(ids, cancel)
                     (uid,) = gen.insert([ids[-1:]], [sampling.max_tokens], caches=[cache])
                     slots[uid] = _Slot(item, started, text, len(ids))

@@ -49,6 +49,9 @@ class GenResult:
     seconds: float
     truncated: bool  # stopped at the token limit, not at end-of-sequence
     prompt_text: str = ""
+    # Not generated, and why (e.g. the prompt does not fit the model's context): `text` is empty and the item
+    # is not done. Callers record it as skipped and tell the user; "" for every generated answer.
+    refused: str = ""
 
 
 class Wait(enum.Enum):
@@ -80,5 +83,6 @@ class Generator(Protocol):
             report: Report = no_report, cancel: CancelToken | None = None,
             on_tick: Callable[[], None] | None = None) -> int:
         """Generate until `feed` returns None and everything in flight is finished; returns the number of
-        results. `on_tick` runs often while generating (lease renewal lives there)."""
+        results (refused ones included: each item gets exactly one `GenResult`, see `GenResult.refused`).
+        `on_tick` runs often while generating (lease renewal lives there)."""
         ...

@@ -2,11 +2,10 @@
 
 Files land where `huggingface_hub` puts them (`<HF cache>/models--owner--name/blobs/<etag>`), so models that
 mlx-lm's own tools fetched are reused and nothing is fetched twice. huggingface_hub 2.x downloads each file to
-a process-unique temporary name and deletes it on failure, so it cannot resume after a restart (anchors
-B.3: Ollama #11742, "closing the GUI restarted the pull from 0"). Here each file streams into
-`<etag>.incomplete` and continues with an HTTP Range request after a cancel, a crash or a lost connection;
-the finished bytes are checked against the hub's hash (sha256 for LFS files, git's blob sha1 otherwise)
-before they become the blob. huggingface_hub then links the snapshot (`snapshot_download` finds every blob
+a process-unique temporary name and deletes it on failure, so it cannot resume after a restart
+(docs/platform-notes.md, "Hugging Face hub"). Here each file streams into `<etag>.incomplete` and continues
+with an HTTP Range request after a cancel, a crash or a lost connection; the finished bytes are checked
+against the hub's hash (sha256 for LFS files, git's blob sha1 otherwise) before they become the blob. huggingface_hub then links the snapshot (`snapshot_download` finds every blob
 present and fetches nothing).
 
 The fit check runs on the hub's metadata (file sizes, safetensors headers, config.json) BEFORE any weight byte

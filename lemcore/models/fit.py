@@ -5,8 +5,8 @@ usable  = total RAM minus what the OS and other apps keep: 2.5 GB + 10 % of RAM.
           usable unified memory on Macs at 8 GB -> ~4.7, 16 -> ~11.9, 32 -> ~26.3, which this formula
           reproduces. On a Mac it is also capped by Metal's recommended working set when that is known.
 verdict = red above usable (refused unless forced); yellow when tight or when other apps hold the memory right
-          now; green otherwise. Labels must say which figures were compared (anchors B.3), so every report
-          carries `words`.
+          now; green otherwise. Labels must say which figures were compared (docs/platform-notes.md, "Memory
+          fit"), so every report carries `words`.
 
 Weights come from the catalog, the safetensors headers of a local folder (only the JSON header is read, never
 the tensors) or the hub's metadata; the KV cache from config.json. Nothing here imports mlx at module level.

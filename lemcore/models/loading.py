@@ -43,10 +43,9 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tiktoken.model", "vocab.json")
 log = logging.getLogger(__name__)
 
-# Tokenizers loaded so far, by folder and file stamps. Parsing a real tokenizer.json (json, then the Rust
-# tokenizer) holds the GIL for 0.1-0.4 s in a few long calls, which freezes a Qt window even when a worker
-# thread does it. The app loads the chosen model's tokenizer once before its window opens (warm_tokenizer),
-# and every later load (each Start, Resume, benchmark) reuses it.
+# Tokenizers parsed so far, by folder and file stamps: a parse holds the GIL long enough to freeze the window
+# (docs/platform-notes.md, "GIL release and GUI stalls"), so each is parsed once; the app warms the chosen one
+# before showing (warm_tokenizer).
 _TOKENIZERS: dict[tuple[Any, ...], Any] = {}
 _TOKENIZERS_LOCK = threading.Lock()
 _TOKENIZERS_KEPT = 4

@@ -333,9 +333,9 @@ PRESETS = ("LEK recipe", "Quick test")
 
 
 def lek_recipe(model_size_b: float | None = None, **changes: Any) -> TrainConfig:
-    """The lab's recipe (seed-reference §2.6): `--mask-prompt`, 200 iterations, batch 2, lr 1e-5, save every
-    50; mlx-lm's defaults otherwise (16 layers, rank 8, scale 20). Per scale: gradient checkpointing from 12B,
-    batch 1 and lr 5e-6 at 27B. Unknown size: the 1B-4B numbers."""
+    """The lab's recipe (docs/lab-formats.md, "Training recipe"): `--mask-prompt`, 200 iterations, batch 2,
+    lr 1e-5, save every 50; mlx-lm's defaults otherwise (16 layers, rank 8, scale 20). Per scale: gradient
+    checkpointing from 12B, batch 1 and lr 5e-6 at 27B. Unknown size: the 1B-4B numbers."""
     size = model_size_b or 1.0
     base = TrainConfig(fine_tune_type="lora", mask_prompt=True, iters=200, batch_size=2, learning_rate=1e-5,
                        save_every=50, num_layers=16, max_seq_length=2048, val_batches=25, steps_per_eval=200)

@@ -1,4 +1,5 @@
-"""LoRA training engine: mlx-lm's own trainer, driven so it reports every step, stops on request and resumes.
+"""LoRA training engine: mlx-lm's own trainer, driven so it reports every step, stops on request and resumes
+(docs/platform-notes.md, "mlx-lm training API").
 
 We call `mlx_lm.tuner.trainer.train` directly (never `lora.run`, which drops callbacks) with:
 - a TrainingCallback that receives every step (the trainer is told to report each step; the values are

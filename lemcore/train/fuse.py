@@ -134,9 +134,8 @@ def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: Canc
     for pattern in ("*.py", "generation_config.json"):
         for extra in base_dir.glob(pattern) if base_dir.is_dir() else []:
             shutil.copy2(extra, save_path / extra.name)
-    # Dropped by reference count; no gc.collect() here: on the app's engine thread a full collection also
-    # destroys unreachable Qt objects off the GUI thread, which deadlocked in PySide (QObject::~QObject
-    # waiting for the GIL inside gc.collect, seen in a CI run).
+    # Dropped by reference count: no gc.collect() on the engine thread
+    # (docs/platform-notes.md, "PySide deadlocks").
     del model, fused
     mx.clear_cache()
 

@@ -1,5 +1,5 @@
-"""Report a training run to the lab's InfluxDB in its existing shape (seed-reference §3.1), so the lab's
-dashboard shows desktop runs beside its own:
+"""Report a training run to the lab's InfluxDB in its existing shape (docs/lab-formats.md, "InfluxDB schema"),
+so the lab's dashboard shows desktop runs beside its own:
 
 - `training_loss`, tags model, run_id, loss_type (train/val); fields iteration (int), loss, and for train lines
   learning_rate, tokens_per_sec, iterations_per_sec. Train lines average the loss over each report window,
@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lemcore.influx import line
+from lemcore.events import Event
+from lemcore.influx import InfluxClient, line
 from lemcore.train.events import EvalDone, TrainFinished, TrainStarted, TrainStep
 
 STATUS_EVERY = 100
@@ -31,7 +32,7 @@ _FINAL_STATUS = {"complete": "complete", "early_stopped": "complete", "cancelled
 
 
 class InfluxTrainReporter:
-    def __init__(self, client: Any, *, model: str, run_id: str = "", every: int = 10,
+    def __init__(self, client: InfluxClient, *, model: str, run_id: str = "", every: int = 10,
                  retry_seconds: float = 5.0) -> None:
         self.client = client
         self.model = Path(model.rstrip("/")).name or model
@@ -46,7 +47,7 @@ class InfluxTrainReporter:
         self._thread.start()
 
     # -- the report callable: never blocks ----------------------------------------------------------------
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: Event) -> None:
         if isinstance(event, TrainStarted):
             self.run_id = self.run_id or event.run_dir.name
             self._status("training", event.start_iteration, event.total_iters)

@@ -2,8 +2,8 @@
 
 The estimate is deliberately simple (weights + adapter/optimizer state + stored activations of the trained
 blocks + the logits, which dominate for large vocabularies) and rough, about +-30%. Checked against the lab's
-measured peaks for Gemma 3 4B/12B/27B (seed-reference §2.6: 6.5 / 11.5 / 18.7 GB) it errs on the high side,
-which is the safe side for a guard that exists to stop the OS from killing a run half way.
+measured peaks for Gemma 3 4B/12B/27B (6.5 / 11.5 / 18.7 GB, docs/lab-formats.md, "Training recipe") it errs on
+the high side, which is the safe side for a guard that exists to stop the OS from killing a run half way.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A checkpoint (`<run>/checkpoints/<iteration>/`) holds the adapter weights, the o
 step count, hence the learning-rate schedule position) and `state.json`: the iteration, trained tokens, the
 data order (numpy MT19937 state at the start of the current epoch plus the position in it) and the bookkeeping
 of best-checkpoint tracking, early stopping and the divergence watchdog. mlx-lm's `--resume-adapter-file`
-restores only the weights, so Adam restarts cold and the data order restarts from the first batch.
+restores only the weights (docs/platform-notes.md, "mlx-lm training API"), so Adam restarts cold and the data
+order restarts from the first batch.
 
 MLX's random key cannot be set from Python (`mx.random.state` only accepts `seed(int)`), so instead of saving
 the key the engine reseeds MLX before every step from (seed, iteration). Dropout masks are then a pure

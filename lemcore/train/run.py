@@ -3,7 +3,7 @@
 A run folder holds: `config.yaml` (the immutable snapshot, written once; a resume adds
 `config.resume-<iteration>.yaml`), `adapter_config.json` + `adapters.safetensors` (mlx-lm's adapter layout,
 so `mlx_lm.load(model, adapter_path=run)` and `mlx_lm fuse` work on it), `metrics.jsonl`, `checkpoints/` and
-`best/` (see train_resume).
+`best/` (see resume.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lemcore.errors import ConfigError, ModelLoadError
+from lemcore.jobs import CancelToken
 from lemcore.models.embedded import ensure_embedded_model
 from lemcore.models.loading import check_model_folder, resolve_model
 from lemcore.settings import data_dir
@@ -98,7 +99,7 @@ def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     return out
 
 
-def load_base_model(name: str, *, cancel: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+def load_base_model(name: str, *, cancel: CancelToken | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Resolve `name` (catalog id, folder or downloaded hub id) as the rest of the app does, then load it with
     mlx-lm lazily (weights are read when first used, so the memory guard can run first)."""
 

@@ -1,4 +1,4 @@
-"""One training session's live state: the trainer's callback and batch iterator (see training.py).
+"""One training session's live state: the trainer's callback and batch iterator (see engine.py).
 
 The batch iterator is where everything between two optimizer steps happens: validation, best-checkpoint
 tracking, early stopping, periodic and stop checkpoints, and cancellation. At that point the trainer has

@@ -90,7 +90,7 @@ def test_match_is_numeric() -> None:
 
 
 def test_ours_finds_what_the_lab_rule_missed() -> None:
-    """seed-reference §5 item 9: "$243", boxed and bold answers were marked wrong."""
+    """docs/lab-formats.md, "Brittle GSM8K extraction": "$243", boxed and bold answers were marked wrong."""
     for response, expected in (("She spends $243.", "243"), (r"\boxed{18}", "18"), ("**42**", "42")):
         row = score_gsm8k(response, expected)
         assert row["correct"] is True

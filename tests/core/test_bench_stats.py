@@ -21,7 +21,8 @@ def test_proportion_matches_the_normal_approximation() -> None:
     assert iv.mean == 34.0
     assert (iv.n_items, iv.n_values) == (50, 50)
     assert abs(iv.low - 100 * low) < 1.5 and abs(iv.high - 100 * high) < 1.5
-    assert 12.0 < (iv.high - iv.low) / 2 < 14.5  # seed-reference §5 item 26: "about ±13 points"
+    # "About 13 points either way": docs/lab-formats.md, "Samples too small for the claims".
+    assert 12.0 < (iv.high - iv.low) / 2 < 14.5
 
 
 def test_bootstrap_spread_equals_the_plug_in_standard_error() -> None:

@@ -121,7 +121,8 @@ def test_importing_lemcore_does_not_import_mlx():
 
 
 # A whole process: build, load and generate on the worker, then exit. Half the runs never call shutdown()
-# and rely on the exit hook. Without clear_streams at thread exit, ~70% of such runs abort with exit 134.
+# and rely on the exit hook. Without clear_streams at thread exit, ~70% of such runs abort with exit 134
+# (docs/platform-notes.md, "MLX threads and stream release").
 _CHILD = """
 import sys, tempfile
 from lemcore.mlx_thread import MLXWorker

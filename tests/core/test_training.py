@@ -245,7 +245,7 @@ def test_memory_estimate_and_suggestions_for_a_large_model() -> None:
     from lemcore.hardware import GB
     from lemcore.train.memory import ModelShape, check_fits, estimate_peak
 
-    # Gemma 3 12B, 4-bit: the lab measured 11.5 GB with gradient checkpointing (seed-reference 2.6).
+    # Gemma 3 12B, 4-bit: the lab measured 11.5 GB with gradient checkpointing (docs/lab-formats.md, "Training recipe").
     shape = ModelShape(hidden_size=3840, num_layers=48, intermediate_size=15360, vocab_size=262144,
                        num_heads=16, weight_bytes=int(7.9 * GB), activation_bytes=2)
     recipe = TrainConfig(batch_size=2, num_layers=16, grad_checkpoint=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -33,8 +32,10 @@ from app.jobs.runner import Job, JobRunner
 from app.pages.contribute.model_step import ModelStep
 from app.widgets import Card, StatTile, StatusLine, heading
 from lemcore.contribute import events as ev
+from lemcore.contribute.engine import ContributeResult
 from lemcore.contribute.governor import PRESETS
-from lemcore.contribute.setup import recommended_model
+from lemcore.contribute.setup import recommended_model, resolve_generation_model
+from lemcore.events import Event
 from lemcore.generate.engine import TokenChunk
 from lemcore.secrets import TokenStore
 from lemcore.settings import Settings, load_settings, save_settings
@@ -304,7 +305,7 @@ class ContributePage(QWidget):
             "contribute",
             functools.partial(contribute, settings, self.token_store),
             modules=("lemcore.contribute.engine", "mlx_lm.generate", "mlx_lm.sample_utils", "mlx_lm.models.cache"),
-            loads_model=settings.model_override or recommended_model().entry.id,
+            loads_model=resolve_generation_model(settings.model_override),
             pass_drain=True, pass_models=True, on_event=self.on_event, on_done=self.on_done,
             on_error=self.on_error, on_cancelled=self.on_cancelled)
         self._set_running(True)
@@ -320,7 +321,7 @@ class ContributePage(QWidget):
             self.status.set_state("running", "Finishing the answers in progress, then stopping…")
 
     # -- engine events (GUI thread) ------------------------------------------------------------------
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: Event) -> None:
         if isinstance(event, TokenChunk):
             self._pending_text = (str(event.key), event.text)
         elif isinstance(event, ev.ResponseDone):
@@ -364,9 +365,9 @@ class ContributePage(QWidget):
         if self.now_answer.toPlainText() != text:
             self.now_answer.setPlainText(text)
 
-    def on_done(self, result: Any) -> None:
+    def on_done(self, result: ContributeResult) -> None:
         self._set_running(False)
-        left = getattr(result, "unreported", 0)
+        left = result.unreported
         extra = f"; {left} answers are queued and will be sent when the server is back" if left else ""
         self.status.set_state("idle", f"Stopped: {result.done_this_run} answers this session{extra}.")
         self.state_changed.emit("idle")

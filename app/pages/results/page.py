@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -36,7 +35,17 @@ from app.errors import user_message
 from app.jobs.runner import Job, JobRunner
 from app.pages.results.model import METRICS, ResultSet, load_result_sets, read_items
 from app.widgets import StatusLine, heading
-from lemcore.benchmarks import BenchConfig, BenchStarted, SuiteSpec, compare_runs, run_benchmark
+from lemcore.benchmarks import (
+    BenchConfig,
+    BenchProgress,
+    BenchResult,
+    BenchStarted,
+    SuiteSpec,
+    compare_runs,
+    run_benchmark,
+)
+from lemcore.benchmarks.compare import CompareRow
+from lemcore.events import Event
 
 
 class ResultsPage(QWidget):
@@ -233,7 +242,7 @@ class ResultsPage(QWidget):
         self.table.resizeColumnsToContents()
 
     @staticmethod
-    def _compare(base: ResultSet, rs: ResultSet) -> dict[tuple[str, str], Any]:
+    def _compare(base: ResultSet, rs: ResultSet) -> dict[tuple[str, str], CompareRow]:
 
         try:
             cmp = compare_runs(base.spec, rs.spec, n_boot=1000)
@@ -243,7 +252,7 @@ class ResultsPage(QWidget):
 
     @staticmethod
     def _delta_text(base: ResultSet | None, rs: ResultSet, suite: str, metric: str,
-                    rows: dict[tuple[str, str], Any] | None) -> str:
+                    rows: dict[tuple[str, str], CompareRow] | None) -> str:
         if base is None or (suite, metric) not in base.values or (suite, metric) not in rs.values:
             return ""
         row = (rows or {}).get((suite, metric))
@@ -348,20 +357,19 @@ class ResultsPage(QWidget):
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
 
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: Event) -> None:
         if isinstance(event, BenchStarted):
             self._run_dir = event.run_dir
-        done, total = getattr(event, "done", None), getattr(event, "total", None)
-        if isinstance(done, int) and isinstance(total, int):
-            self.status.set_state("running", f"{getattr(event, 'stage', 'Working')}: {done} of {total}")
+        elif isinstance(event, BenchProgress):
+            self.status.set_state("running", f"{event.stage}: {event.done} of {event.total}")
 
     def _finished(self) -> None:
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
 
-    def _on_done(self, result: Any) -> None:
+    def _on_done(self, result: BenchResult) -> None:
         self._finished()
-        self.status.set_state("idle", f"Benchmark finished: {getattr(result, 'run_dir', '')}")
+        self.status.set_state("idle", f"Benchmark finished: {result.run_dir}")
         self.reload()
 
     def _on_cancelled(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices
@@ -22,13 +21,15 @@ from PySide6.QtWidgets import (
 from app.errors import user_message
 from app.jobs.runner import JobRunner
 from app.widgets import Card, heading
+from lemcore.jobs import CancelToken, Report
+from lemcore.secrets import TokenStore
 from lemcore.settings import config_dir, data_dir, load_settings, save_settings
 
 
 class SettingsPage(QWidget):
     saved = Signal()
 
-    def __init__(self, runner: JobRunner, token_store: Any) -> None:
+    def __init__(self, runner: JobRunner, token_store: TokenStore) -> None:
         super().__init__()
         self.runner, self.token_store = runner, token_store
         s = load_settings()
@@ -123,7 +124,7 @@ class SettingsPage(QWidget):
     def refresh_token_state(self) -> None:
         store = self.token_store  # the job runs on a worker thread: no widget in its closure
 
-        def read(report: object, cancel: object) -> bool:
+        def read(report: Report, cancel: CancelToken) -> bool:
             return bool(store.get())
 
         self.runner.start("read-token", read, kind="io",

@@ -28,11 +28,12 @@ from app.errors import user_message
 from app.jobs.runner import Job, JobRunner
 from app.pages.train.form import TrainForm
 from app.widgets import StatTile, StatusLine, heading
+from lemcore.events import Event
 from lemcore.settings import data_dir
 from lemcore.train import events as ev
 from lemcore.train.config import TrainConfig, load_yaml, preset
-from lemcore.train.engine import resume_config, train_lora
-from lemcore.train.fuse import FuseConfig, fuse_adapter
+from lemcore.train.engine import TrainResult, resume_config, train_lora
+from lemcore.train.fuse import FuseConfig, FuseResult, FuseStage, fuse_adapter
 from lemcore.train.run import read_metrics
 
 
@@ -229,7 +230,7 @@ class TrainPage(QWidget):
         self._set_running(True)
 
     # -- events -------------------------------------------------------------------------------------
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: Event) -> None:
         if isinstance(event, ev.TrainStep):
             self.chart.add_train(event.iteration, event.train_loss, event.learning_rate)
             self.t_iter.set_value(f"{event.iteration} / {event.total_iters}")
@@ -259,7 +260,7 @@ class TrainPage(QWidget):
         state = {"complete": "idle", "early_stopped": "idle", "cancelled": "paused"}.get(f.status, "error")
         return state, f.message
 
-    def on_done(self, result: Any) -> None:
+    def on_done(self, result: TrainResult) -> None:
         self._set_running(False)
         self.refresh_history(select=self.run_dir)
         self.status.set_state(*self._finish_message())
@@ -275,12 +276,11 @@ class TrainPage(QWidget):
         self.refresh_history(select=self.run_dir)
         self._error(err)
 
-    def _on_fuse_event(self, event: Any) -> None:
-        stage = getattr(event, "stage", "")
-        if stage:
-            self.status.set_state("running", f"Fusing: {stage}…")
+    def _on_fuse_event(self, event: Event) -> None:
+        if isinstance(event, FuseStage) and event.stage:
+            self.status.set_state("running", f"Fusing: {event.stage}…")
 
-    def _on_fused(self, result: Any) -> None:
+    def _on_fused(self, result: FuseResult) -> None:
         self._set_running(False)
         c = result.check
         self.status.set_state("idle", f"Fused model saved in {result.save_path}. Check: logits match base+adapter "

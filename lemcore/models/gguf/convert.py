@@ -240,9 +240,9 @@ def _unpermute(a: mx.array, n_head: int) -> mx.array:
 def _tensor_reader(path: Path, tensors: dict[str, GGUFTensor]) -> Callable[[str], list[mx.array]]:
     """A function name -> list of mx.arrays: [weight, scales, biases] for Q4_0/Q4_1/Q8_0, else [float32].
 
-    mx.load reads F32/F16/Q4_0/Q4_1/Q8_0 exactly. It dequantizes other types (K-quants...) wrongly
-    or fails on the whole file, so a file holding any of those is read entirely with the optional `gguf`
-    package; without it the user gets a clear error before any work is done.
+    mx.load reads F32/F16/Q4_0/Q4_1/Q8_0 exactly and K-quants wrongly (docs/platform-notes.md, "GGUF
+    conversion"), so a file holding any other type is read entirely with the optional `gguf` package; without
+    it the user gets a clear error before any work is done.
     """
     import mlx.core as mx
 
@@ -272,7 +272,7 @@ def _tensor_reader(path: Path, tensors: dict[str, GGUFTensor]) -> Callable[[str]
             "optional reader with `pip install gguf`, or choose a Q4_0, Q4_1, Q8_0 or F16 file of the model."
         ) from None
     # gguf's own GGUFReader takes half a minute on a 262k-token vocabulary; the header parsed here already
-    # gives each tensor's offset, so read the raw blocks directly.
+    # gives each tensor's offset, so read the raw blocks directly (docs/platform-notes.md, "GGUF conversion").
     def read_with_gguf(name: str) -> list[mx.array]:
         t = tensors[name]
         qtype = gguf.GGMLQuantizationType(t.ggml_type)
@@ -333,7 +333,7 @@ def _convert_tensors(
         module = out.rpartition(".")[0]
         added = {out: parts[0]}
         if len(parts) == 3:
-            # float32 scales/biases: float16 arithmetic is very slow on the CPU backend
+            # float32 on the CPU (docs/platform-notes.md, "Float32 on the CPU")
             added.update({f"{module}.scales": parts[1].astype(mx.float32),
                           f"{module}.biases": parts[2].astype(mx.float32)})
             assert bits is not None  # a (weight, scales, biases) triple always has its bits by here

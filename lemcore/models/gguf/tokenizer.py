@@ -1,7 +1,7 @@
 """Rebuild a Hugging Face `tokenizers` tokenizer from the vocabulary stored in GGUF metadata.
 
-Used by `gguf_convert`. GGUF files carry no tokenizer.json, and transformers' own `gguf_file=` loader needs
-torch, so the tokenizer is rebuilt from `tokenizer.ggml.*` keys. Two families exist: byte-level BPE
+Used by `lemcore.models.gguf.convert`. GGUF files carry no tokenizer.json, and transformers' own `gguf_file=`
+loader needs torch, so the tokenizer is rebuilt from `tokenizer.ggml.*` keys. Two families exist: byte-level BPE
 (`tokenizer.ggml.model = "gpt2"`, e.g. SmolLM2, Llama 3) and SentencePiece BPE (`"llama"`, e.g. Gemma, Llama 2).
 """
 
