@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.errors import setup_logging
-    from app.jobs.runner import collect_garbage_on_gui_thread
+    from app.jobs.gui_gc import collect_garbage_on_gui_thread
     from app.main_window import MainWindow
 
     setup_logging()

@@ -15,25 +15,21 @@ What keeps the worker threads away from Qt (docs/platform-notes.md, "PySide dead
 
 from __future__ import annotations
 
-import functools
-import gc
-import importlib
-import json
 import logging
-import re
 import threading
 import time
-import types
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 
+from app.jobs.gui_gc import collect_garbage_on_gui_thread
 from app.jobs.model_cache import ModelCache
+from app.jobs.preload import import_modules, model_modules, preload_engine_modules
+from app.jobs.qt_guard import qt_objects_held
 from lemcore.errors import Cancelled
 from lemcore.events import Event
 from lemcore.jobs import CancelToken
@@ -48,177 +44,6 @@ ErrorHandler = Callable[[BaseException], None]
 CancelledHandler = Callable[[], None]
 
 SHUTDOWN_TIMEOUT_S = 5.0
-
-
-# -- garbage collection on the GUI thread ---------------------------------------------------------------
-class GuiGarbageCollector(QObject):
-    """CPython's automatic collection, moved onto a GUI-thread timer.
-
-    CPython collects on whichever thread allocates past the threshold. So automatic collection is off, and
-    every `interval_s` the GUI thread runs the generation checks CPython would have run (the same approach as
-    pyqtgraph's GarbageCollector): memory stays bounded, and Qt objects in cycles die on the GUI thread.
-    """
-
-    def __init__(self, interval_s: float = 1.0) -> None:
-        super().__init__()
-        self.threshold = gc.get_threshold()
-        self._timer = QTimer(self)
-        self._timer.timeout.connect(self.check)
-        self._timer.start(max(1, int(interval_s * 1000)))
-        gc.disable()
-
-    def check(self) -> None:
-        """Collect the oldest generation that is due, if gen 0 is due at all."""
-        (c0, c1, c2), (t0, t1, t2) = gc.get_count(), self.threshold
-        if c0 <= t0:
-            return
-        gc.collect(2 if c1 > t1 and c2 > t2 else 1 if c1 > t1 else 0)
-
-    def stop(self) -> None:
-        self._timer.stop()
-        gc.enable()
-
-
-_collector: GuiGarbageCollector | None = None
-
-
-def collect_garbage_on_gui_thread(interval_s: float = 1.0) -> GuiGarbageCollector:
-    """Turn automatic gc into a GUI-thread timer, once per process (later calls return the same one)."""
-    global _collector
-    app = QCoreApplication.instance()
-    if app is None:
-        raise RuntimeError("create the QApplication before moving garbage collection onto its thread")
-    if QThread.currentThread() is not app.thread():
-        raise RuntimeError("garbage collection must be set up from the GUI thread")
-    if _collector is None:
-        _collector = GuiGarbageCollector(interval_s)
-    return _collector
-
-
-def stop_collecting_on_gui_thread() -> None:
-    """Give automatic collection back to CPython (tests, after their last Qt object)."""
-    global _collector
-    if _collector is not None:
-        _collector.stop()
-        _collector = None
-
-
-# -- modules imported on the GUI thread ------------------------------------------------------------------
-# Modules the engines import lazily, imported once on the GUI thread when the runner is made.
-ENGINE_MODULES = (
-    "mlx.core", "mlx.utils", "mlx.optimizers", "mlx_lm", "mlx_lm.utils", "mlx_lm.generate", "mlx_lm.sample_utils",
-    "mlx_lm.models.cache", "mlx_lm.tuner.trainer", "mlx_lm.tuner.utils", "mlx_lm.tuner.datasets", "transformers",
-    "influxdb_client",
-    "mlx_lm.models.llama", "mlx_lm.models.gemma3", "mlx_lm.models.gemma3_text",  # the catalog's architectures
-    "lemcore.contribute.engine", "lemcore.contribute.setup", "lemcore.contribute.queue.lab", "lemcore.models.loading",
-    "lemcore.train.engine", "lemcore.train.fuse", "lemcore.benchmarks", "lemcore.benchmarks.run",
-    "lemcore.models.embedded",
-    # lemcore.benchmarks.suites.SUITE_IDS, each imported by name when a benchmark runs
-    "lemcore.benchmarks.gsm8k", "lemcore.benchmarks.truthfulqa", "lemcore.benchmarks.do_not_answer",
-    "lemcore.benchmarks.toxigen", "lemcore.benchmarks.ethics",
-)
-
-
-def import_modules(names: Iterable[str]) -> None:
-    """Import `names` here (call it on the GUI thread). A module this build lacks is logged, not raised: the
-    job that needs it reports the error when it runs."""
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            log.warning("could not import %s ahead of its job", name)
-
-
-def preload_engine_modules() -> None:
-    import_modules(ENGINE_MODULES + _settings_model_modules())
-
-
-def _settings_model_modules() -> tuple[str, ...]:
-    """The architecture module of the model chosen in Settings (or the recommended one)."""
-    try:
-        from lemcore.contribute.setup import resolve_generation_model
-        from lemcore.settings import load_settings
-
-        return model_modules(resolve_generation_model(load_settings().model_override))
-    except Exception:  # noqa: BLE001 - only a preload: the job reports whatever is wrong
-        log.warning("could not find the chosen model's architecture", exc_info=True)
-        return ()
-
-
-def architecture_module(config: dict[str, Any]) -> str | None:
-    """The mlx_lm.models module that builds a model with this config.json (mlx-lm's own lookup), or None
-    when mlx-lm cannot build it (loading the model then reports that)."""
-    from lemcore.models.loading import supported_architecture
-
-    if supported_architecture(config) is not None:
-        return None
-    from mlx_lm.utils import MODEL_ARCHITECTURE_REMAPPING, MODEL_REMAPPING
-
-    model_type = str(config.get("model_type") or "")
-    architectures = config.get("architectures") or ()
-    for arch in [architectures] if isinstance(architectures, str) else architectures:
-        remapped = MODEL_ARCHITECTURE_REMAPPING.get((model_type, arch))
-        if remapped is not None:
-            return f"mlx_lm.models.{remapped}"
-    module = MODEL_REMAPPING.get(model_type, model_type)
-    return f"mlx_lm.models.{module}" if re.fullmatch(r"\w+", module) else None
-
-
-def model_modules(path_or_id: str) -> tuple[str, ...]:
-    """Modules that build the model `path_or_id` names (a folder, catalog or hub id, or an adapter folder:
-    its base model). Empty when its files are not on this computer yet, or anything is wrong with them."""
-    try:
-        from lemcore.models.fit import read_config
-        from lemcore.models.loading import resolve_model
-
-        adapter_config = Path(path_or_id).expanduser() / "adapter_config.json"
-        if path_or_id and adapter_config.is_file():
-            base = json.loads(adapter_config.read_text(encoding="utf-8")).get("model", "")
-            return model_modules(base) if isinstance(base, str) and base != path_or_id else ()
-        folder = resolve_model(path_or_id).folder
-        module = architecture_module(read_config(folder)) if folder is not None else None
-    except Exception:  # noqa: BLE001 - only a preload: the job reports whatever is wrong
-        return ()
-    return (module,) if module else ()
-
-
-# -- jobs ------------------------------------------------------------------------------------------------
-def qt_objects_held(fn: Callable[..., Any]) -> list[str]:
-    """Where `fn` holds a Qt object: bound to one, closing over one, or defaulting to one (nested functions
-    and functools.partial included). A job runs on a worker thread, so it must hold none."""
-    found: list[str] = []
-    seen: set[int] = set()
-
-    def visit(obj: Any, where: str, depth: int) -> None:
-        if id(obj) in seen or depth > 4:
-            return
-        seen.add(id(obj))
-        if isinstance(obj, QObject):
-            found.append(f"{where} ({type(obj).__name__})")
-        elif isinstance(obj, functools.partial):
-            visit(obj.func, where, depth + 1)
-            for i, arg in enumerate(obj.args):
-                visit(arg, f"{where} argument {i}", depth + 1)
-            for key, value in obj.keywords.items():
-                visit(value, f"{where} argument {key}", depth + 1)
-        elif isinstance(obj, types.MethodType):
-            visit(obj.__self__, f"{where}.__self__", depth + 1)
-            visit(obj.__func__, where, depth + 1)
-        elif isinstance(obj, types.BuiltinMethodType):  # a Qt method such as label.text
-            visit(obj.__self__, f"{where}.__self__", depth + 1)
-        elif isinstance(obj, types.FunctionType):
-            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or (), strict=True):
-                try:
-                    value = cell.cell_contents
-                except ValueError:  # not assigned yet
-                    continue
-                visit(value, f"{obj.__qualname__}: {name}", depth + 1)
-            defaults = [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]
-            for value in defaults:
-                visit(value, f"{obj.__qualname__}: a default", depth + 1)
-
-    visit(fn, getattr(fn, "__qualname__", repr(fn)), 0)
-    return found
 
 
 @dataclass(eq=False)

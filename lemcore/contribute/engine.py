@@ -4,18 +4,28 @@
 finished answer writes the JSONL line and the journal entry before reporting it (lemcore.contribute.journal). When the
 server is unreachable the worker keeps what it has, shows why it waits, and sends the queued reports when
 the server is back; it never starts over from index 0.
+
+Coordination (docs/coordination.md): a `LeaseKeeper` renews every claimed item from its own thread; the engine
+checks that an item is still ours before starting it and before reporting it (a local lease answers at no
+cost; after a gap the server is asked). An answer finished for an item someone else took over meanwhile is
+kept in `<output>.lost.jsonl`, never in the output and never reported. Claim rounds ask the server only about
+their candidates; finished items are read incrementally, in full only rarely; a worker with nothing to claim
+waits longer and longer (with jitter, up to `idle_max_s`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lemcore.contribute.events import (
+    ClaimLost,
     Finished,
     FleetProgress,
     Notice,
@@ -26,15 +36,19 @@ from lemcore.contribute.events import (
 )
 from lemcore.contribute.journal import Journal
 from lemcore.contribute.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
-from lemcore.contribute.queue.base import GOLD, Completion, WorkQueue
-from lemcore.errors import ConfigError, InfluxError, ServerUnreachable
+from lemcore.contribute.lease_keeper import PAUSED, UNREACHABLE, LeaseKeeper, LostClaim
+from lemcore.contribute.queue.base import DONE, GOLD, OWNED, Completion, FencedQueue, WorkQueue, as_fenced
+from lemcore.errors import ConfigError, InfluxError, LemError, ServerUnreachable
 from lemcore.generate.protocol import WAIT, Generator, GenItem, GenResult, Messages, Sampling, Wait
+from lemcore.influx import RequestCounts
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.prompts import BadLine, PromptItem, load_expansion_prompts, load_gold_prompts, prompt_set_hash
 from lemcore.resources import seeds_dir
 from lemcore.settings import data_dir
 
 SERVER_DOWN = "Server unreachable: results are saved locally and queued; retrying"
+DONE_OVERLAP_S = 300.0  # incremental reads of finished items look this much further back (late reports, clocks)
+STALE_VIEW_REFRESH_S = 300.0  # a round that finds half its candidates already done asks for a full read
 
 
 @dataclass
@@ -52,6 +66,9 @@ class ContributeConfig:
     retry_s: float = 5.0
     # Asked before new work is claimed; a non-empty reason pauses (answers in progress still finish).
     pause_check: Callable[[], str] | None = None
+    idle_max_s: float = 120.0  # longest wait between claim rounds when nothing is claimable (with jitter)
+    done_poll_s: float = 120.0  # read newly finished items this often (claims stay correct without it)
+    full_refresh_s: float = 3600.0  # read every finished item this often
 
     def validate(self) -> None:
         if self.kind not in ("gold", "expansion"):
@@ -60,6 +77,8 @@ class ContributeConfig:
             raise ConfigError("worker name is empty: set one in Settings or pass --worker.")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("limit must be at least 1.")
+        if self.idle_max_s < 1 or self.done_poll_s <= 0 or self.full_refresh_s <= 0:
+            raise ConfigError("idle_max_s must be at least 1 s, done_poll_s and full_refresh_s above 0.")
         self.sampling.validate()
 
 
@@ -70,6 +89,14 @@ class ContributeResult:
     remaining: int
     unreported: int
     output: Path
+    lost: int = 0  # answers for items someone else took over: in `<output>.lost.jsonl`, never reported
+    server_requests: int = 0  # requests this run made to the lab's server (0 in solo mode)
+    server_bytes: int = 0  # bytes sent and received in them
+
+
+def lost_output(output: Path) -> Path:
+    """Where answers are kept that were finished for items another worker took over (never reported)."""
+    return output.with_name(output.name + ".lost.jsonl")
 
 
 def default_output(kind: str, worker: str) -> Path:
@@ -105,32 +132,41 @@ def build_messages(config: ContributeConfig) -> Callable[[PromptItem], Messages]
 
 
 class _Worker:
-    """State of one run: the claim pool, in-flight items, outbox flushing and rates."""
+    """State of one run: the claim pool, in-flight items, fencing, outbox flushing and rates."""
 
-    def __init__(self, config: ContributeConfig, queue: WorkQueue, journal: Journal, items: list[PromptItem],
-                 model_name: str, batch_size: int, report: Report, cancel: CancelToken | None,
+    def __init__(self, config: ContributeConfig, queue: FencedQueue, keeper: LeaseKeeper, journal: Journal,
+                 items: list[PromptItem], model_name: str, batch_size: int, report: Report,
                  drain: CancelToken | None) -> None:
-        self.config, self.queue, self.journal, self.report = config, queue, journal, report
-        self.cancel, self.drain = cancel, drain
+        self.config, self.queue, self.keeper, self.journal, self.report = config, queue, keeper, journal, report
+        self.drain = drain
         self.model_name = model_name
-        self.batch_size = batch_size  # prompts claimed per round: what the generator keeps in flight
+        self.batch_size = max(1, batch_size)  # prompts claimed per round: what the generator keeps in flight
+        self.instance = queue.instance
         self.items = {it.idx: it for it in items}
         self.order = list(self.items)
-        random.Random(config.worker).shuffle(self.order)  # workers start in different places
+        random.Random(self.instance).shuffle(self.order)  # workers (even twins with one name) start apart
         self.to_messages = build_messages(config)
-        self.pool: list[int] = []
+        self.lost_path = lost_output(journal.output)
+        self.pool: list[int] = []  # claimed, not started
         self.in_flight: set[int] = set()
-        self.completed: set[int] = set(journal.done_set())
-        self.skip: set[int] = set()
+        self.completed: set[int] = set(journal.done_set())  # here or fleet-wide
+        self.skip_until: dict[int, float] = {}  # held by others: not asked about again before (monotonic)
+        self.refused: set[int] = set()  # the generator could not take them (too long): not claimed again
+        self.lost_in_flight: dict[int, LostClaim] = {}  # taken over while generating here
+        self.unconfirmed: dict[int, tuple[dict[str, Any], Completion, GenResult]] = {}
+        self.lost_kept = 0
         self.fed = 0
         self.done_run = 0
         self.tokens_run = 0
         self.started = time.monotonic()
-        self.last_renew = time.monotonic()
         self.last_flush_try = 0.0
-        self.retry_at = 0.0
+        self.next_round_at = 0.0
+        self.idle_rounds = 0
+        self.last_done_read = time.monotonic()
+        self.last_full_read = float("-inf")
+        self.fleet_done = -1
         self.status = ("", "")  # (state, reason) last reported
-        self.rounds = 0
+        self.rng = random.Random()
 
     def set_status(self, state: str, reason: str) -> None:
         if (state, reason) != self.status:
@@ -138,12 +174,25 @@ class _Worker:
             self.report(StatusChanged(state, reason))
 
     def remaining(self) -> list[int]:
-        return [i for i in self.order if i not in self.completed and i not in self.in_flight]
+        busy = self.in_flight | self.refused | set(self.unconfirmed) | set(self.pool)
+        return [i for i in self.order if i not in self.completed and i not in busy]
 
-    def refresh_completed(self) -> None:
-        self.completed |= self.queue.completed()
-        self.skip.clear()
-        self.report(FleetProgress(len({i for i in self.completed if i in self.items}), len(self.items)))
+    # -- what is finished fleet-wide ----------------------------------------------------------------
+    def refresh_done(self, *, full: bool) -> None:
+        now = time.monotonic()
+        if full:
+            self.completed |= self.queue.completed()
+            self.last_full_read = now
+        else:
+            self.completed |= self.queue.completed_recent(now - self.last_done_read + DONE_OVERLAP_S)
+        self.last_done_read = now
+        self.fleet_progress()
+
+    def fleet_progress(self) -> None:
+        count = len(self.completed & self.items.keys())
+        if count != self.fleet_done:
+            self.fleet_done = count
+            self.report(FleetProgress(count, len(self.items)))
 
     # -- feed: claim just in time ------------------------------------------------------------------
     def feed(self) -> GenItem | Wait | None:
@@ -157,57 +206,177 @@ class _Worker:
                 return WAIT
             if self.status[0] == "paused":
                 self.set_status("running", "")
-        if not self.pool:
-            if time.monotonic() < self.retry_at:
-                return WAIT
-            try:
-                got = self._claim_round()
-            except InfluxError as err:
-                self.retry_at = time.monotonic() + self.config.retry_s
-                self.set_status("waiting", _server_reason(err))
-                return WAIT
-            if got is None:
-                return None
-            if not got:
-                return WAIT
-            self.set_status("running", "")
-        idx = self.pool.pop(0)
-        self.in_flight.add(idx)
-        if self.fed == 0:
-            self.started = time.monotonic()  # rates count generation time, not model loading
-        self.fed += 1
-        return GenItem(idx, self.to_messages(self.items[idx]))
+        self.absorb_lost()
+        self.retry_unconfirmed()
+        while True:
+            if self.pool and self.keeper.state(self.pool[0]) != OWNED and time.monotonic() < self.next_round_at:
+                return WAIT  # the server could not confirm it a moment ago: ask again later
+            if not self.pool:
+                if time.monotonic() < self.next_round_at:
+                    return WAIT
+                try:
+                    got = self._claim_round()
+                except InfluxError as err:
+                    self.next_round_at = time.monotonic() + self.config.retry_s
+                    self.set_status("waiting", _server_reason(err))
+                    return WAIT
+                if got is None:
+                    return None
+                if not got:
+                    return WAIT
+                self.set_status("running", "")
+            idx = self.pool.pop(0)
+            if self.keeper.state(idx) != OWNED:  # the lease ran out while it waited: still ours?
+                try:
+                    verdict = self.keeper.confirm([idx])[idx]
+                except InfluxError as err:
+                    self.pool.insert(0, idx)
+                    self.next_round_at = time.monotonic() + self.config.retry_s
+                    self.set_status("waiting", _server_reason(err))
+                    return WAIT
+                if verdict != OWNED:
+                    self.note_lost(LostClaim(idx, verdict, self.keeper.cause()), generated=False)
+                    continue
+            self.in_flight.add(idx)
+            if self.status[0] == "waiting":
+                self.set_status("running", "")
+            if self.fed == 0:
+                self.started = time.monotonic()  # rates count generation time, not model loading
+            self.fed += 1
+            return GenItem(idx, self.to_messages(self.items[idx]))
 
     def _claim_round(self) -> list[int] | None:
-        if self.rounds % 10 == 0:
-            self.refresh_completed()
-        self.rounds += 1
-        others = self.queue.claimed_by_others()
+        now = time.monotonic()
+        if now - self.last_full_read >= self.config.full_refresh_s:
+            self.refresh_done(full=True)
+        elif now - self.last_done_read >= self.config.done_poll_s:
+            self.refresh_done(full=False)
         left = self.remaining()
         if not left:
             return None
         want = self.batch_size
         if self.config.limit is not None:
             want = min(want, self.config.limit - self.fed)
-        candidates = [i for i in left if i not in others and i not in self.skip][:want]
-        if not candidates:
-            self.refresh_completed()  # everything left is claimed by others: wait for their leases
+        ready = [i for i in left if self.skip_until.get(i, 0.0) <= now]
+        if not ready:
+            self._idle(now, left)
             return []
-        won = self.queue.claim(candidates)
-        self.skip.update(set(candidates) - set(won))
-        self.pool.extend(won)
-        if won:
-            self.last_renew = time.monotonic()
-        return won
+        candidates = ready[:2 * want + 4]  # a few more than wanted: some may be done or held
+        sent = self.keeper.clocks()
+        outcome = self.queue.claim_round(candidates, want)
+        new_done = outcome.done - self.completed
+        self.completed |= outcome.done
+        if new_done:
+            self.fleet_progress()
+        for i, seconds in outcome.taken.items():
+            self.skip_until[i] = now + max(seconds, 1.0)
+        if outcome.won:
+            self.keeper.hold(outcome.won, sent)
+            self.pool.extend(outcome.won)
+            self.idle_rounds = 0
+            return list(outcome.won)
+        if 2 * len(new_done) > len(candidates) and now - self.last_full_read > STALE_VIEW_REFRESH_S:
+            self.last_full_read = float("-inf")  # our view of the done set is stale: read it all next round
+        if len(ready) > len(candidates):
+            self.next_round_at = 0.0  # more to look at: the generator asks again shortly
+        else:
+            self._idle(now, left)
+        return []
+
+    def _idle(self, now: float, left: list[int]) -> None:
+        """Nothing claimable: wait before the next round, longer each time (1, 2, 4 ... s, up to idle_max_s),
+        but not past the soonest end of a lease we saw (its holder may be gone), with jitter."""
+        self.idle_rounds += 1
+        backoff = min(self.config.idle_max_s, 2.0 ** min(self.idle_rounds - 1, 20))
+        ends = [self.skip_until[i] - now for i in left if i in self.skip_until]
+        delay = max(1.0, min([backoff, *ends]) if ends else backoff)
+        self.next_round_at = now + min(self.config.idle_max_s, delay * self.rng.uniform(0.8, 1.25))
+
+    # -- lost items ----------------------------------------------------------------------------------
+    def absorb_lost(self) -> None:
+        """Items the lease keeper found taken over or done elsewhere."""
+        for lost in self.keeper.take_lost():
+            i = lost.idx
+            if i in self.pool:
+                self.pool.remove(i)
+                self.note_lost(lost, generated=False)
+            elif i in self.in_flight:
+                self.lost_in_flight[i] = lost  # its answer goes aside when it comes
+            elif i in self.unconfirmed:
+                record, _completion, _result = self.unconfirmed.pop(i)
+                self.keep_aside(record, lost)
+            # else: finished here already; the outbox asks the server before reporting it
+
+    def note_lost(self, lost: LostClaim, *, generated: bool) -> None:
+        self.keeper.drop([lost.idx])
+        if lost.verdict == DONE:
+            self.completed.add(lost.idx)
+        if lost.verdict == DONE:
+            head = f"Prompt {lost.idx} was finished by another volunteer"
+        else:
+            when = {PAUSED: "while this computer was asleep or paused",
+                    UNREACHABLE: "while the server could not be reached"}.get(
+                lost.cause, "after this computer's claim on it ran out")
+            head = f"Another volunteer took over prompt {lost.idx} {when}"
+        tail = (f"; the answer written here is kept in {self.lost_path.name} and not reported" if generated
+                else "; it was not started here")
+        self.report(ClaimLost(head + tail + ".", lost.idx, lost.verdict, lost.cause, generated))
+
+    def keep_aside(self, record: dict[str, Any], lost: LostClaim | None) -> None:
+        """An answer that must not be reported (lost) or not yet (unconfirmed): one line in the lost file."""
+        status = {"lost": lost.verdict, "cause": lost.cause} if lost is not None else {"lost": "unconfirmed"}
+        line = dict(record, kind=self.config.kind, prompt_set=self.journal.dataset, **status)
+        raw = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+        fd = os.open(self.lost_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, raw)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if lost is not None:
+            self.lost_kept += 1
+            self.note_lost(lost, generated=True)
+
+    def retry_unconfirmed(self) -> None:
+        """Answers finished while the server could not confirm the claim: accept those the keeper has since
+        confirmed (it verifies them every round; the ones it finds lost arrive through absorb_lost)."""
+        for idx in [i for i in self.unconfirmed if self.keeper.state(i) == OWNED]:
+            record, completion, result = self.unconfirmed.pop(idx)
+            self.accept(record, completion, result)
+
+    def settle_unconfirmed(self) -> bool:
+        """At the end of a run: ask the server once more about each unconfirmed answer. True when none is left."""
+        self.absorb_lost()
+        self.retry_unconfirmed()
+        if not self.unconfirmed:
+            return True
+        try:
+            verdicts = self.keeper.confirm(list(self.unconfirmed))
+        except InfluxError:
+            return False
+        for idx, verdict in verdicts.items():
+            record, completion, result = self.unconfirmed.pop(idx)
+            if verdict == OWNED:
+                self.accept(record, completion, result)
+            else:
+                self.keep_aside(record, LostClaim(idx, verdict, self.keeper.cause()))
+        return True
 
     # -- results -----------------------------------------------------------------------------------
     def on_result(self, result: GenResult) -> None:
-        item = self.items[result.key]
+        idx = result.key
+        item = self.items[idx]
+        self.in_flight.discard(idx)
+        if result.refused:
+            self.refused.add(idx)
+            self.release_quietly([idx])
+            self.report(Notice(f"Skipped prompt {idx} ({item.seed_id}): {result.refused}"))
+            return
         completion = Completion(
             kind=self.config.kind, idx=item.idx, worker=self.config.worker, seed_id=item.seed_id,
             domain=item.domain, voice=item.voice, region=item.region, gen_time=round(result.seconds, 3),
             chars=len(result.text), tokens=result.tokens, truncated=result.truncated, model=self.model_name,
-            time_ns=time.time_ns(),
+            time_ns=time.time_ns(), instance=self.instance,
         )
         record: dict[str, Any] = {"idx": item.idx, "seed_id": item.seed_id, "domain": item.domain}
         record.update({"voice": item.voice} if self.config.kind == GOLD else {"region": item.region})
@@ -216,9 +385,30 @@ class _Worker:
             "model": self.model_name, "worker": self.config.worker, "tokens": result.tokens,
             "prompt_tokens": result.prompt_tokens, "truncated": result.truncated,
             "temperature": self.config.sampling.temperature, "max_tokens": self.config.sampling.max_tokens,
+            "instance": self.instance,
         })
+        self.absorb_lost()
+        lost = self.lost_in_flight.pop(idx, None)
+        if lost is None and self.keeper.state(idx) != OWNED:  # the lease ran out meanwhile: still ours?
+            try:
+                verdict = self.keeper.confirm([idx])[idx]
+            except InfluxError:
+                self.unconfirmed[idx] = (record, completion, result)
+                self.keep_aside(record, None)  # on disk, marked, until the server can say
+                self.report(Notice(f"Prompt {idx} finished after this computer's claim on it ran out, while the "
+                                   "server could not be reached: its answer is kept aside until the server "
+                                   "confirms that no one else took the prompt over."))
+                return
+            if verdict != OWNED:
+                lost = LostClaim(idx, verdict, self.keeper.cause())
+        if lost is not None:
+            self.keep_aside(record, lost)
+            return
+        self.accept(record, completion, result)
+
+    def accept(self, record: dict[str, Any], completion: Completion, result: GenResult) -> None:
+        item = self.items[completion.idx]
         self.journal.record(record, completion)  # on disk before anything else happens
-        self.in_flight.discard(item.idx)
         self.completed.add(item.idx)
         self.done_run += 1
         self.tokens_run += result.tokens
@@ -232,7 +422,12 @@ class _Worker:
             self.send_progress()
 
     def flush(self, *, force: bool = False) -> bool:
-        """Send queued reports. Returns True when the outbox is empty."""
+        """Send queued reports. Returns True when the outbox is empty.
+
+        An answer whose claim is surely still ours is reported as is. Any other (from an earlier run, after an
+        outage, or a twin's sharing this journal) is first checked against the server: one already reported
+        there (by anyone) is marked reported here and not written again.
+        """
         now = time.monotonic()
         if not force and now - self.last_flush_try < self.config.retry_s:
             return False
@@ -241,10 +436,23 @@ class _Worker:
         if not pending:
             return True
         try:
-            for start in range(0, len(pending), 500):
-                chunk = pending[start:start + 500]
+            sure: list[Completion] = []
+            unsure: list[Completion] = []
+            for c in pending:
+                (sure if self.keeper.state(c.idx) == OWNED else unsure).append(c)
+            if unsure:
+                already = self.queue.done_among([c.idx for c in unsure])
+                if already:
+                    self.journal.mark_reported(sorted(already))
+                    self.keeper.drop(already)
+                unsure = [c for c in unsure if c.idx not in already]
+            send = sure + unsure
+            for start in range(0, len(send), 500):
+                chunk = send[start:start + 500]
                 self.queue.report(chunk)
-                self.journal.mark_reported([c.idx for c in chunk])
+                idxs = [c.idx for c in chunk]
+                self.journal.mark_reported(idxs)
+                self.keeper.drop(idxs)
         except InfluxError as err:
             self.set_status("waiting" if not self.in_flight else "running", _server_reason(err))
             return False
@@ -256,14 +464,21 @@ class _Worker:
         except InfluxError:
             pass  # progress is advisory; the next one will carry the same totals
 
+    def release_quietly(self, idxs: Iterable[int]) -> None:
+        idxs = list(idxs)
+        self.keeper.drop(idxs)
+        if not idxs:
+            return
+        try:
+            self.queue.release(idxs)
+        except LemError:
+            pass  # unreleased claims simply lapse with their lease
+
     def on_tick(self) -> None:
-        now = time.monotonic()
-        if self.in_flight and now - self.last_renew >= self.queue.lease_s / 3:
-            try:
-                self.queue.renew(self.in_flight)
-                self.last_renew = now
-            except InfluxError as err:
-                self.set_status("running", _server_reason(err))
+        self.keeper.tick_inline()
+        self.absorb_lost()
+        if self.unconfirmed:
+            self.retry_unconfirmed()
         self.flush()
 
 
@@ -273,11 +488,17 @@ def _server_reason(err: InfluxError) -> str:
     return f"{str(err).rstrip('.')}. Retrying; finished answers are saved locally and queued"
 
 
+def _counts(queue: FencedQueue) -> RequestCounts:
+    stats = getattr(queue, "stats", None)
+    value = stats() if callable(stats) else None
+    return value if isinstance(value, RequestCounts) else RequestCounts()
+
+
 def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Generator, *,
                      report: Report = no_report, cancel: CancelToken | None = None,
                      drain: CancelToken | None = None) -> ContributeResult:
     """Generate until the work runs out, `limit` is reached, `drain` is set (finish in-flight answers,
-    then stop) or `cancel` is set (stop now; in-flight answers are dropped and their leases expire).
+    then stop) or `cancel` is set (stop now; in-flight answers are dropped and their claims released).
 
     Server trouble during a run (unreachable, restarting, even a rejected token) makes the worker wait and
     retry while showing the reason; finished answers stay in the outbox. Callers that want a wrong address
@@ -287,11 +508,16 @@ def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Gene
     output = Path(config.output) if config.output else default_output(config.kind, config.worker)
     items, dataset = load_work(config, report)
     journal = Journal(output, config.kind, dataset)
-    worker = _Worker(config, queue, journal, items, generator.name, generator.batch_size, report, cancel, drain)
+    fenced = as_fenced(queue)
+    keeper = LeaseKeeper(fenced)
+    before = _counts(fenced)
+    if cancel is None:
+        cancel = CancelToken()  # generators sleep on it between polls of an empty feed
+    worker = _Worker(config, fenced, keeper, journal, items, generator.name, generator.batch_size, report, drain)
     try:
         worker.flush(force=True)
         try:
-            worker.refresh_completed()
+            worker.refresh_done(full=True)
         except InfluxError as err:
             worker.set_status("waiting", _server_reason(err))
         remaining = len(worker.remaining())
@@ -299,6 +525,7 @@ def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Gene
                        len(worker.completed & set(worker.items)), journal.count(), remaining))
         sample = [worker.to_messages(items[i]) for i in range(min(2, len(items)))]
         generator.set_shared_prefix(sample)
+        keeper.start()
         reason = "done"
         try:
             generator.run(worker.feed, config.sampling, worker.on_result, report=report, cancel=cancel,
@@ -308,18 +535,29 @@ def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Gene
             elif config.limit is not None and worker.fed >= config.limit:
                 reason = "limit reached"
         except BaseException:
-            queue.release(worker.in_flight | set(worker.pool))
+            keeper.stop()
+            worker.release_quietly(worker.in_flight | set(worker.pool))
             raise
-        queue.release(set(worker.pool))
-        # Last chance to deliver queued reports before returning.
+        worker.release_quietly(worker.pool)
+        worker.pool.clear()
+        # Last chance to deliver queued reports (the keeper still renews their claims meanwhile).
         deadline = time.monotonic() + 2 * config.retry_s
-        while not worker.flush(force=True) and time.monotonic() < deadline:
-            if cancel is not None and cancel.wait(0.5):
+        while True:
+            settled = worker.settle_unconfirmed()
+            if worker.flush(force=True) and settled or time.monotonic() >= deadline or cancel.wait(0.5):
                 break
+        keeper.stop()
+        if worker.unconfirmed:
+            report(Notice(f"{len(worker.unconfirmed)} answers stay in {worker.lost_path.name}: the server could "
+                          "not confirm that no one else took their prompts over. They are not reported."))
         worker.send_progress()
         unreported = len(journal.outbox())
-        result = ContributeResult(worker.done_run, journal.count(), len(worker.remaining()), unreported, output)
+        spent = _counts(fenced) - before
+        result = ContributeResult(worker.done_run, journal.count(), len(worker.remaining()), unreported, output,
+                                  lost=worker.lost_kept + len(worker.unconfirmed), server_requests=spent.requests,
+                                  server_bytes=spent.bytes_sent + spent.bytes_received)
         report(Finished(worker.done_run, reason, unreported))
         return result
     finally:
+        keeper.stop()
         journal.close()

@@ -12,7 +12,7 @@ from lemcore.settings import Settings, save_settings
 def _gc_on_gui_thread(qapp):
     """As in the app: automatic garbage collection runs only on the GUI thread, from a timer (the runner's
     worker threads must never free Qt objects). Package scope: tests outside tests/app get CPython's gc."""
-    from app.jobs.runner import collect_garbage_on_gui_thread, stop_collecting_on_gui_thread
+    from app.jobs.gui_gc import collect_garbage_on_gui_thread, stop_collecting_on_gui_thread
 
     collector = collect_garbage_on_gui_thread()
     yield collector

@@ -19,7 +19,7 @@ STUBBORN_APP = textwrap.dedent("""
 
     from PySide6.QtWidgets import QApplication
 
-    from app.jobs.runner import collect_garbage_on_gui_thread
+    from app.jobs.gui_gc import collect_garbage_on_gui_thread
     from app.main import run_until_quit
     from app.main_window import MainWindow
     from lemcore.events import Event

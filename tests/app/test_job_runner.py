@@ -17,9 +17,12 @@ import pytest
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QLabel
 
+import app.jobs.preload as preload
 import app.jobs.runner as runner_module
 from app.jobs.model_cache import ModelCache
-from app.jobs.runner import JobRunner, architecture_module, model_modules, qt_objects_held
+from app.jobs.preload import architecture_module, model_modules
+from app.jobs.qt_guard import qt_objects_held
+from app.jobs.runner import JobRunner
 from lemcore.errors import Cancelled
 from lemcore.events import Event
 
@@ -201,8 +204,8 @@ def test_architecture_module_follows_mlx_lm(tmp_path: Path) -> None:
 def test_the_preload_covers_every_benchmark_suite() -> None:
     from lemcore.benchmarks.suites import SUITE_IDS
 
-    assert {f"lemcore.benchmarks.{suite}" for suite in SUITE_IDS} <= set(runner_module.ENGINE_MODULES)
-    assert "mlx.optimizers" in runner_module.ENGINE_MODULES
+    assert {f"lemcore.benchmarks.{suite}" for suite in SUITE_IDS} <= set(preload.ENGINE_MODULES)
+    assert "mlx.optimizers" in preload.ENGINE_MODULES
 
 
 def test_the_preload_includes_the_model_chosen_in_settings(tmp_path: Path) -> None:
@@ -212,7 +215,7 @@ def test_the_preload_includes_the_model_chosen_in_settings(tmp_path: Path) -> No
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     save_settings(Settings(model_override=str(model)))
-    assert runner_module._settings_model_modules() == ("mlx_lm.models.qwen2",)
+    assert preload._settings_model_modules() == ("mlx_lm.models.qwen2",)
 
 
 def test_frees_models_releases_the_cache_on_the_engine_thread_before_the_job(runner, qtbot, monkeypatch) -> None:
