@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from lemcore.errors import (
     AuthError,
@@ -19,6 +20,7 @@ from lemcore.errors import (
 from lemcore.settings import data_dir
 
 log = logging.getLogger("lem.app")
+LOG_FILE = "lem-desktop.log"
 
 _TITLES = [
     (AuthError, "The server did not accept the token"),
@@ -47,13 +49,33 @@ def user_message(err: BaseException) -> tuple[str, str] | None:
             "please include it when you report the problem.")
 
 
-def setup_logging() -> None:
+def log_path() -> Path:
+    """The app's log file (the Help menu's log view reads it)."""
+    return data_dir() / "logs" / LOG_FILE
+
+
+class _LogFormatter(logging.Formatter):
+    """An expected failure (a LemError: no keychain, server down, bad data...) is one warning line with its
+    sentence; only unexpected errors keep their traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        err = record.exc_info[1] if record.exc_info else None
+        if isinstance(err, LemError):
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None,
+                                            "levelno": logging.WARNING, "levelname": "WARNING",
+                                            "msg": f"{record.getMessage()}: {type(err).__name__}: {err}",
+                                            "args": None})
+        return super().format(record)
+
+
+def setup_logging() -> Path:
     """Log to a file in the app's data folder (never to a dialog). No secret is ever logged."""
 
-    folder = data_dir() / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(folder / "lem-desktop.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    path = log_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    return path

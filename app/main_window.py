@@ -1,27 +1,34 @@
-"""The main window: a sidebar of pages, a status bar, and a tray icon that keeps contributing when the
-window is closed."""
+"""The main window: a sidebar of pages, menus with keyboard shortcuts, a status bar, and a tray icon that keeps
+contributing when the window is closed."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QCloseEvent, QIcon
+import functools
+from collections.abc import Callable
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractButton,
     QApplication,
+    QFrame,
     QHBoxLayout,
     QListWidget,
     QMainWindow,
     QMenu,
+    QScrollArea,
     QStackedWidget,
     QSystemTrayIcon,
     QWidget,
 )
 
+from app.appearance import apply_appearance
 from app.jobs.runner import JobRunner
+from app.log_view import LogView
 from app.pages.contribute.page import ContributePage
 from app.pages.results.page import ResultsPage
 from app.pages.settings.page import SettingsPage
 from app.pages.train.page import TrainPage
-from app.style import STYLE
 from lemcore.contribute.setup import resolve_generation_model
 from lemcore.models.loading import warm_tokenizer
 from lemcore.resources import resource
@@ -30,6 +37,18 @@ from lemcore.settings import load_settings
 
 TRAY_TEXT = {"idle": "LEM: idle", "running": "LEM: contributing", "paused": "LEM: paused",
              "waiting": "LEM: waiting for the server"}
+# The window works from this size up (pages scroll rather than force a wider window); it opens larger.
+MIN_SIZE = QSize(800, 560)
+DEFAULT_SIZE = QSize(1180, 780)
+# Keyboard shortcuts of the main actions (PortableText: Ctrl is Cmd on a Mac).
+SHORTCUTS = {"Start contributing": "Ctrl+Shift+S", "Pause contributing": "Ctrl+Shift+P",
+             "Start training": "Ctrl+Shift+T", "Stop training": "Ctrl+Shift+X", "Quit": "Ctrl+Q",
+             "Show the log": "Ctrl+Shift+L"}
+
+
+def shortcut_text(sequence: str) -> str:
+    """A shortcut as this platform writes it (Ctrl+Shift+T, or ⇧⌘T on a Mac)."""
+    return QKeySequence(sequence).toString(QKeySequence.SequenceFormat.NativeText)
 
 
 class MainWindow(QMainWindow):
@@ -39,10 +58,11 @@ class MainWindow(QMainWindow):
         token_store = self.token_store
         self.runner = runner or JobRunner(self)
         self.setWindowTitle("LEM Desktop")
-        self.resize(1180, 780)
-        self.setStyleSheet(STYLE)
+        apply_appearance(load_settings().appearance)  # palette and style sheet for the whole app
+        self.setMinimumSize(MIN_SIZE)
+        self.resize(self._default_size())
         self.nav = QListWidget()
-        self.nav.setFixedWidth(190)
+        self.nav.setFixedWidth(170)
         self.nav.setObjectName("nav")
         self.nav.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.stack = QStackedWidget()
@@ -57,18 +77,31 @@ class MainWindow(QMainWindow):
 
         self.contribute = ContributePage(self.runner, token_store)
         self.settings_page = SettingsPage(self.runner, token_store)
+        self.train = TrainPage(self.runner)
+        self.results = ResultsPage(self.runner)
         self.pages: dict[str, QWidget] = {}
         self.add_page("Contribute", self.contribute)
-        self.add_page("Train", TrainPage(self.runner))
-        self.add_page("Results", ResultsPage(self.runner))
+        self.add_page("Train", self.train)
+        self.add_page("Results", self.results)
         self.add_page("Settings", self.settings_page)
         self.settings_page.saved.connect(self.contribute._refresh_summary)
         self.nav.setCurrentRow(0)
         self.statusBar().showMessage("Ready")
         self.quitting = False  # set once by quit(): the window then closes instead of hiding in the tray
+        self.log_view: LogView | None = None
+        self.shortcut_actions: dict[str, QAction] = {}
+        self._make_menus()
         self.tray = self._make_tray()
         self.contribute.state_changed.connect(self._on_state)
         self._warm_contribute_model()
+
+    @staticmethod
+    def _default_size() -> QSize:
+        screen = QGuiApplication.primaryScreen()
+        if screen is None:
+            return DEFAULT_SIZE
+        free = screen.availableGeometry().size() * 0.92
+        return DEFAULT_SIZE.boundedTo(free).expandedTo(MIN_SIZE)
 
     @staticmethod
     def _warm_contribute_model() -> None:
@@ -80,12 +113,82 @@ class MainWindow(QMainWindow):
             warm_tokenizer(resolve_generation_model(settings.model_override))
 
     def add_page(self, title: str, page: QWidget) -> None:
+        """A page in the sidebar. It sits in a scroll area, so a page that needs more room than a small window
+        has scrolls instead of forcing the window's minimum size up."""
         self.pages[title] = page
         self.nav.addItem(title)
-        self.stack.addWidget(page)
+        scroll = QScrollArea()
+        scroll.setObjectName("pageScroll")
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(page)
+        self.stack.addWidget(scroll)
 
     def show_page(self, title: str) -> None:
         self.nav.setCurrentRow(list(self.pages).index(title))
+
+    # -- menus and shortcuts ------------------------------------------------------------------------
+    def _action(self, menu: QMenu, text: str, slot: Callable[[], object], shortcut: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setToolTip(f"{text} ({shortcut_text(shortcut)})")
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        self.addAction(action)  # also active when the menu bar is hidden (or global, on a Mac)
+        self.shortcut_actions[text] = action
+        return action
+
+    def _make_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        quit_action = self._action(file_menu, "Quit", self.quit, SHORTCUTS["Quit"])
+        quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        view = bar.addMenu("&View")
+        for n, title in enumerate(self.pages, start=1):
+            key = f"Ctrl+{n}"
+            self._action(view, title, functools.partial(self.show_page, title), key)
+            item = self.nav.item(n - 1)
+            item.setToolTip(f"{title} ({shortcut_text(key)})")
+        contribute = bar.addMenu("&Contribute")
+        for text, slot in (("Start contributing", self.start_contributing),
+                           ("Pause contributing", self.pause_contributing)):
+            self._action(contribute, text, slot, SHORTCUTS[text])
+        train = bar.addMenu("&Train")
+        for text, slot in (("Start training", self.start_training), ("Stop training", self.stop_training)):
+            self._action(train, text, slot, SHORTCUTS[text])
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "Show the log", self.show_log, SHORTCUTS["Show the log"])
+        # The buttons say their shortcut in their tooltips.
+        for button, text in ((self.contribute.start_btn, "Start contributing"),
+                             (self.contribute.pause_btn, "Pause contributing"),
+                             (self.train.start_btn, "Start training"), (self.train.stop_btn, "Stop training")):
+            _add_shortcut_tip(button, text, SHORTCUTS[text])
+
+    def start_contributing(self) -> None:
+        self.show_page("Contribute")
+        if load_settings().first_run_done:  # before that, the page's first steps come first
+            self.contribute.start()
+
+    def pause_contributing(self) -> None:
+        self.contribute.pause()
+
+    def start_training(self) -> None:
+        self.show_page("Train")
+        self.train.start()
+
+    def stop_training(self) -> None:
+        self.train.stop()
+
+    def show_log(self) -> LogView:
+        if self.log_view is None:
+            self.log_view = LogView(self)
+        else:
+            self.log_view.refresh()
+        self.log_view.show()
+        self.log_view.raise_()
+        self.log_view.activateWindow()
+        return self.log_view
 
     # -- tray ---------------------------------------------------------------------------------------
     def _make_tray(self) -> QSystemTrayIcon | None:
@@ -97,8 +200,8 @@ class MainWindow(QMainWindow):
         self.tray_state = QAction("LEM: idle", menu)
         self.tray_state.setEnabled(False)
         menu.addAction(self.tray_state)
-        menu.addAction("Start contributing", self.contribute.start)
-        menu.addAction("Pause", self.contribute.pause)
+        menu.addAction("Start contributing", self.start_contributing)
+        menu.addAction("Pause", self.pause_contributing)
         menu.addSeparator()
         menu.addAction("Show window", self._show_window)
         menu.addAction("Quit LEM Desktop", self.quit)
@@ -138,3 +241,9 @@ class MainWindow(QMainWindow):
         self.close()
         self.runner.shutdown()
         QApplication.quit()
+
+
+def _add_shortcut_tip(button: QAbstractButton, action: str, shortcut: str) -> None:
+    tip = button.toolTip()
+    keys = shortcut_text(shortcut)
+    button.setToolTip(f"{tip} ({keys})" if tip else f"{action} ({keys})")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
+
+from app.appearance import appearance, current_theme
+from app.style import Theme
 
 STATE_COLORS = {"running": "#2aa876", "waiting": "#e0a02a", "paused": "#e0a02a", "idle": "#8a8f98",
                 "error": "#d64541"}
@@ -63,6 +68,10 @@ class StatusLine(QWidget):
         layout.addWidget(self.label)
         self.state, self.text, self.note = "idle", "Ready.", ""
         self._render()
+        appearance().changed.connect(self._recolour)
+
+    def _recolour(self, _theme: Theme) -> None:
+        self._render()
 
     def set_state(self, state: str, text: str) -> None:
         self.state, self.text = state, text
@@ -74,5 +83,6 @@ class StatusLine(QWidget):
 
     def _render(self) -> None:
         color = STATE_COLORS.get(self.state, "#8a8f98")
-        note = f"<br><span style='color:#666'>{self.note}</span>" if self.note else ""
-        self.label.setText(f"<span style='color:{color}; font-size:16px'>●</span> {self.text}{note}")
+        hint = current_theme().hint
+        note = f"<br><span style='color:{hint}'>{html.escape(self.note)}</span>" if self.note else ""
+        self.label.setText(f"<span style='color:{color}; font-size:16px'>●</span> {html.escape(self.text)}{note}")

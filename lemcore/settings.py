@@ -51,6 +51,7 @@ class Settings:
     max_tokens: int = field(default=512, metadata={"help": "Longest answer in tokens (the lab's limit is 512)."})
     first_run_done: bool = field(default=False, metadata={"help": "The welcome steps were completed."})
     solo: bool = field(default=False, metadata={"help": "Contribute offline even if a server is set."})
+    appearance: str = field(default="system", metadata={"help": "system (follow the computer), light or dark."})
 
     @property
     def server_configured(self) -> bool:

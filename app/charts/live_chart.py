@@ -1,27 +1,87 @@
 """A pyqtgraph line chart fed from SeriesBuffers and redrawn by a timer, never per event.
 
 Thin cosmetic pens and peak downsampling keep long runs cheap (docs/platform-notes.md, "pyqtgraph live charts").
+Charts follow the app's light/dark theme (`follow_theme`).
 """
 
 from __future__ import annotations
 
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QObject, QTimer
 
+from app.appearance import appearance, current_theme
 from app.charts.series_buffer import SeriesBuffer
+from app.style import Theme
 
 pg.setConfigOptions(antialias=True, background="w", foreground="#333")
 
 PALETTE = ["#2f6fdf", "#e0592a", "#2aa876", "#8e44ad", "#c0392b", "#7f8c8d"]
 
 
+def sci_text(value: float) -> str:
+    """A tick label in scientific notation: 1e-5, 2.5e-6, 0 (what a learning rate axis needs)."""
+    if value == 0 or abs(value) < 1e-300:
+        return "0"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+class ScientificAxis(pg.AxisItem):
+    """An axis whose labels are in scientific notation (1e-5), for values far below 1."""
+
+    def __init__(self, orientation: str) -> None:
+        super().__init__(orientation)
+        self.enableAutoSIPrefix(False)
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
+        return [sci_text(v * scale) for v in values]
+
+
+def apply_chart_theme(widget: pg.PlotWidget, theme: Theme, title: str = "") -> None:
+    """Colour one plot for the theme: background, axes, tick labels, title and legend."""
+    widget.setBackground(theme.chart_bg)
+    plot = widget.getPlotItem()
+    for name in ("left", "bottom", "right", "top"):
+        axis = plot.getAxis(name)
+        axis.setPen(theme.chart_fg)
+        axis.setTextPen(theme.chart_fg)
+        if axis.labelText:
+            axis.setLabel(axis.labelText, units=axis.labelUnits, color=theme.chart_fg)
+    if title:
+        plot.setTitle(title, size="10pt", color=theme.chart_fg)
+    if plot.legend is not None:
+        plot.legend.setLabelTextColor(theme.chart_fg)
+
+
+class _ThemeFollower(QObject):
+    """Recolours its parent plot when the theme changes (a child, so the connection ends with the plot)."""
+
+    def __init__(self, widget: pg.PlotWidget, title: str) -> None:
+        super().__init__(widget)
+        self.widget, self.title = widget, title
+
+    def apply(self, theme: Theme) -> None:
+        apply_chart_theme(self.widget, theme, self.title)
+
+
+def follow_theme(widget: pg.PlotWidget, title: str = "") -> None:
+    """Colour a plot for the current theme now and whenever the theme changes."""
+    follower = _ThemeFollower(widget, title)
+    follower.apply(current_theme())
+    appearance().changed.connect(follower.apply)
+
+
 class LiveChart(pg.PlotWidget):
-    def __init__(self, title: str = "", *, y_label: str = "", x_label: str = "", hz: float = 10.0) -> None:
-        super().__init__()
-        self.setMinimumHeight(160)
+    def __init__(self, title: str = "", *, y_label: str = "", x_label: str = "", hz: float = 10.0,
+                 scientific_y: bool = False) -> None:
+        # scientific_y: tick labels like 1e-5, and the y axis from 0 to just above the largest value (a
+        # constant learning rate is then a visible line, not a flat 0 on a +-0.4 axis).
+        super().__init__(axisItems={"left": ScientificAxis("left")} if scientific_y else None)
+        self.scientific_y = scientific_y
+        self.title = title
+        self.setMinimumHeight(120)
         plot = self.getPlotItem()
-        if title:
-            plot.setTitle(title, size="10pt")
         if y_label:
             plot.setLabel("left", y_label)
         if x_label:
@@ -31,6 +91,10 @@ class LiveChart(pg.PlotWidget):
         # it clips points outside the current view, so a new series would never come into view.
         plot.setDownsampling(auto=True, mode="peak")
         plot.addLegend(offset=(-10, 10))
+        if scientific_y:
+            plot.enableAutoRange(y=False)
+            plot.setYRange(0, 1e-5, padding=0)
+        follow_theme(self, title)
         self.buffers: dict[str, SeriesBuffer] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.timer = QTimer(self)
@@ -56,11 +120,29 @@ class LiveChart(pg.PlotWidget):
         return self.buffers[name]
 
     def redraw(self) -> None:
+        changed = False
         for name, buf in self.buffers.items():
             if buf.dirty:
                 x, y = buf.view()
                 self.curves[name].setData(x, y)
                 buf.dirty = False
+                changed = True
+        if changed and self.scientific_y:
+            self._fit_y_from_zero()
+
+    def _fit_y_from_zero(self) -> None:
+        top = max((float(buf.view()[1].max()) for buf in self.buffers.values() if buf.n), default=0.0)
+        if top > 0:
+            self.getPlotItem().setYRange(0, top * 1.15, padding=0)
+
+    def y_tick_labels(self) -> list[str]:
+        """The y axis's tick labels as drawn now (for tests and screen readers)."""
+        axis = self.getPlotItem().getAxis("left")
+        low, high = self.getPlotItem().viewRange()[1]
+        labels = []
+        for spacing, values in axis.tickValues(low, high, axis.size().height() or 100):
+            labels += axis.tickStrings(values, axis.scale, spacing)
+        return labels
 
     def clear_all(self) -> None:
         for buf in self.buffers.values():

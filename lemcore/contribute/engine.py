@@ -160,6 +160,7 @@ class _Worker:
         self.tokens_run = 0
         self.started = time.monotonic()
         self.last_flush_try = 0.0
+        self.unflushed = 0  # answers accepted since the last report write
         self.next_round_at = 0.0
         self.idle_rounds = 0
         self.last_done_read = time.monotonic()
@@ -417,16 +418,21 @@ class _Worker:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         self.report(Rates(self.done_run, self.journal.count(), self.done_run * 3600 / elapsed,
                           self.tokens_run / elapsed))
-        self.flush(force=True)
+        # One report write per claim round, not per answer: when the pool is empty (the next round is due) or a
+        # batch's worth waits; the tick sends stragglers within retry_s. The answer is already on disk.
+        self.unflushed += 1
+        if not self.pool or self.unflushed >= self.batch_size:
+            self.flush(force=True)
         if self.done_run % self.config.progress_every == 0:
             self.send_progress()
 
     def flush(self, *, force: bool = False) -> bool:
         """Send queued reports. Returns True when the outbox is empty.
 
-        An answer whose claim is surely still ours is reported as is. Any other (from an earlier run, after an
-        outage, or a twin's sharing this journal) is first checked against the server: one already reported
-        there (by anyone) is marked reported here and not written again.
+        Reports are idempotent: they keep the time the answer finished (a resend overwrites the same point), and
+        the outbox is checked against the server first (one read per flush): an item already reported there,
+        by anyone (an earlier send of ours whose reply was lost, a twin sharing this journal, a worker that
+        took it over during an outage), is marked reported here and not written again.
         """
         now = time.monotonic()
         if not force and now - self.last_flush_try < self.config.retry_s:
@@ -434,25 +440,21 @@ class _Worker:
         self.last_flush_try = now
         pending = self.journal.outbox()
         if not pending:
+            self.unflushed = 0
             return True
         try:
-            sure: list[Completion] = []
-            unsure: list[Completion] = []
-            for c in pending:
-                (sure if self.keeper.state(c.idx) == OWNED else unsure).append(c)
-            if unsure:
-                already = self.queue.done_among([c.idx for c in unsure])
-                if already:
-                    self.journal.mark_reported(sorted(already))
-                    self.keeper.drop(already)
-                unsure = [c for c in unsure if c.idx not in already]
-            send = sure + unsure
+            already = self.queue.done_among([c.idx for c in pending])
+            if already:
+                self.journal.mark_reported(sorted(already))
+                self.keeper.drop(already)
+            send = [c for c in pending if c.idx not in already]
             for start in range(0, len(send), 500):
                 chunk = send[start:start + 500]
                 self.queue.report(chunk)
                 idxs = [c.idx for c in chunk]
                 self.journal.mark_reported(idxs)
                 self.keeper.drop(idxs)
+            self.unflushed = 0
         except InfluxError as err:
             self.set_status("waiting" if not self.in_flight else "running", _server_reason(err))
             return False

@@ -8,6 +8,7 @@ from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.appearance import MODE_LABELS, MODES, apply_appearance
 from app.errors import user_message
 from app.jobs.runner import JobRunner
 from app.widgets import Card, heading
@@ -84,6 +86,20 @@ class SettingsPage(QWidget):
         cform.addRow("Pause when free memory is below", self.min_free)
         layout.addWidget(compute)
 
+        look = Card()
+        lform = QFormLayout()
+        look.body.addWidget(QLabel("<b>Appearance</b>"))
+        look.body.addLayout(lform)
+        self.appearance = QComboBox()
+        for mode in MODES:
+            self.appearance.addItem(MODE_LABELS[mode], mode)
+        self.appearance.setCurrentIndex(max(0, self.appearance.findData(s.appearance)))
+        self.appearance.setToolTip("Light or dark. “Same as the system” follows your computer's setting, also "
+                                   "when it changes. Applied at once.")
+        self.appearance.currentIndexChanged.connect(self._appearance_changed)
+        lform.addRow("Colours", self.appearance)
+        layout.addWidget(look)
+
         folders = Card()
         folders.body.addWidget(QLabel("<b>Folders</b>"))
         row = QHBoxLayout()
@@ -120,6 +136,13 @@ class SettingsPage(QWidget):
         save_settings(s)
         self.message.setText("Saved.")
         self.saved.emit()
+
+    def _appearance_changed(self) -> None:
+        mode = self.appearance.currentData() or "system"
+        apply_appearance(mode)
+        s = load_settings()
+        s.appearance = mode
+        save_settings(s)
 
     def refresh_token_state(self) -> None:
         store = self.token_store  # the job runs on a worker thread: no widget in its closure

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QDoubleValidator
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QDoubleValidator, QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,11 +23,118 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lemcore.models.catalog import catalog
+from lemcore.models.downloads import cached_snapshot
+from lemcore.settings import data_dir
 from lemcore.train.config import TrainConfig
 
 BASIC = ("model", "data", "iters", "batch_size", "learning_rate", "mask_prompt", "num_layers", "fine_tune_type",
          "grad_checkpoint")
 HIDDEN = ("resume_from", "adapter_path")  # set by Resume and by the engine, not typed by hand
+# Labels that read better in the window than the config's own (which follow mlx-lm's names).
+LABELS = {"iters": "Steps"}
+OTHER = "\x00other"  # the data of the "Other…" entry of the model list
+
+
+def _hub_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def available_models() -> list[tuple[str, str, bool]]:
+    """(text shown, value, usable now) for the model list: the catalog (usable once downloaded; the built-in
+    model always), other downloaded hub models, and models converted by the app. Only reads folders."""
+    out: list[tuple[str, str, bool]] = []
+    seen: set[str] = set()
+    for entry in catalog():
+        if entry.embedded:
+            out.append((entry.label, entry.id, True))
+        else:
+            here = cached_snapshot(entry.repo) is not None
+            out.append((f"{entry.label}{'' if here else ' – not downloaded yet'}", entry.repo, here))
+        seen.add(entry.repo.lower())
+    try:
+        cached = sorted(p.name for p in _hub_cache().glob("models--*") if p.is_dir())
+    except OSError:
+        cached = []
+    for name in cached[:50]:
+        repo = name[len("models--"):].replace("--", "/")
+        if repo.lower() not in seen and cached_snapshot(repo) is not None:
+            out.append((f"{repo} (downloaded)", repo, True))
+            seen.add(repo.lower())
+    converted = data_dir() / "models"
+    if converted.is_dir():
+        for folder in sorted(converted.iterdir()):
+            if (folder / "config.json").is_file():
+                out.append((f"{folder.name} (converted)", str(folder), True))
+    return out
+
+
+class ModelBox(QComboBox):
+    """The model: pick one from the list, or type a hub id or folder ("Other…" clears the field for that)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setEditable(True)
+        self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(14)
+        line = self.lineEdit()
+        if line is not None:
+            line.setPlaceholderText("A hub id (owner/name) or a model folder")
+        self.activated.connect(self._picked)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the list again (a model may have been downloaded meanwhile); keeps the current value."""
+        value = self.value()
+        self.blockSignals(True)
+        self.clear()
+        model = self.model()
+        for text, data, usable in available_models():
+            self.addItem(text, data)
+            if not usable and isinstance(model, QStandardItemModel):
+                item = model.item(self.count() - 1)
+                item.setEnabled(False)
+                item.setToolTip("Not on this computer yet: choose a downloaded model, or type its hub id "
+                                "once it is downloaded.")
+        self.insertSeparator(self.count())
+        self.addItem("Other… (type a hub id, or Choose… a folder)", OTHER)
+        self.set_value(value)
+        self.blockSignals(False)
+
+    def _picked(self, index: int) -> None:
+        if self.itemData(index) == OTHER:
+            self.setEditText("")
+            line = self.lineEdit()
+            if line is not None:
+                line.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def value(self) -> str:
+        text = self.currentText().strip()
+        index = self.findText(text)
+        data = self.itemData(index) if index >= 0 else None
+        if data == OTHER:
+            return ""
+        return str(data) if data else text
+
+    def set_value(self, value: str) -> None:
+        index = self.findData(value) if value else -1
+        if index >= 0:
+            self.setCurrentIndex(index)
+        else:
+            self.setCurrentIndex(-1)
+            self.setEditText(value)
+
+    # Line-edit style names, for callers that fill the field as text (screenshots, probes).
+    def setText(self, text: str) -> None:  # noqa: N802 - QLineEdit's name
+        self.set_value(text)
+
+    def text(self) -> str:
+        return self.value()
+
+
 FieldWidget = QComboBox | QCheckBox | QSpinBox | QLineEdit  # the editor of one field, chosen by its type
 
 
@@ -54,8 +162,7 @@ class TrainForm(QWidget):
             widget = self._make_widget(f.name, kind, f.metadata)
             widget.setToolTip(f.metadata.get("help", ""))
             err = QLabel("")
-            err.setObjectName("error")
-            err.setStyleSheet("color: #d64541;")
+            err.setObjectName("error")  # coloured by the theme's style sheet
             err.setWordWrap(True)
             err.hide()
             self.errors[f.name] = err
@@ -65,7 +172,7 @@ class TrainForm(QWidget):
             cl.setSpacing(2)
             cl.addWidget(widget if f.name not in ("model", "data") else self._with_browse(f.name, widget))
             cl.addWidget(err)
-            label = QLabel(f.metadata.get("label", f.name))
+            label = QLabel(LABELS.get(f.name, f.metadata.get("label", f.name)))
             label.setToolTip(f.metadata.get("help", ""))
             (basic if f.name in BASIC else advanced).addRow(label, cell)
             if f.name not in BASIC:
@@ -95,7 +202,11 @@ class TrainForm(QWidget):
     def _make_widget(self, name: str, kind: str, meta: Any) -> FieldWidget:
         w: FieldWidget
         choices = meta.get("choices")
-        if choices:
+        if name == "model":
+            w = self.model_box = ModelBox()
+            w.editTextChanged.connect(lambda *_: self._touch(name))
+            w.currentIndexChanged.connect(lambda *_: self._touch(name))
+        elif choices:
             w = QComboBox()
             w.addItems(list(choices))
             w.currentIndexChanged.connect(lambda *_: self._touch(name))
@@ -123,9 +234,11 @@ class TrainForm(QWidget):
         row.addWidget(edit, 1)
         btn = QPushButton("Choose…")
 
+        btn.setToolTip("Choose a folder on this computer.")
+
         def pick() -> None:
             folder = QFileDialog.getExistingDirectory(self, "Choose a folder")
-            if folder and isinstance(edit, QLineEdit):
+            if folder and isinstance(edit, (QLineEdit, ModelBox)):
                 edit.setText(folder)
 
         btn.clicked.connect(pick)
@@ -133,8 +246,12 @@ class TrainForm(QWidget):
         return box
 
     def line_edit(self, name: str) -> QLineEdit:
-        """The editor of a text or number-as-text field (model, data, learning_rate...)."""
+        """The editor of a text or number-as-text field (model, data, learning_rate...); for the model, the
+        text field of its list."""
         w = self.widgets[name]
+        line = w.lineEdit() if isinstance(w, ModelBox) else None
+        if line is not None:
+            return line
         if not isinstance(w, QLineEdit):
             raise TypeError(f"The field {name} is edited with a {type(w).__name__}, not a text box.")
         return w
@@ -151,7 +268,9 @@ class TrainForm(QWidget):
         for name, w in self.widgets.items():
             value = getattr(config, name)
             w.blockSignals(True)
-            if isinstance(w, QComboBox):
+            if isinstance(w, ModelBox):
+                w.set_value(str(value or ""))
+            elif isinstance(w, QComboBox):
                 w.setCurrentText(str(value))
             elif isinstance(w, QCheckBox):
                 w.setChecked(bool(value))
@@ -165,7 +284,9 @@ class TrainForm(QWidget):
     def config(self) -> TrainConfig:
         values: dict[str, Any] = {}
         for name, w in self.widgets.items():
-            if isinstance(w, QComboBox):
+            if isinstance(w, ModelBox):
+                values[name] = w.value()
+            elif isinstance(w, QComboBox):
                 values[name] = w.currentText()
             elif isinstance(w, QCheckBox):
                 values[name] = w.isChecked()

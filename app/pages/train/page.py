@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -27,6 +28,7 @@ from app.charts.loss_chart import LossChart
 from app.errors import user_message
 from app.jobs.runner import Job, JobRunner
 from app.pages.train.form import TrainForm
+from app.pages.train.history import RunInfo, describe_run, stopped_text
 from app.widgets import StatTile, StatusLine, heading
 from lemcore.events import Event
 from lemcore.settings import data_dir
@@ -35,6 +37,11 @@ from lemcore.train.config import TrainConfig, load_yaml, preset
 from lemcore.train.engine import TrainResult, resume_config, train_lora
 from lemcore.train.fuse import FuseConfig, FuseResult, FuseStage, fuse_adapter
 from lemcore.train.run import read_metrics
+
+IDLE_TEXT = "Choose a model and a data folder, then press Start training."
+FUSE_STAGES = {"loading": "loading the base model and the adapter", "measuring": "measuring the trained model",
+               "fusing": "merging the adapter into the model", "saving": "saving the new model",
+               "checking": "checking that the new model answers like the trained one"}
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -52,8 +59,9 @@ class TrainPage(QWidget):
         self.job: Job | None = None
         self.run_dir: Path | None = None
         self.last_finished: ev.TrainFinished | None = None
+        self.run_infos: dict[str, RunInfo] = {}
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(32, 24, 32, 24)
+        layout.setContentsMargins(24, 20, 24, 16)
         layout.addWidget(heading("Train", "Fine-tune a model with LoRA on your data and watch it learn."))
 
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -83,12 +91,14 @@ class TrainPage(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.form)
         ll.addWidget(scroll, 1)
-        ll.addWidget(QLabel("Same run from the command line:"))
+        command_label = QLabel("The same run from the command line:")
+        command_label.setObjectName("hint")
+        ll.addWidget(command_label)
         self.command = QPlainTextEdit()
         self.command.setReadOnly(True)
-        self.command.setMaximumHeight(70)
+        self.command.setMaximumHeight(64)
         ll.addWidget(self.command)
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()
         self.start_btn = QPushButton("Start training")
         self.start_btn.setObjectName("primary")
         self.start_btn.clicked.connect(lambda: self.start())
@@ -101,8 +111,8 @@ class TrainPage(QWidget):
         self.fuse_btn = QPushButton("Fuse into a model…")
         self.fuse_btn.setToolTip("Merge the adapter into the base model: a standalone model folder.")
         self.fuse_btn.clicked.connect(lambda: self.fuse())
-        for b in (self.start_btn, self.stop_btn, self.resume_btn, self.fuse_btn):
-            buttons.addWidget(b)
+        for n, b in enumerate((self.start_btn, self.stop_btn, self.resume_btn, self.fuse_btn)):
+            buttons.addWidget(b, n // 2, n % 2)
         ll.addLayout(buttons)
         split.addWidget(left)
 
@@ -111,7 +121,7 @@ class TrainPage(QWidget):
         rl = QVBoxLayout(right)
         rl.setContentsMargins(8, 0, 0, 0)
         self.status = StatusLine()
-        self.status.set_state("idle", "Fill in a model and a data folder, then Start training.")
+        self.status.set_state("idle", IDLE_TEXT)
         rl.addWidget(self.status)
         tiles = QGridLayout()
         self.t_iter = StatTile("Step", "–")
@@ -123,13 +133,20 @@ class TrainPage(QWidget):
         rl.addLayout(tiles)
         self.chart = LossChart()
         rl.addWidget(self.chart, 3)
-        rl.addWidget(QLabel("Past runs (select one to see its curves; Resume and Fuse act on it):"))
+        runs_label = QLabel("Past runs: select one to see its curves and state; Resume and Fuse act on it.")
+        runs_label.setWordWrap(True)
+        runs_label.setObjectName("hint")
+        rl.addWidget(runs_label)
         self.history = QListWidget()
+        self.history.setMinimumHeight(60)
         self.history.setMaximumHeight(130)
         self.history.currentItemChanged.connect(self._show_history)
         rl.addWidget(self.history)
         split.addWidget(right)
-        split.setSizes([480, 620])
+        split.setChildrenCollapsible(False)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setSizes([440, 660])
 
         self.form.changed.connect(self._validate)
         self._apply_preset()
@@ -138,7 +155,7 @@ class TrainPage(QWidget):
 
     # -- form ---------------------------------------------------------------------------------------
     def _apply_preset(self) -> None:
-        current = self.form.config() if self.form.line_edit("model").text() else TrainConfig()
+        current = self.form.config() if self.form.model_box.value() else TrainConfig()
         config = preset(self.preset.currentText(), model=current.model, data=current.data)
         self.form.set_config(config)
 
@@ -170,14 +187,16 @@ class TrainPage(QWidget):
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)
         self.stop_btn.setEnabled(running)
-        self.resume_btn.setEnabled(not running and self.history.currentItem() is not None)
         run = self._selected_run()
+        info = self.run_infos.get(str(run)) if run is not None else None
+        self.resume_btn.setEnabled(not running and info is not None and info.can_resume)
         self.fuse_btn.setEnabled(not running and run is not None and (run / "adapters.safetensors").exists())
         self.form.setEnabled(not running)
         self.preset.setEnabled(not running)
 
     def start(self, config: TrainConfig | None = None) -> None:
-
+        if self.job is not None and self.job.running:
+            return  # one training (or fuse) at a time; the shortcut may ask again
         if config is None:
             if not self._validate(all_fields=True):
                 self.status.set_state("error", "Some fields need attention (marked in red).")
@@ -185,6 +204,9 @@ class TrainPage(QWidget):
             config = self.form.config()
         self.chart.clear()
         self.last_finished = None
+        self.run_dir = None
+        self._clear_tiles()
+        self.status.set_note("")
         self.status.set_state("running", "Starting: loading the model and checking the data…")
         self.job = self.runner.start("train", lambda report, cancel: train_lora(config, report=report, cancel=cancel),
                                      modules=("mlx.optimizers", "mlx_lm.tuner.trainer", "mlx_lm.tuner.utils",
@@ -195,9 +217,9 @@ class TrainPage(QWidget):
         self._set_running(True)
 
     def stop(self) -> None:
-        if self.job is not None:
+        if self.job is not None and self.job.running:
             self.job.cancel("stopped by you")
-            self.status.set_state("paused", "Stopping after this step and saving a checkpoint…")
+            self.status.set_state("paused", "Stopping after this step and saving it, so you can resume…")
 
     def resume(self) -> None:
 
@@ -221,7 +243,7 @@ class TrainPage(QWidget):
             if not save_path:
                 return
         config = FuseConfig(adapter_path=str(run), save_path=save_path)
-        self.status.set_state("running", "Fusing the adapter into the base model…")
+        self.status.set_state("running", "Making a standalone model: merging the adapter into the base model…")
         self.job = self.runner.start("fuse", lambda report, cancel: fuse_adapter(config, report=report, cancel=cancel),
                                      modules=("mlx.utils", "mlx_lm.utils", "mlx_lm.tuner.utils", "lemcore.train.fuse"),
                                      loads_model=config.model or config.adapter_path, frees_models=True,
@@ -253,38 +275,55 @@ class TrainPage(QWidget):
         elif isinstance(event, ev.TrainFinished):
             self.last_finished = event
 
-    def _finish_message(self) -> tuple[str, str]:
-        f = self.last_finished
-        if f is None:
-            return "idle", "Stopped."
-        state = {"complete": "idle", "early_stopped": "idle", "cancelled": "paused"}.get(f.status, "error")
-        return state, f.message
+    def _clear_tiles(self, eta_only: bool = False) -> None:
+        self.t_eta.set_value("–")
+        if not eta_only:
+            for tile in (self.t_iter, self.t_tps, self.t_mem):
+                tile.set_value("–")
+
+    def _show_run_state(self, fallback: tuple[str, str]) -> None:
+        """The status line for the run that just ended, in the same words as selecting it in the list."""
+        if self.run_dir is not None and self.run_dir.is_dir():
+            info = describe_run(self.run_dir)
+            self.status.set_state(info.state, info.text)
+        else:
+            self.status.set_state(*fallback)
 
     def on_done(self, result: TrainResult) -> None:
         self._set_running(False)
+        self._clear_tiles(eta_only=True)
         self.refresh_history(select=self.run_dir)
-        self.status.set_state(*self._finish_message())
+        self._show_run_state(("idle", "Finished."))
 
     def on_cancelled(self) -> None:
         self._set_running(False)
+        self._clear_tiles(eta_only=True)
         self.refresh_history(select=self.run_dir)
-        state, msg = self._finish_message()
-        self.status.set_state("paused", msg + " Resume continues from the checkpoint.")
+        f = self.last_finished
+        if f is not None:
+            self.status.set_state("paused", stopped_text(f.iteration, f.total_iters))
+        elif self.run_dir is not None:
+            self._show_run_state(("paused", "Stopped."))
+        else:
+            self.status.set_state("idle", "Stopped before training began. " + IDLE_TEXT)
 
     def on_error(self, err: BaseException) -> None:
         self._set_running(False)
+        self._clear_tiles(eta_only=True)
         self.refresh_history(select=self.run_dir)
         self._error(err)
 
     def _on_fuse_event(self, event: Event) -> None:
         if isinstance(event, FuseStage) and event.stage:
-            self.status.set_state("running", f"Fusing: {event.stage}…")
+            self.status.set_state("running", f"Making a standalone model: "
+                                  f"{FUSE_STAGES.get(event.stage, event.stage)}…")
 
     def _on_fused(self, result: FuseResult) -> None:
         self._set_running(False)
         c = result.check
-        self.status.set_state("idle", f"Fused model saved in {result.save_path}. Check: logits match base+adapter "
-                              f"(largest difference {c.max_abs_diff:.2g}, top-1 agreement {c.top1_agreement:.0%}).")
+        self.status.set_state("idle", f"Fused model saved in {result.save_path}. It answers like the trained "
+                              f"model: the same most likely next word {c.top1_agreement:.0%} of the time "
+                              f"(largest difference in scores {c.max_abs_diff:.2g}).")
 
     def _error(self, err: BaseException) -> None:
         msg = user_message(err)
@@ -304,10 +343,13 @@ class TrainPage(QWidget):
             runs.insert(0, select)
         self.history.blockSignals(True)
         self.history.clear()
+        self.run_infos = {}
         for run in runs:
-            done = "fused-ready" if (run / "adapters.safetensors").exists() else "resumable"
-            item = QListWidgetItem(f"{run.name}   ({done})")
+            info = describe_run(run)
+            self.run_infos[str(run)] = info
+            item = QListWidgetItem(f"{info.title}   ({info.short})")
             item.setData(Qt.ItemDataRole.UserRole, str(run))
+            item.setToolTip(f"{info.text}\nFolder: {run}")
             self.history.addItem(item)
             if select is not None and run == select:
                 self.history.setCurrentItem(item)
@@ -317,6 +359,20 @@ class TrainPage(QWidget):
     def _show_history(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
         if item is None or (self.job and self.job.running):
             return
-
-        self.chart.load_records(read_metrics(item.data(Qt.ItemDataRole.UserRole)))
+        run = Path(item.data(Qt.ItemDataRole.UserRole))
+        records = read_metrics(run)
+        self.chart.load_records(records)
+        info = describe_run(run, records)
+        self.run_infos[str(run)] = info
+        self.status.set_state(info.state, info.text)
+        self.status.set_note(f"Run folder: {run}")
+        self.t_iter.set_value(f"{info.step} / {info.total}" if info.total else str(info.step))
+        self.t_tps.set_value(f"{info.tokens_per_second:.0f}" if info.tokens_per_second else "–")
+        self.t_mem.set_value(f"{info.peak_memory_gb:.2f} GB" if info.peak_memory_gb else "–")
+        self.t_eta.set_value("–")
         self._set_running(False)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not (self.job and self.job.running):
+            self.form.model_box.refresh()  # a model may have been downloaded or converted meanwhile

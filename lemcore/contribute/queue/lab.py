@@ -14,8 +14,9 @@ after its lease ran out starts a new run, which loses to whoever took the item m
 stamp on the claims we just wrote; between a write and its read-back we wait `settle_s`, so that a claim the
 server stamped earlier but stored later is seen.
 
-A claim round reads the claims and done marks of its candidates only (not every claim in the window), writes
-claims for the free ones, reads them back and withdraws the ones it lost. Completed items are the lab's
+A claim round asks only about its candidates (never every claim in the window): it writes claims, reads them
+back, withdraws the ones it lost and checks the won ones' done marks; when claiming meets contention (the end of
+a set, an idle worker) it first reads the candidates' claims and done marks and claims only free ones. Completed items are the lab's
 `gold_gen` / `expansion_gen` points (their measurement, tags and fields unchanged; we add the fields `tokens`,
 `truncated` and `inst`), so the lab's dashboards keep working.
 
@@ -122,6 +123,7 @@ class InfluxQueue:
         self.instance = instance or new_instance_id(worker)
         self.settle_s = settle_s
         self._offset_ns = 0  # the server's clock minus ours, learnt from the stamps on our own claims
+        self._look_first = True  # read candidates' claims before claiming (see claim_round)
 
     def for_thread(self) -> InfluxQueue:
         """The same queue (same instance) over a clone of the client: for the lease keeper's thread."""
@@ -204,27 +206,40 @@ class InfluxQueue:
         return won, lost
 
     def claim_round(self, candidates: list[int], want: int) -> ClaimOutcome:
+        """Claim up to `want` of `candidates`. While claiming goes smoothly (the last round won all it asked
+        for): write claims on the first `want`, read them back, check their done marks (3 requests). After a
+        round that met others' claims or done items (the end of a set, an idle worker, a stale view): look
+        first (the candidates' claims and done marks, 2 requests) and write claims only on free ones."""
         cands = list(dict.fromkeys(candidates))
         if not cands or want <= 0:
             return ClaimOutcome([])
-        seen = self._claims(cands)  # claims first, done marks second: a holder reports before it releases
-        done = self.done_among(cands)
-        now = time.time_ns() + self._offset_ns
         taken: dict[int, float] = {}
-        free: list[int] = []
-        for i in cands:
-            if i in done:
-                continue
-            found = holder(seen.get(i, []), now)
-            if found is not None and found[0] != self.instance:
-                taken[i] = max(0.0, (found[1] - now) / 1e9)
-            else:
-                free.append(i)
-        ask = free[:want]
+        done: set[int] = set()
+        if self._look_first:
+            seen = self._claims(cands)
+            done = self.done_among(cands)
+            now = time.time_ns() + self._offset_ns
+            free: list[int] = []
+            for i in cands:
+                if i in done:
+                    continue
+                found = holder(seen.get(i, []), now)
+                if found is not None and found[0] != self.instance:
+                    taken[i] = max(0.0, (found[1] - now) / 1e9)
+                else:
+                    free.append(i)
+            ask = free[:want]
+        else:
+            ask = cands[:want]
         if not ask:
+            self._look_first = True
             return ClaimOutcome([], frozenset(done), taken)
         won, lost = self._claim_and_check(ask)
         taken.update(lost)
+        done_now = self.done_among(won) if won else set()  # done between our look and our claim, or unlooked
+        done |= done_now
+        won = [i for i in won if i not in done_now]
+        self._look_first = bool(taken or done)
         return ClaimOutcome(won, frozenset(done), taken)
 
     def claim(self, candidates: list[int]) -> list[int]:
