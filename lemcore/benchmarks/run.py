@@ -248,9 +248,11 @@ def _generate_suite(gen: Generator, run_dir: Path, suite: Suite, pairs: list[tup
         nonlocal done, tokens
         index, sample = result.key
         item = suite.items[index]
-        score = module.score(item, result.text) if not module.JUDGED else {}
+        # A prompt too long for the model's context is recorded unscored, never scored as an empty answer.
+        score = module.score(item, result.text) if not module.JUDGED and not result.refused else {}
         store.append_jsonl(path, {
-            "id": item.id, "sample": sample, "status": "ok", "question": item.question,
+            "id": item.id, "sample": sample, "status": "refused" if result.refused else "ok",
+            **({"refused": result.refused} if result.refused else {}), "question": item.question,
             "reference": item.reference, "stratum": item.stratum, "messages": module.messages(item),
             "prompt_text": result.prompt_text, "prompt_tokens": result.prompt_tokens, "response": result.text, "tokens": result.tokens,
             "seconds": round(result.seconds, 4), "truncated": result.truncated, "score": score,

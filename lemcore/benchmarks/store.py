@@ -177,6 +177,7 @@ def summarize_suite(run_dir: Path, suite: str, run: dict[str, Any], *, n_boot: i
         "items": len({k[0] for k in rows}),
         "rows": len(rows),
         "generation_failed": len(rows) - len(ok),
+        "refused": sum(r.get("status") == "refused" for r in rows.values()),  # prompt beyond the context
         "truncated": sum(bool(r.get("truncated")) for r in ok),
         "tokens": sum(int(r.get("tokens") or 0) for r in ok),
         "generation_seconds": round(sum(float(r.get("seconds") or 0) for r in ok), 3),

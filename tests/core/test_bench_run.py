@@ -21,6 +21,7 @@ from lemcore.benchmarks.store import list_runs
 from lemcore.errors import Cancelled, ConfigError
 from lemcore.jobs import CancelToken
 from tests.bench_items import write_do_not_answer, write_gsm8k, write_truthfulqa
+from tests.tiny_models import make_tiny_model
 
 
 def _sha256(path: Path) -> str:
@@ -306,3 +307,17 @@ def test_lem_bench_command_with_a_local_judge(tiny_llama: Path, tmp_path: Path,
     dna = summary["suites"]["do_not_answer"]
     assert (dna["judge_failed"], dna["judged_ok"], dna["metrics"]) == (4, 0, {})
     assert dna["judge"]["kind"] == "local" and len(dna["judge"]["sha256"]) == 64
+
+
+def test_a_prompt_longer_than_the_context_is_recorded_refused_not_scored(tmp_path: Path) -> None:
+    model = make_tiny_model(tmp_path / "short-context", context=256)  # the GSM8K prompts are ~150-250 tokens: with 200 to write, none fit
+    questions = write_gsm8k(tmp_path / "gsm8k.jsonl")
+    config = BenchConfig(model=str(model), suites=(SuiteSpec("gsm8k", str(questions)),), samples=1,
+                         max_tokens=200, batch_size=4, run_dir=str(tmp_path / "run"))
+    result = run_benchmark(config)
+    rows = store.read_jsonl(store.rows_path(result.run_dir, "gsm8k"))
+    assert rows and all(r["status"] == "refused" and r["score"] == {} and r["response"] == "" for r in rows)
+    assert all("context" in r["refused"] for r in rows)
+    summary = store.summarize_run(result.run_dir)
+    suite = summary["suites"]["gsm8k"]
+    assert suite["refused"] == suite["generation_failed"] == len(rows) == 10 and suite["metrics"] == {}
