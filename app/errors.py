@@ -41,12 +41,22 @@ def user_message(err: BaseException) -> tuple[str, str] | None:
     if isinstance(err, LemError):
         for cls, title in _TITLES:
             if isinstance(err, cls):
-                return title, str(err)
+                return title, _for_the_window(err)
         return "Something went wrong", str(err)
     log.error("unexpected error", exc_info=err)
     return ("Something went wrong",
             f"An unexpected error happened ({type(err).__name__}). Details are in the log file; "
             "please include it when you report the problem.")
+
+
+def _for_the_window(err: LemError) -> str:
+    """The error's sentence, said for the window: the keychain's advice names an environment variable that
+    only the command line can use, so the window says what to do instead."""
+    text = str(err)
+    if isinstance(err, SecretStoreError) and "INFLUX_TOKEN" in text:
+        return ("No system keychain is available, so a token cannot be kept safely on this computer. Install "
+                "and unlock one (on Linux: GNOME Keyring or KWallet), or contribute offline.")
+    return text
 
 
 def log_path() -> Path:

@@ -11,12 +11,10 @@ from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequ
 from PySide6.QtWidgets import (
     QAbstractButton,
     QApplication,
-    QFrame,
     QHBoxLayout,
     QListWidget,
     QMainWindow,
     QMenu,
-    QScrollArea,
     QStackedWidget,
     QSystemTrayIcon,
     QWidget,
@@ -29,6 +27,7 @@ from app.pages.contribute.page import ContributePage
 from app.pages.results.page import ResultsPage
 from app.pages.settings.page import SettingsPage
 from app.pages.train.page import TrainPage
+from app.widgets import PageScroll
 from lemcore.contribute.setup import resolve_generation_model
 from lemcore.models.loading import warm_tokenizer
 from lemcore.resources import resource
@@ -117,12 +116,7 @@ class MainWindow(QMainWindow):
         has scrolls instead of forcing the window's minimum size up."""
         self.pages[title] = page
         self.nav.addItem(title)
-        scroll = QScrollArea()
-        scroll.setObjectName("pageScroll")
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(page)
-        self.stack.addWidget(scroll)
+        self.stack.addWidget(PageScroll(page))
 
     def show_page(self, title: str) -> None:
         self.nav.setCurrentRow(list(self.pages).index(title))

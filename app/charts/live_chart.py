@@ -50,8 +50,11 @@ def apply_chart_theme(widget: pg.PlotWidget, theme: Theme, title: str = "") -> N
             axis.setLabel(axis.labelText, units=axis.labelUnits, color=theme.chart_fg)
     if title:
         plot.setTitle(title, size="10pt", color=theme.chart_fg)
-    if plot.legend is not None:
-        plot.legend.setLabelTextColor(theme.chart_fg)
+    legend = plot.legend
+    if legend is not None:
+        legend.setLabelTextColor(theme.chart_fg)
+        for _sample, label in legend.items:  # labels already drawn keep their colour until set again
+            label.setText(label.text, color=theme.chart_fg)
 
 
 class _ThemeFollower(QObject):
@@ -90,7 +93,7 @@ class LiveChart(pg.PlotWidget):
         # Peak downsampling keeps long runs cheap and loss spikes visible. No clip-to-view: with auto-range
         # it clips points outside the current view, so a new series would never come into view.
         plot.setDownsampling(auto=True, mode="peak")
-        plot.addLegend(offset=(-10, 10))
+        plot.addLegend(offset=(-10, 4), labelTextSize="8pt", verSpacing=-6)
         if scientific_y:
             plot.enableAutoRange(y=False)
             plot.setYRange(0, 1e-5, padding=0)

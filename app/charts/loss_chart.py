@@ -13,14 +13,18 @@ class LossChart(QWidget):
     def __init__(self, smoothing: float = 0.9) -> None:
         super().__init__()
         self.smoothing = smoothing
-        self.loss = LiveChart("Loss", x_label="step")
-        self.raw = self.loss.add_series("training (each step)", color="#2f6fdf", alpha=90)
-        self.smooth = self.loss.add_series("training (smoothed)", color="#2f6fdf", width=1.0)
+        self.loss = LiveChart("Loss (lower is better)", x_label="step")
+        self.raw = self.loss.add_series("each step", color="#2f6fdf", alpha=90)
+        self.smooth = self.loss.add_series("smoothed", color="#2f6fdf", width=1.0)
         self.val = self.loss.add_series("validation", color="#e0592a", symbol="o")
+        legend = self.loss.getPlotItem().legend
+        if legend is not None:
+            legend.setColumnCount(3)  # one row across the top: the curves stay visible in a short chart
         # Learning rates are around 1e-5: a scientific axis from 0 (a linear scale, since warm-up starts at 0).
-        self.lr = LiveChart("Learning rate", x_label="step", scientific_y=True)
-        self.lr.setMinimumHeight(110)
-        self.lr.setMaximumHeight(160)
+        # No title or axis name of its own (the legend names it), so a short chart still has room to plot.
+        self.lr = LiveChart(x_label="", scientific_y=True)
+        self.lr.setMinimumHeight(90)
+        self.lr.setMaximumHeight(150)
         self.lr_series = self.lr.add_series("learning rate", color="#8e44ad")
         self.best_line = pg.InfiniteLine(angle=90, movable=False,
                                          pen=pg.mkPen("#2aa876", width=1, style=pg.QtCore.Qt.PenStyle.DashLine),

@@ -56,6 +56,11 @@ def test_train_from_form_to_chart_stop_resume_and_fuse(qtbot, make_window, tiny_
     qtbot.waitUntil(lambda: page.start_btn.isEnabled(), timeout=60000)
     assert page.status.state == "paused"
     stopped_at = page.chart.raw.n
+    # Said in the window's words: no terminal command, no "Cancelled"; the time left is cleared.
+    assert page.status.text == f"Stopped at step {page.last_finished.iteration} of 30. Press Resume to continue."
+    assert "lem train" not in page.status.text and "ancel" not in page.status.text
+    assert page.t_eta.value.text() == "–"
+    assert "stopped at step" in page.history.currentItem().text()
     assert page.history.currentItem() is not None and page.resume_btn.isEnabled()
     qtbot.mouseClick(page.resume_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.start_btn.isEnabled() and page.job is not None and not page.job.running,
@@ -63,10 +68,96 @@ def test_train_from_form_to_chart_stop_resume_and_fuse(qtbot, make_window, tiny_
     assert page.last_finished is not None and page.last_finished.status == "complete", page.status.text
     assert page.chart.raw.n >= 30 and page.chart.raw.n >= stopped_at
     assert page.chart.val.n >= 2 and page.chart.best_line.isVisible()
-    assert page.fuse_btn.isEnabled()
+    assert page.fuse_btn.isEnabled() and page.t_eta.value.text() == "–"
+    assert page.status.text.startswith("Finished: all 30 steps done."), page.status.text
+    assert "finished, 30 steps" in page.history.currentItem().text()
+    assert not any(w in page.history.currentItem().text() for w in ("fused", "resumable"))
     page.fuse(str(tmp_path / "fused"))
-    qtbot.waitUntil(lambda: "Fused model saved" in page.status.text or page.status.state == "error", timeout=180000)
-    assert "Fused model saved" in page.status.text, page.status.text
+    qtbot.waitUntil(lambda: "New model saved" in page.status.text or page.status.state == "error", timeout=180000)
+    assert "New model saved" in page.status.text, page.status.text
     import mlx_lm
 
     mlx_lm.load(str(tmp_path / "fused"))
+
+
+def _fill(page, model, data, *, iters: int, lr: str) -> None:
+    page.preset.setCurrentText("Quick test")
+    page._apply_preset()
+    page.form.widgets["model"].setText(str(model))
+    page.form.widgets["data"].setText(str(data))
+    page.form.widgets["iters"].setValue(iters)
+    page.form.widgets["batch_size"].setValue(4)
+    page.form.line_edit("learning_rate").setText(lr)
+
+
+def test_lr_axis_and_each_past_run_shows_its_own_state(qtbot, make_window, tiny_llama, tmp_path,
+                                                       uncompiled_mlx) -> None:
+    window = make_window(settings=Settings(first_run_done=True))
+    page = window.pages["Train"]
+    data = _chat_data(tmp_path / "data")
+    # A short run at the lab's learning rate, 1e-5, to the end.
+    _fill(page, tiny_llama, data, iters=6, lr="1e-05")
+    page.start()
+    qtbot.waitUntil(lambda: page.job is not None and not page.job.running, timeout=180000)
+    assert page.last_finished is not None and page.last_finished.status == "complete", page.status.text
+    finished_run = page.run_dir
+    page.chart.lr.redraw()
+    # The learning rate reads as 1e-5 on a scientific axis from 0, not a flat 0 on a +-0.4 axis.
+    low, high = page.chart.lr.getPlotItem().viewRange()[1]
+    assert low == 0 and 1e-5 < high < 2e-5, (low, high)
+    labels = page.chart.lr.y_tick_labels()
+    assert "1e-5" in labels and all("e-" in t or t == "0" for t in labels), labels
+    # A second run, stopped after two steps.
+    _fill(page, tiny_llama, data, iters=200, lr="1e-05")
+    page.start()
+    qtbot.waitUntil(lambda: page.chart.raw.n >= 2, timeout=120000)
+    page.stop()
+    qtbot.waitUntil(lambda: page.job is not None and not page.job.running, timeout=120000)
+    stopped_run, stopped_at = page.run_dir, page.last_finished.iteration
+    assert stopped_run != finished_run
+
+    rows = {page.history.item(n).data(Qt.ItemDataRole.UserRole): page.history.item(n)
+            for n in range(page.history.count())}
+    page.history.setCurrentItem(rows[str(finished_run)])
+    assert page.status.state == "idle" and page.status.text.startswith("Finished: all 6 steps done.")
+    assert str(finished_run) in page.status.note and page.t_iter.value.text() == "6 / 6"
+    assert not page.resume_btn.isEnabled() and page.fuse_btn.isEnabled()
+    assert page.chart.raw.n == 6
+    page.history.setCurrentItem(rows[str(stopped_run)])
+    assert page.status.state == "paused"
+    assert page.status.text == f"Stopped at step {stopped_at} of 200. Press Resume to continue."
+    assert str(stopped_run) in page.status.note and page.t_iter.value.text() == f"{stopped_at} / 200"
+    assert page.resume_btn.isEnabled() and not page.fuse_btn.isEnabled()
+    assert page.t_eta.value.text() == "–"
+
+
+def test_model_is_a_list_of_models_with_other(qtbot, make_window, tmp_path) -> None:
+    from PySide6.QtWidgets import QComboBox
+
+    from app.pages.train.form import OTHER
+    from lemcore.settings import data_dir
+
+    converted = data_dir() / "models" / "my-model-4bit-mlx"
+    converted.mkdir(parents=True)
+    (converted / "config.json").write_text("{}")
+    page = make_window(settings=Settings(first_run_done=True)).pages["Train"]
+    box = page.form.model_box
+    assert isinstance(box, QComboBox) and box.isEditable()
+    texts = [box.itemText(i) for i in range(box.count())]
+    assert "SmolLM2 135M (built in)" in texts and "my-model-4bit-mlx (converted)" in texts
+    assert any(t.startswith("Gemma 3 1B") for t in texts) and texts[-1].startswith("Other")
+    box.setCurrentIndex(box.findData(str(converted)))
+    assert page.form.config().model == str(converted)
+    box.setCurrentIndex(box.findData("smollm2-135m"))
+    assert page.form.config().model == "smollm2-135m"
+    other = box.findData(OTHER)
+    box.setCurrentIndex(other)
+    box.activated.emit(other)
+    assert box.currentText() == "" and page.form.config().model == ""
+    box.setEditText("mlx-community/some-model-4bit")  # typed: a hub id
+    assert page.form.config().model == "mlx-community/some-model-4bit"
+    gemma = box.findData("mlx-community/gemma-3-27b-it-qat-4bit")
+    if not box.model().item(gemma).isEnabled():  # not downloaded here: said before Start, in words
+        box.setCurrentIndex(gemma)
+        page.start()
+        assert page.job is None and "not downloaded yet" in page.form.errors["model"].text()

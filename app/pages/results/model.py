@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from lemcore.benchmarks import list_runs, load_reference, summarize_run
+from lemcore.benchmarks.compare import HEADLINE, MORE, CompareRow
 from lemcore.benchmarks.stats import normal_proportion_interval
+from lemcore.benchmarks.store import current_judgments, read_run
 
 # (label, suite, metric): the headline metrics, in the lab's order
 METRICS = (("GSM8K accuracy (%)", "gsm8k", "accuracy"), ("Truthfulness", "truthfulqa", "truthfulness"),
@@ -30,16 +32,49 @@ class ResultSet:
     note: str = ""
 
 
-@overload
-def _scale(suite: str, x: float) -> float: ...
+# (suite, metric) -> unit: "%" for GSM8K accuracy (per-item values are 0 or 100), "" for 1-10 judge scores.
+UNITS = {(suite, metric): unit for _label, suite, metric, unit in HEADLINE + MORE}
+MINUS = "\u2212"  # a typographic minus in the window; CSV export writes "-"
+VERDICTS = {"within noise": "within noise", "distinguishable": "larger than the noise",
+            "no interval (reference)": "paper figures: no interval", "no common items": "no items in common"}
 
 
-@overload
-def _scale(suite: str, x: float | None) -> float | None: ...
+def _num(value: float, digits: int, *, sign: bool) -> str:
+    text = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+    return text.replace("-", MINUS)
 
 
-def _scale(suite: str, x: float | None) -> float | None:
-    return None if x is None else (x * 100 if suite == "gsm8k" and x <= 1.0 else x)
+def digits_for(unit: str) -> int:
+    """Decimals shown, as `lem compare` prints them: one for percentages, two for 1-10 scores."""
+    return 1 if unit == "%" else 2
+
+
+def value_text(value: tuple[float, float | None, float | None] | None, unit: str) -> str:
+    """A mean with its 95% interval, e.g. "34.0 [20.9, 47.1]" (a paper figure without one: "8.74")."""
+    if value is None:
+        return ""
+    mean, low, high = value
+    d = digits_for(unit)
+    if low is None or high is None or low != low:
+        return _num(mean, d, sign=False)
+    return f"{_num(mean, d, sign=False)} [{_num(low, d, sign=False)}, {_num(high, d, sign=False)}]"
+
+
+def delta_text(row: CompareRow | None) -> str:
+    """The one way a difference B - A is written in the window: in the metric's own unit (percentage points
+    for GSM8K, points on the 1-10 scale for judge scores), with the same numbers `lem compare` prints, e.g.
+    "-20.0 pp [-40.0, -5.0] larger than the noise", or "-8.0 pp (paper figures: no interval)"."""
+    if row is None or row.delta is None or row.delta != row.delta:
+        return ""
+    d = digits_for(row.unit)
+    unit = " pp" if row.unit == "%" else ""
+    verdict = VERDICTS.get(row.verdict, row.verdict)
+    diff = row.difference
+    if diff is None or diff.delta.n_items == 0:
+        return f"{_num(row.delta, d, sign=True)}{unit} ({verdict})"
+    iv = diff.delta
+    return (f"{_num(iv.mean, d, sign=True)}{unit} [{_num(iv.low, d, sign=True)}, {_num(iv.high, d, sign=True)}] "
+            f"{verdict}")
 
 
 def load_result_sets() -> list[ResultSet]:
@@ -60,8 +95,10 @@ def load_result_sets() -> list[ResultSet]:
                 mean = iv.get("mean")
                 if not isinstance(mean, (int, float)):  # a metric without values has no bar
                     continue
-                rs.values[(suite, metric)] = (_scale(suite, float(mean)), _scale(suite, iv.get("low")),
-                                              _scale(suite, iv.get("high")))
+                # Stored in the metric's unit already (GSM8K in percent), like lem compare reads them.
+                low, high = iv.get("low"), iv.get("high")
+                rs.values[(suite, metric)] = (float(mean), float(low) if isinstance(low, (int, float)) else None,
+                                              float(high) if isinstance(high, (int, float)) else None)
         sets.append(rs)
     ref = load_reference()
     table = ref["tables"]["1b_five_variant"]
@@ -84,7 +121,8 @@ def load_result_sets() -> list[ResultSet]:
 
 
 def read_items(run: Path, suite: str) -> dict[str, dict[str, Any]]:
-    """item id -> the first sample's row (prompt, response, score) for the side-by-side view."""
+    """item id -> the first sample's row (question, response, score) for the side-by-side view, with the
+    judge's current verdict on it under "judgment" for judged suites."""
     import json
 
     out: dict[str, dict[str, Any]] = {}
@@ -97,6 +135,15 @@ def read_items(run: Path, suite: str) -> dict[str, dict[str, Any]]:
         except ValueError:
             continue
         key = str(row.get("id") or row.get("item_id") or "")
-        if key and key not in out:
-            out[key] = row
+        if key and (key not in out or int(row.get("sample", 0)) == 0):
+            out[key] = row  # later lines for the same sample win (a re-scored answer)
+    try:
+        judge = read_run(run).get("judges", {}).get(suite)
+        judged = current_judgments(run, suite, judge)
+    except Exception:  # noqa: BLE001 - the answers still show without the judge's verdicts
+        judged = {}
+    for key, row in out.items():
+        judgment = judged.get((key, int(row.get("sample", 0))))
+        if judgment is not None:
+            row["judgment"] = judgment
     return out

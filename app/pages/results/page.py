@@ -5,20 +5,25 @@ benchmark run from here; export the chart as PNG and the table as CSV."""
 from __future__ import annotations
 
 import csv
+import html
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -26,14 +31,26 @@ from PySide6.QtWidgets import (
     QTableWidgetItem,
     QTabWidget,
     QTextEdit,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from app.charts.live_chart import PALETTE
+from app.appearance import appearance, current_theme
+from app.charts.live_chart import PALETTE, follow_theme
 from app.errors import user_message
 from app.jobs.runner import Job, JobRunner
-from app.pages.results.model import METRICS, ResultSet, load_result_sets, read_items
+from app.pages.results.model import (
+    METRICS,
+    MINUS,
+    UNITS,
+    ResultSet,
+    delta_text,
+    load_result_sets,
+    read_items,
+    value_text,
+)
+from app.style import Theme
 from app.widgets import StatusLine, heading
 from lemcore.benchmarks import (
     BenchConfig,
@@ -45,7 +62,20 @@ from lemcore.benchmarks import (
     run_benchmark,
 )
 from lemcore.benchmarks.compare import CompareRow
+from lemcore.benchmarks.suites import suite_module
+from lemcore.errors import LemError
 from lemcore.events import Event
+
+SUITE_TITLES = {"gsm8k": "GSM8K (maths)", "truthfulqa": "TruthfulQA (truthfulness)",
+                "do_not_answer": "Do Not Answer (safety)", "toxigen": "ToxiGen (kindness)",
+                "ethics": "Ethics prompts"}
+
+
+def _compact_combo(combo: QComboBox, chars: int = 14) -> QComboBox:
+    """A combo box whose width does not grow with its longest entry (run names can be long)."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo
 
 
 class ResultsPage(QWidget):
@@ -58,8 +88,11 @@ class ResultsPage(QWidget):
         self._run_dir: Path | None = None
         self._resume: tuple[BenchConfig, Path] | None = None
         self.sets: list[ResultSet] = []
+        self._comparisons: dict[tuple[str, str], dict[tuple[str, str], CompareRow]] = {}
+        self._rows_a: dict[str, dict[str, Any]] = {}
+        self._rows_b: dict[str, dict[str, Any]] = {}
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(32, 24, 32, 24)
+        layout.setContentsMargins(24, 20, 24, 16)
         layout.addWidget(heading("Results", "Compare models with 95% intervals. Overlapping intervals mean the "
                                  "difference may be noise."))
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -89,7 +122,9 @@ class ResultsPage(QWidget):
         self.run_btn = QPushButton("Run benchmark")
         self.run_btn.setObjectName("primary")
         self.run_btn.clicked.connect(lambda: self.run_benchmark())
-        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn = QPushButton("Stop")
+        self.cancel_btn.setToolTip("Stop the benchmark. Running it again with the same settings continues "
+                                   "where it stopped.")
         self.cancel_btn.clicked.connect(lambda: self.job.cancel() if self.job else None)
         self.cancel_btn.setEnabled(False)
         for w in (self.bench_model, self.bench_file, browse, self.bench_n, self.bench_samples):
@@ -107,21 +142,24 @@ class ResultsPage(QWidget):
         rl.setContentsMargins(8, 0, 0, 0)
         top = QHBoxLayout()
         top.addWidget(QLabel("Metric:"))
-        self.metric_box = QComboBox()  # not `metric`: that is QPaintDevice.metric(), which Qt calls
+        self.metric_box = _compact_combo(QComboBox(), 12)  # not `metric`: QPaintDevice.metric(), which Qt calls
         for label, suite, metric in METRICS:
             self.metric_box.addItem(label, (suite, metric))
         self.metric_box.currentIndexChanged.connect(lambda _i: self.redraw())
         top.addWidget(self.metric_box)
         top.addWidget(QLabel("Base:"))
-        self.base = QComboBox()
+        self.base = _compact_combo(QComboBox(), 10)
+        self.base.setToolTip("The result set the others are compared with in the delta table.")
         self.base.currentIndexChanged.connect(lambda _i: self.redraw())
         top.addWidget(self.base, 1)
-        png = QPushButton("Export chart (PNG)…")
-        png.clicked.connect(lambda: self.export_png())
-        table_csv = QPushButton("Export table (CSV)…")
-        table_csv.clicked.connect(lambda: self.export_csv())
-        top.addWidget(png)
-        top.addWidget(table_csv)
+        export = QToolButton()
+        export.setText("Export")
+        export.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(export)
+        menu.addAction("Chart or tab as PNG…", lambda: self.export_png())
+        menu.addAction("Delta table as CSV…", lambda: self.export_csv())
+        export.setMenu(menu)
+        top.addWidget(export)
         rl.addLayout(top)
         self.tabs = QTabWidget()
         self.bars = pg.PlotWidget()
@@ -130,10 +168,15 @@ class ResultsPage(QWidget):
         self.scatter.setLabel("bottom", "GSM8K accuracy (%)  — capability")
         self.scatter.setLabel("left", "Do Not Answer safety (1–10)")
         self.scatter.showGrid(x=True, y=True, alpha=0.2)
+        for plot in (self.bars, self.scatter):
+            plot.setMinimumSize(200, 150)
+            follow_theme(plot)
         self.table = QTableWidget()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
         self.drill = self._build_drill()
         self.tabs.addTab(self.bars, "Bars with 95% intervals")
-        self.tabs.addTab(self.table, "Delta vs base")
+        self.tabs.addTab(self.table, "Difference from base")
         self.tabs.addTab(self.scatter, "Safety vs capability")
         self.tabs.addTab(self.drill, "Answers side by side")
         rl.addWidget(self.tabs, 1)
@@ -142,12 +185,19 @@ class ResultsPage(QWidget):
         self.note.setWordWrap(True)
         rl.addWidget(self.note)
         split.addWidget(right)
-        split.setSizes([300, 800])
+        split.setChildrenCollapsible(False)
+        split.setStretchFactor(1, 1)
+        split.setSizes([260, 800])
+        appearance().changed.connect(self._theme_changed)
         self.reload()
 
     # -- data ---------------------------------------------------------------------------------------
+    def _theme_changed(self, _theme: Theme) -> None:
+        self.redraw()  # the error bars are drawn in the theme's foreground colour
+
     def reload(self) -> None:
         self.sets = load_result_sets()
+        self._comparisons.clear()
         self.picker.blockSignals(True)
         self.picker.clear()
         for n, rs in enumerate(self.sets):
@@ -189,12 +239,13 @@ class ResultsPage(QWidget):
             self.bars.addItem(pg.BarGraphItem(x=[n], height=[mean], width=0.6, brush=brush, pen=pg.mkPen(color)))
             if low is not None and high is not None:
                 self.bars.addItem(pg.ErrorBarItem(x=np.array([n]), y=np.array([mean]), top=np.array([high - mean]),
-                                                  bottom=np.array([mean - low]), beam=0.2, pen=pg.mkPen("#222")))
+                                                  bottom=np.array([mean - low]), beam=0.2,
+                                                  pen=pg.mkPen(current_theme().chart_fg)))
             if rs.kind == "reference":
                 notes.append(rs.name)
             ticks.append((n, rs.name if len(rs.name) < 28 else rs.name[:26] + "…"))
         self.bars.getAxis("bottom").setTicks([ticks])
-        self.bars.setTitle(self.metric_box.currentText())
+        self.bars.setTitle(self.metric_box.currentText(), color=current_theme().chart_fg)
         self.note.setText((
             "Paper figures (" + ", ".join(notes) + "): n=50, one sample per item, no published intervals. "
             "GSM8K bars carry the textbook 95% interval for 50 items; judge scores have none. The same 1B model "
@@ -227,52 +278,43 @@ class ResultsPage(QWidget):
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         self.table.setRowCount(len(METRICS))
-        comparisons = {}
-        if base is not None:
-            for rs in others:
-                if rs.kind == "run" and base.kind == "run":
-                    comparisons[rs.name] = self._compare(base, rs)
+        rows = {rs.spec: self.comparison(base, rs) for rs in others} if base is not None else {}
         for r, (label, suite, metric) in enumerate(METRICS):
-            cells = [label, _fmt(base.values.get((suite, metric))) if base else ""]
+            unit = UNITS.get((suite, metric), "")
+            cells = [label, value_text(base.values.get((suite, metric)), unit) if base else ""]
             for rs in others:
-                cells.append(_fmt(rs.values.get((suite, metric))))
-                cells.append(self._delta_text(base, rs, suite, metric, comparisons.get(rs.name)))
+                cells.append(value_text(rs.values.get((suite, metric)), unit))
+                cells.append(delta_text(rows.get(rs.spec, {}).get((suite, metric))))
             for c, text in enumerate(cells):
                 self.table.setItem(r, c, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
 
-    @staticmethod
-    def _compare(base: ResultSet, rs: ResultSet) -> dict[tuple[str, str], CompareRow]:
-
-        try:
-            cmp = compare_runs(base.spec, rs.spec, n_boot=1000)
-        except Exception:  # noqa: BLE001 - the table then shows plain differences
-            return {}
-        return {(row.suite, row.metric): row for row in cmp.rows}
-
-    @staticmethod
-    def _delta_text(base: ResultSet | None, rs: ResultSet, suite: str, metric: str,
-                    rows: dict[tuple[str, str], CompareRow] | None) -> str:
-        if base is None or (suite, metric) not in base.values or (suite, metric) not in rs.values:
-            return ""
-        row = (rows or {}).get((suite, metric))
-        if row is not None and row.difference is not None:
-            d = row.difference.delta
-            k = 100 if suite == "gsm8k" and abs(d.high) <= 1 else 1
-            return f"{d.mean * k:+.2f} [{d.low * k:+.2f}, {d.high * k:+.2f}] {row.verdict}"
-        delta = rs.values[(suite, metric)][0] - base.values[(suite, metric)][0]
-        return f"{delta:+.2f} (no interval: reference figures)"
+    def comparison(self, base: ResultSet, rs: ResultSet) -> dict[tuple[str, str], CompareRow]:
+        """rs against base, per metric, exactly as `lem compare BASE RS` computes it (same bootstrap and
+        seed), for our runs and the paper's figures alike. Kept until the result sets are reloaded."""
+        key = (base.spec, rs.spec)
+        if key not in self._comparisons:
+            try:
+                cmp = compare_runs(base.spec, rs.spec)
+            except LemError:  # a broken run folder: its cells stay empty
+                cmp = None
+            self._comparisons[key] = {(row.suite, row.metric): row for row in cmp.rows} if cmp else {}
+        return self._comparisons[key]
 
     # -- drill-down ---------------------------------------------------------------------------------
     def _build_drill(self) -> QWidget:
         box = QWidget()
         layout = QVBoxLayout(box)
-        row = QHBoxLayout()
-        self.drill_a, self.drill_b, self.drill_suite = QComboBox(), QComboBox(), QComboBox()
-        for w, label in ((self.drill_a, "Run A"), (self.drill_b, "Run B"), (self.drill_suite, "Suite")):
-            row.addWidget(QLabel(label))
-            row.addWidget(w, 1)
+        row = QGridLayout()
+        self.drill_a, self.drill_b = _compact_combo(QComboBox(), 8), _compact_combo(QComboBox(), 8)
+        self.drill_suite = _compact_combo(QComboBox(), 8)
+        for n, (w, label) in enumerate(((self.drill_a, "Run A"), (self.drill_b, "Run B"),
+                                        (self.drill_suite, "Benchmark"))):
+            row.addWidget(QLabel(label), n // 2, (n % 2) * 2)
+            row.addWidget(w, n // 2, (n % 2) * 2 + 1)
             w.currentIndexChanged.connect(lambda _i: self._fill_items())
+        row.setColumnStretch(1, 1)
+        row.setColumnStretch(3, 1)
         layout.addLayout(row)
         self.items = QListWidget()
         self.items.currentItemChanged.connect(lambda *_: self._show_item())
@@ -298,19 +340,22 @@ class ResultsPage(QWidget):
         self.drill_suite.blockSignals(True)
         self.drill_suite.clear()
         for suite in dict.fromkeys(s for _l, s, _m in METRICS):
-            self.drill_suite.addItem(suite)
+            self.drill_suite.addItem(SUITE_TITLES.get(suite, suite), suite)
         self.drill_suite.blockSignals(False)
         self._fill_items()
 
     def _fill_items(self) -> None:
         self.items.clear()
-        a, b, suite = self.drill_a.currentData(), self.drill_b.currentData(), self.drill_suite.currentText()
+        a, b, suite = self.drill_a.currentData(), self.drill_b.currentData(), self.drill_suite.currentData()
         if not a or not suite:
             return
         self._rows_a = read_items(Path(a), suite)
         self._rows_b = read_items(Path(b), suite) if b else {}
-        for key in self._rows_a:
-            self.items.addItem(key)
+        for key, row in self._rows_a.items():
+            question = " ".join(str(row.get("question") or row.get("prompt") or "").split())
+            item = QListWidgetItem(f"{key} · {question[:80]}" if question else key)
+            item.setData(Qt.ItemDataRole.UserRole, key)
+            self.items.addItem(item)
         if self.items.count():
             self.items.setCurrentRow(0)
 
@@ -318,15 +363,11 @@ class ResultsPage(QWidget):
         item = self.items.currentItem()
         if item is None:
             return
+        key = item.data(Qt.ItemDataRole.UserRole)
+        suite = self.drill_suite.currentData() or ""
         for rows, view, name in ((self._rows_a, self.answer_a, self.drill_a.currentText()),
                                  (self._rows_b, self.answer_b, self.drill_b.currentText())):
-            row = rows.get(item.text())
-            if row is None:
-                view.setPlainText(f"{name}: no answer for this item.")
-                continue
-            score = row.get("score")
-            view.setPlainText(f"{name}\n\nQuestion:\n{row.get('question') or row.get('prompt', '')}\n\n"
-                              f"Answer:\n{row.get('response', '')}\n\nScore: {score}")
+            view.setHtml(answer_html(name, rows.get(key), suite))
 
     # -- actions ------------------------------------------------------------------------------------
     def _pick_file(self) -> None:
@@ -376,7 +417,8 @@ class ResultsPage(QWidget):
         self._finished()
         if self._started is not None and self._run_dir is not None:
             self._resume = (self._started, self._run_dir)
-        self.status.set_state("paused", "Cancelled. Running it again resumes where it stopped.")
+        self.status.set_state("paused", "Stopped. Press Run benchmark with the same settings to continue where "
+                              "it stopped.")
 
     def _on_error(self, err: BaseException) -> None:
         self._finished()
@@ -397,13 +439,61 @@ class ResultsPage(QWidget):
             writer = csv.writer(fh)
             writer.writerow([head.text() if (head := self.table.horizontalHeaderItem(c)) else ""
                              for c in range(self.table.columnCount())])
-            for r in range(self.table.rowCount()):
-                writer.writerow([(cell.text() if (cell := self.table.item(r, c)) else "")
+            for r in range(self.table.rowCount()):  # plain "-" signs, so spreadsheets read the numbers
+                writer.writerow([(cell.text().replace(MINUS, "-") if (cell := self.table.item(r, c)) else "")
                                  for c in range(self.table.columnCount())])
 
 
-def _fmt(value: tuple[float, float | None, float | None] | None) -> str:
-    if value is None:
-        return ""
-    mean, low, high = value
-    return f"{mean:.2f}" if low is None or high is None else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def answer_html(run_name: str, row: dict[str, Any] | None, suite: str) -> str:
+    """One run's answer to one item, for people: the question, the answer, and how it was scored (GSM8K: the
+    number read from the answer and whether it is right; judged benchmarks: each score with the judge's
+    reasons). Never a raw record."""
+    if row is None:
+        return f"<h3>{_esc(run_name)}</h3><p>No answer to this question in this run.</p>"
+    question = row.get("question") or row.get("prompt") or ""
+    question_html = f"<p><b>Question</b></p><p style='white-space: pre-wrap'>{_esc(question)}</p>"
+    parts = [f"<h3>{_esc(run_name)}</h3>"]
+    if row.get("status", "ok") != "ok":
+        reason = row.get("error") or "no reason recorded"
+        parts.append(f"<p><b>No answer:</b> it could not be generated ({_esc(reason)}).</p>")
+        return "".join(parts) + question_html
+    # How it was scored first (what differs between the two sides), then the answer, then the question.
+    parts.append("<p><b>How it was scored</b></p>")
+    score = row.get("score") or {}
+    judged = bool(getattr(suite_module(suite), "JUDGED", False)) if suite in SUITE_TITLES else "judgment" in row
+    if not judged and isinstance(score, dict) and score:
+        extracted = score.get("extracted")
+        verdict = "Correct" if score.get("correct") else "Incorrect"
+        found = (f"The answer's final number: <b>{_esc(extracted)}</b>." if extracted not in (None, "")
+                 else "No final number was found in the answer.")
+        expected = score.get("expected")
+        parts.append(f"<p><b>{verdict}.</b> {found}"
+                     + (f" The right answer is <b>{_esc(expected)}</b>." if expected not in (None, "") else "")
+                     + "</p>")
+    elif judged:
+        parts.append(_judgment_html(row.get("judgment")))
+    else:
+        parts.append("<p>Not scored.</p>")
+    parts += ["<p><b>Answer</b></p>", f"<p style='white-space: pre-wrap'>{_esc(row.get('response', ''))}</p>",
+              question_html]
+    return "".join(parts)
+
+
+def _judgment_html(judgment: dict[str, Any] | None) -> str:
+    if not judgment:
+        return "<p>Not scored by a judge yet.</p>"
+    if judgment.get("status") != "ok":
+        why = judgment.get("error") or "no reason recorded"
+        return f"<p>The judge could not score this answer ({_esc(why)}). It is left out of the averages.</p>"
+    scores = judgment.get("scores") or {}
+    items = "".join(f"<li>{_esc(str(k).replace('_', ' ').capitalize())}: <b>{float(v):g}</b> of 10</li>"
+                    for k, v in scores.items())
+    reasons = judgment.get("reasoning") or ""
+    text = f"<p>The judge's scores:</p><ul>{items}</ul>"
+    if reasons:
+        text += f"<p><b>The judge's reasons:</b> {_esc(reasons)}</p>"
+    return text

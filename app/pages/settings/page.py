@@ -36,7 +36,7 @@ class SettingsPage(QWidget):
         self.runner, self.token_store = runner, token_store
         s = load_settings()
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(32, 24, 32, 24)
+        layout.setContentsMargins(24, 16, 24, 12)
         layout.addWidget(heading("Settings", "Everything is stored on this computer; the token only in the "
                                  "system keychain."))
 
@@ -179,3 +179,4 @@ class SettingsPage(QWidget):
     def _open(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+

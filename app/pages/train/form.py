@@ -79,7 +79,7 @@ class ModelBox(QComboBox):
         self.setEditable(True)
         self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(14)
+        self.setMinimumContentsLength(10)
         line = self.lineEdit()
         if line is not None:
             line.setPlaceholderText("A hub id (owner/name) or a model folder")
@@ -100,9 +100,11 @@ class ModelBox(QComboBox):
                 item.setToolTip("Not on this computer yet: choose a downloaded model, or type its hub id "
                                 "once it is downloaded.")
         self.insertSeparator(self.count())
-        self.addItem("Other… (type a hub id, or Choose… a folder)", OTHER)
+        self.addItem("Other: a hub id or a folder…", OTHER)
         self.set_value(value)
         self.blockSignals(False)
+        view = self.view()
+        view.setMinimumWidth(view.sizeHintForColumn(0) + 24)  # the list shows whole names
 
     def _picked(self, index: int) -> None:
         if self.itemData(index) == OTHER:
@@ -110,6 +112,15 @@ class ModelBox(QComboBox):
             line = self.lineEdit()
             if line is not None:
                 line.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def unavailable(self) -> bool:
+        """The value is a catalog model that is not downloaded yet (its entry is greyed out)."""
+        index = self.findData(self.value()) if self.value() else -1
+        model = self.model()
+        if index < 0 or not isinstance(model, QStandardItemModel):
+            return False
+        item = model.item(index)
+        return item is not None and not item.isEnabled()
 
     def value(self) -> str:
         text = self.currentText().strip()
@@ -153,6 +164,8 @@ class TrainForm(QWidget):
         self.advanced_box.setCheckable(True)
         self.advanced_box.setChecked(False)  # folded away until asked for
         advanced = QFormLayout(self.advanced_box)
+        for form in (basic, advanced):  # in a narrow window a field goes under its label
+            form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self._adv_rows: list[QWidget] = []
         for f in fields(TrainConfig):
             if f.name in HIDDEN:
@@ -229,6 +242,7 @@ class TrainForm(QWidget):
 
     def _with_browse(self, name: str, edit: FieldWidget) -> QWidget:
         box = QWidget()
+        box.setMinimumWidth(240)  # a narrower form puts this field under its label (WrapLongRows)
         row = QHBoxLayout(box)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(edit, 1)

@@ -74,7 +74,7 @@ def describe_run(run: Path, records: list[dict[str, Any]] | None = None) -> RunI
 
     if status == "complete":
         return info("idle", f"finished, {step} steps",
-                    f"Finished: all {step} steps done.{best_text} Fuse makes a standalone model from it.", False)
+                    f"Finished: all {step} steps done.{best_text} “Save as a model” makes a standalone model from it.", False)
     if status == "early_stopped":
         return info("idle", f"finished early at step {step}",
                     f"Finished early at step {step}{of}: the validation loss stopped improving.{best_text}", False)

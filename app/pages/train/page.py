@@ -1,5 +1,6 @@
 """Train: the LoRA form with presets, a preview of the equivalent command, live loss/validation/learning-rate
-curves with the best checkpoint marked, Start / Stop / Resume, run history, and Fuse when a run is done."""
+curves with the best checkpoint marked, Start / Stop / Resume, run history (each run's state in words), and
+Save as a model (fuse) when a run is done."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
     QSplitter,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -61,7 +64,7 @@ class TrainPage(QWidget):
         self.last_finished: ev.TrainFinished | None = None
         self.run_infos: dict[str, RunInfo] = {}
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(24, 20, 24, 16)
+        layout.setContentsMargins(20, 16, 20, 12)
         layout.addWidget(heading("Train", "Fine-tune a model with LoRA on your data and watch it learn."))
 
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -79,12 +82,15 @@ class TrainPage(QWidget):
                                "Quick test: a few steps to check that everything works.")
         self.preset.activated.connect(self._apply_preset)
         top.addWidget(self.preset, 1)
-        load_btn = QPushButton("Open config…")
-        load_btn.clicked.connect(self._load_yaml)
-        save_btn = QPushButton("Save config…")
-        save_btn.clicked.connect(self._save_yaml)
-        top.addWidget(load_btn)
-        top.addWidget(save_btn)
+        files = QToolButton()
+        files.setText("Settings file")
+        files.setToolTip("Open or save these training settings as a YAML file (mlx_lm lora -c reads it too).")
+        files.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        files_menu = QMenu(files)
+        files_menu.addAction("Open settings…", self._load_yaml)
+        files_menu.addAction("Save settings…", self._save_yaml)
+        files.setMenu(files_menu)
+        top.addWidget(files)
         ll.addLayout(top)
         self.form = TrainForm()
         scroll = QScrollArea()
@@ -103,13 +109,14 @@ class TrainPage(QWidget):
         self.start_btn.setObjectName("primary")
         self.start_btn.clicked.connect(lambda: self.start())
         self.stop_btn = QPushButton("Stop")
-        self.stop_btn.setToolTip("Stops after the current step and saves a checkpoint you can resume.")
+        self.stop_btn.setToolTip("Stops after the current step and saves the run, so you can resume it later.")
         self.stop_btn.clicked.connect(self.stop)
         self.resume_btn = QPushButton("Resume")
         self.resume_btn.setToolTip("Continue the selected run exactly where it stopped.")
         self.resume_btn.clicked.connect(self.resume)
-        self.fuse_btn = QPushButton("Fuse into a model…")
-        self.fuse_btn.setToolTip("Merge the adapter into the base model: a standalone model folder.")
+        self.fuse_btn = QPushButton("Save as a model…")
+        self.fuse_btn.setToolTip("Merge what the run learned into the base model and save it as a standalone "
+                                 "model folder (also called fusing).")
         self.fuse_btn.clicked.connect(lambda: self.fuse())
         for n, b in enumerate((self.start_btn, self.stop_btn, self.resume_btn, self.fuse_btn)):
             buttons.addWidget(b, n // 2, n % 2)
@@ -119,21 +126,22 @@ class TrainPage(QWidget):
         # Right: status, tiles, chart, history.
         right = QWidget()
         rl = QVBoxLayout(right)
-        rl.setContentsMargins(8, 0, 0, 0)
+        rl.setContentsMargins(6, 0, 0, 0)
         self.status = StatusLine()
         self.status.set_state("idle", IDLE_TEXT)
         rl.addWidget(self.status)
         tiles = QGridLayout()
-        self.t_iter = StatTile("Step", "–")
-        self.t_tps = StatTile("Tokens / s", "–")
-        self.t_mem = StatTile("Peak memory", "–")
-        self.t_eta = StatTile("Time left", "–")
+        tiles.setHorizontalSpacing(4)
+        self.t_iter = StatTile("Step", "–", compact=True)
+        self.t_tps = StatTile("Tokens / s", "–", compact=True)
+        self.t_mem = StatTile("Peak memory", "–", compact=True)
+        self.t_eta = StatTile("Time left", "–", compact=True)
         for n, t in enumerate((self.t_iter, self.t_tps, self.t_mem, self.t_eta)):
             tiles.addWidget(t, 0, n)
         rl.addLayout(tiles)
         self.chart = LossChart()
         rl.addWidget(self.chart, 3)
-        runs_label = QLabel("Past runs: select one to see its curves and state; Resume and Fuse act on it.")
+        runs_label = QLabel("Past runs: select one to see its curves and state; Resume and Save as a model act on it.")
         runs_label.setWordWrap(True)
         runs_label.setObjectName("hint")
         rl.addWidget(runs_label)
@@ -162,6 +170,9 @@ class TrainPage(QWidget):
     def _validate(self, *, all_fields: bool = False) -> bool:
         config = self.form.config()
         problems = config.problems(check_paths=True)
+        if "model" not in problems and self.form.model_box.unavailable():
+            problems["model"] = ("This model is not downloaded yet. Choose a downloaded or built-in model, or a "
+                                 "model folder.")
         self.form.show_problems(problems, all_fields=all_fields)
         try:
             self.command.setPlainText(config.command_line() if not problems else
@@ -239,7 +250,7 @@ class TrainPage(QWidget):
         if run is None:
             return
         if save_path is None:
-            save_path = QFileDialog.getExistingDirectory(self, "Choose an empty folder for the fused model")
+            save_path = QFileDialog.getExistingDirectory(self, "Choose an empty folder for the new model")
             if not save_path:
                 return
         config = FuseConfig(adapter_path=str(run), save_path=save_path)
@@ -260,7 +271,7 @@ class TrainPage(QWidget):
             self.t_mem.set_value(f"{event.peak_memory_gb:.2f} GB")
             self.t_eta.set_value(_fmt_eta(event.eta_seconds))
             self.status.set_state("running", f"Training: step {event.iteration} of {event.total_iters}, "
-                                  f"loss {event.train_loss:.3f}, epoch {event.epoch:.2f}")
+                                  f"loss {event.train_loss:.3f} ({event.epoch:.1f} passes over your data)")
         elif isinstance(event, ev.EvalDone):
             self.chart.add_val(event.iteration, event.val_loss)
             self.chart.mark_best(event.best_iteration)
@@ -321,7 +332,7 @@ class TrainPage(QWidget):
     def _on_fused(self, result: FuseResult) -> None:
         self._set_running(False)
         c = result.check
-        self.status.set_state("idle", f"Fused model saved in {result.save_path}. It answers like the trained "
+        self.status.set_state("idle", f"New model saved in {result.save_path}. It answers like the trained "
                               f"model: the same most likely next word {c.top1_agreement:.0%} of the time "
                               f"(largest difference in scores {c.max_abs_diff:.2g}).")
 
