@@ -30,7 +30,7 @@ from app.jobs.gui_gc import collect_garbage_on_gui_thread
 from app.jobs.model_cache import ModelCache
 from app.jobs.preload import import_modules, model_modules, preload_engine_modules
 from app.jobs.qt_guard import qt_objects_held
-from lemcore.errors import Cancelled
+from lemcore.errors import Cancelled, LemError
 from lemcore.events import Event
 from lemcore.jobs import CancelToken
 from lemcore.mlx_thread import MLXWorker
@@ -151,6 +151,9 @@ class JobRunner(QObject):
                 result = fn(**kwargs)
             except Cancelled:
                 bridge.cancelled.emit(job)
+            except LemError as err:  # expected (no keychain, server down, bad data): one line, no traceback
+                log.warning("job %s failed: %s: %s", name, type(err).__name__, err)
+                bridge.failed.emit(job, err)
             except BaseException as err:  # noqa: BLE001 - KeyboardInterrupt, SystemExit...: still a failure
                 log.error("job %s failed", name, exc_info=err)
                 bridge.failed.emit(job, err)

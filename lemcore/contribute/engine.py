@@ -48,6 +48,7 @@ from lemcore.settings import data_dir
 
 SERVER_DOWN = "Server unreachable: results are saved locally and queued; retrying"
 DONE_OVERLAP_S = 300.0  # incremental reads of finished items look this much further back (late reports, clocks)
+CANDIDATES = 48  # items a claim round asks about at most
 STALE_VIEW_REFRESH_S = 300.0  # a round that finds half its candidates already done asks for a full read
 
 
@@ -160,7 +161,6 @@ class _Worker:
         self.tokens_run = 0
         self.started = time.monotonic()
         self.last_flush_try = 0.0
-        self.unflushed = 0  # answers accepted since the last report write
         self.next_round_at = 0.0
         self.idle_rounds = 0
         self.last_done_read = time.monotonic()
@@ -259,10 +259,12 @@ class _Worker:
         if self.config.limit is not None:
             want = min(want, self.config.limit - self.fed)
         ready = [i for i in left if self.skip_until.get(i, 0.0) <= now]
-        if not ready:
-            self._idle(now, left)
-            return []
-        candidates = ready[:2 * want + 4]  # a few more than wanted: some may be done or held
+        # More candidates than wanted: when the queue looks before claiming, it learns about all of them in one
+        # read (done ones, held ones); when it claims at once, it takes the first `want`.
+        if ready:
+            candidates = ready[:CANDIDATES]
+        else:  # all left is held by others: ask again about those whose holders may be done or gone
+            candidates = sorted(left, key=lambda i: self.skip_until.get(i, 0.0))[:CANDIDATES]
         sent = self.keeper.clocks()
         outcome = self.queue.claim_round(candidates, want)
         new_done = outcome.done - self.completed
@@ -281,17 +283,16 @@ class _Worker:
         if len(ready) > len(candidates):
             self.next_round_at = 0.0  # more to look at: the generator asks again shortly
         else:
-            self._idle(now, left)
+            self._idle(now)
         return []
 
-    def _idle(self, now: float, left: list[int]) -> None:
+    def _idle(self, now: float) -> None:
         """Nothing claimable: wait before the next round, longer each time (1, 2, 4 ... s, up to idle_max_s),
-        but not past the soonest end of a lease we saw (its holder may be gone), with jitter."""
+        with jitter so that idle workers do not ask in step. (Not shortened to the end of the leases we saw: a
+        live holder renews them; a crashed one's items are picked up within idle_max_s of their lease end.)"""
         self.idle_rounds += 1
         backoff = min(self.config.idle_max_s, 2.0 ** min(self.idle_rounds - 1, 20))
-        ends = [self.skip_until[i] - now for i in left if i in self.skip_until]
-        delay = max(1.0, min([backoff, *ends]) if ends else backoff)
-        self.next_round_at = now + min(self.config.idle_max_s, delay * self.rng.uniform(0.8, 1.25))
+        self.next_round_at = now + max(1.0, min(self.config.idle_max_s, backoff * self.rng.uniform(0.75, 1.25)))
 
     # -- lost items ----------------------------------------------------------------------------------
     def absorb_lost(self) -> None:
@@ -418,21 +419,20 @@ class _Worker:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         self.report(Rates(self.done_run, self.journal.count(), self.done_run * 3600 / elapsed,
                           self.tokens_run / elapsed))
-        # One report write per claim round, not per answer: when the pool is empty (the next round is due) or a
-        # batch's worth waits; the tick sends stragglers within retry_s. The answer is already on disk.
-        self.unflushed += 1
-        if not self.pool or self.unflushed >= self.batch_size:
-            self.flush(force=True)
+        # Reported at once, not batched: a finished answer that is not on the server yet could be taken over
+        # and done again if this computer slept before sending it (its claim is not renewed while asleep).
+        self.flush(force=True)
         if self.done_run % self.config.progress_every == 0:
             self.send_progress()
 
     def flush(self, *, force: bool = False) -> bool:
         """Send queued reports. Returns True when the outbox is empty.
 
-        Reports are idempotent: they keep the time the answer finished (a resend overwrites the same point), and
-        the outbox is checked against the server first (one read per flush): an item already reported there,
-        by anyone (an earlier send of ours whose reply was lost, a twin sharing this journal, a worker that
-        took it over during an outage), is marked reported here and not written again.
+        Reports are idempotent. Each keeps the time its answer finished, so a resend overwrites the same point.
+        An answer whose claim is surely still ours is reported as is: no one else can have reported it. Any
+        other (from an earlier run, after an outage, or a twin's sharing this journal) is first verified with
+        the server (`verify` claims it again if free): done there already (by anyone) -> marked reported here
+        and not written again; held by someone else -> kept in the outbox for now; ours -> reported.
         """
         now = time.monotonic()
         if not force and now - self.last_flush_try < self.config.retry_s:
@@ -440,25 +440,29 @@ class _Worker:
         self.last_flush_try = now
         pending = self.journal.outbox()
         if not pending:
-            self.unflushed = 0
             return True
         try:
-            already = self.queue.done_among([c.idx for c in pending])
-            if already:
-                self.journal.mark_reported(sorted(already))
-                self.keeper.drop(already)
-            send = [c for c in pending if c.idx not in already]
+            send = [c for c in pending if self.keeper.state(c.idx) == OWNED]
+            unsure = [c for c in pending if c not in send]
+            held_elsewhere = 0
+            if unsure:
+                verdicts = self.queue.verify([c.idx for c in unsure])
+                already = sorted(i for i, v in verdicts.items() if v == DONE)
+                if already:
+                    self.journal.mark_reported(already)
+                    self.keeper.drop(already)
+                send += [c for c in unsure if verdicts.get(c.idx) == OWNED]
+                held_elsewhere = sum(1 for v in verdicts.values() if v not in (OWNED, DONE))
             for start in range(0, len(send), 500):
                 chunk = send[start:start + 500]
                 self.queue.report(chunk)
                 idxs = [c.idx for c in chunk]
                 self.journal.mark_reported(idxs)
                 self.keeper.drop(idxs)
-            self.unflushed = 0
         except InfluxError as err:
             self.set_status("waiting" if not self.in_flight else "running", _server_reason(err))
             return False
-        return True
+        return held_elsewhere == 0
 
     def send_progress(self) -> None:
         try:

@@ -90,6 +90,9 @@ class LeaseKeeper:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)  # a request in flight ends within its timeout; the thread is a daemon
+            close = getattr(self._io, "close", None)
+            if self._io is not self.queue and callable(close) and not thread.is_alive():
+                close()  # the thread's own handle (its connections)
 
     def _run(self) -> None:
         assert self._io is not None

@@ -23,7 +23,7 @@ from app.jobs.model_cache import ModelCache
 from app.jobs.preload import architecture_module, model_modules
 from app.jobs.qt_guard import qt_objects_held
 from app.jobs.runner import JobRunner
-from lemcore.errors import Cancelled
+from lemcore.errors import Cancelled, SecretStoreError
 from lemcore.events import Event
 
 
@@ -148,6 +148,20 @@ def test_any_exception_ends_the_job_with_on_error(runner, qtbot, caplog, error: 
     # The engine thread survived it and runs the next job.
     with qtbot.waitSignal(runner.job_finished, timeout=10_000):
         runner.start("next", lambda report, cancel: None)
+
+
+def test_an_expected_error_is_one_warning_line_without_traceback(runner, qtbot, caplog) -> None:
+    errors: list[BaseException] = []
+
+    def job(report, cancel) -> None:
+        raise SecretStoreError("No system keychain.")
+
+    with qtbot.waitSignal(runner.job_finished, timeout=10_000):
+        runner.start("read-token", job, on_error=errors.append)
+    assert len(errors) == 1 and isinstance(errors[0], SecretStoreError)
+    mine = [r for r in caplog.records if "read-token" in r.getMessage()]
+    assert [r.levelno for r in mine] == [logging.WARNING] and mine[0].exc_info is None
+    assert "No system keychain." in mine[0].getMessage()
 
 
 def test_declared_modules_are_imported_on_the_gui_thread_before_the_job(runner, qtbot, tmp_path, monkeypatch) -> None:

@@ -135,6 +135,9 @@ class InfluxQueue:
     def stats(self) -> RequestCounts:
         return self.client.stats()
 
+    def close(self) -> None:
+        self.client.close()
+
     # -- reads ---------------------------------------------------------------------------------------
     def _claims(self, idxs: list[int]) -> dict[int, list[Claim]]:
         out: dict[int, list[Claim]] = {}
@@ -234,11 +237,14 @@ class InfluxQueue:
         if not ask:
             self._look_first = True
             return ClaimOutcome([], frozenset(done), taken)
+        looked = self._look_first
         won, lost = self._claim_and_check(ask)
         taken.update(lost)
-        done_now = self.done_among(won) if won else set()  # done between our look and our claim, or unlooked
-        done |= done_now
-        won = [i for i in won if i not in done_now]
+        if not looked and won:
+            # Not looked at before claiming: check the done marks now. (After a look this is not needed: an
+            # item reported since was held by its reporter, whose live claim beat ours.)
+            done = self.done_among(won)
+            won = [i for i in won if i not in done]
         self._look_first = bool(taken or done)
         return ClaimOutcome(won, frozenset(done), taken)
 
