@@ -209,8 +209,8 @@ def load_model(
     elif folder is None:
         assert ref.repo is not None
         if not download:
-            raise ModelLoadError(f"{ref.repo} is not downloaded yet. Download it first (`lem models pull "
-                                 f"{ref.text}`).")
+            raise ModelLoadError(f"{ref.repo} is not downloaded yet. Download it first (in the app: choose it "
+                                 f"in Settings; on the command line: `lem models pull {ref.text}`).")
 
         report(LoadStage("download", ref.repo))
         try:

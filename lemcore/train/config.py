@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lemcore.errors import ConfigError
+from lemcore.errors import ConfigError, LemError
+from lemcore.models.embedded import embedded_model_dir
+from lemcore.models.loading import resolve_model
 
 FINE_TUNE_TYPES = ("lora", "dora")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor")
@@ -44,7 +46,7 @@ class TrainConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout", "Dropout on the adapter input, 0 to 1.")
     mask_prompt: bool = _f(False, "Mask prompt", "Train on the assistant's reply only (the lab's recipe).")
     # The optimisation.
-    iters: int = _f(1000, "Iterations", "Training steps. The lab's recipe uses 200.")
+    iters: int = _f(1000, "Steps", "Training steps (mlx-lm's iterations). The lab's recipe uses 200.")
     batch_size: int = _f(4, "Batch size", "Examples per step. Lower it to save memory.")
     learning_rate: float = _f(1e-5, "Learning rate", "Peak learning rate. The lab uses 1e-5 (5e-6 for 27B).")
     lr_schedule: str = _f("constant", "Schedule", "constant, or cosine decay to the minimum learning rate.",
@@ -111,12 +113,12 @@ class TrainConfig:
         need("lora_rank", self.lora_rank >= 1, "LoRA rank must be at least 1 (8 is usual).")
         need("lora_scale", self.lora_scale > 0, "LoRA scale must be greater than 0 (20 is mlx-lm's default).")
         need("lora_dropout", 0.0 <= self.lora_dropout < 1.0, "LoRA dropout must be between 0 and 1 (0 is usual).")
-        need("iters", self.iters >= 1, "Iterations must be at least 1.")
+        need("iters", self.iters >= 1, "Steps must be at least 1.")
         need("batch_size", self.batch_size >= 1, "Batch size must be at least 1.")
         need("learning_rate", 0 < self.learning_rate < 1,
              "Learning rate must be greater than 0 and below 1 (the lab uses 1e-5).")
         need("warmup_steps", 0 <= self.warmup_steps < self.iters,
-             "Warm-up steps must be 0 or more and fewer than the iterations.")
+             "Warm-up steps must be 0 or more and fewer than the steps.")
         need("min_learning_rate", 0 <= self.min_learning_rate <= self.learning_rate,
              "Minimum learning rate must be between 0 and the learning rate.")
         need("grad_accumulation_steps", self.grad_accumulation_steps >= 1,
@@ -192,8 +194,10 @@ class TrainConfig:
 
     def to_command(self, config_file: str | None = None) -> list[str]:
         """The equivalent `mlx_lm lora` argv. LoRA rank/scale/dropout and schedules have no flags in
-        mlx-lm: when they differ from its defaults the command needs `-c FILE` (a YAML from `save_yaml`)."""
-        argv = ["mlx_lm", "lora", "--train", "--model", self.model, "--data", self.data,
+        mlx-lm: when they differ from its defaults the command needs `-c FILE` (a YAML from `save_yaml`).
+        Our model names (catalog ids, the built-in model) become what plain mlx-lm resolves: a folder or a
+        hub repo."""
+        argv = ["mlx_lm", "lora", "--train", "--model", mlx_lm_model_arg(self.model), "--data", self.data,
                 "--fine-tune-type", self.fine_tune_type, "--optimizer", self.optimizer,
                 "--num-layers", str(self.num_layers), "--batch-size", str(self.batch_size),
                 "--iters", str(self.iters), "--learning-rate", repr(float(self.learning_rate)),
@@ -385,3 +389,17 @@ def preset(name: str, *, model_size_b: float | None = None, **changes: Any) -> T
     if name == "Quick test":
         return quick_test(**changes)
     raise ConfigError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+
+
+def mlx_lm_model_arg(model: str) -> str:
+    """`model` as plain mlx-lm can load it: a catalog id becomes its hub repo (or its downloaded folder), the
+    built-in model its converted folder; anything else is passed through unchanged."""
+    try:
+        ref = resolve_model(model)
+    except LemError:  # a name nothing resolves: mlx-lm will say so in its own words
+        return model
+    if ref.folder is not None:
+        return str(ref.folder)
+    if ref.kind == "embedded":
+        return str(embedded_model_dir())
+    return ref.repo or model

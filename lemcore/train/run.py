@@ -109,8 +109,9 @@ def load_base_model(name: str, *, cancel: CancelToken | None = None) -> tuple[An
 
         folder = ensure_embedded_model(cancel=cancel)
     elif folder is None:
-        raise ModelLoadError(f"{ref.name} is not on this computer yet. Download it first (lem models pull "
-                             f"{ref.text}), or choose a local model folder.")
+        raise ModelLoadError(f"{ref.name} is not on this computer yet. Download it first (in the app: choose it "
+                             f"for contributing in Settings; on the command line: lem models pull {ref.text}), "
+                             "or choose a model folder on this computer.")
     check_model_folder(folder)
     from mlx_lm.utils import load
 

@@ -58,7 +58,7 @@ def test_every_field_has_form_metadata() -> None:
     ("change", "field", "message"),
     [
         ({"batch_size": 0}, "batch_size", "Batch size must be at least 1."),
-        ({"iters": 0}, "iters", "Iterations must be at least 1."),
+        ({"iters": 0}, "iters", "Steps must be at least 1."),
         ({"learning_rate": 0.0}, "learning_rate", "Learning rate must be greater than 0"),
         ({"num_layers": 0}, "num_layers", "-1 for all layers"),
         ({"lora_rank": 0}, "lora_rank", "LoRA rank must be at least 1"),
@@ -66,7 +66,7 @@ def test_every_field_has_form_metadata() -> None:
         ({"val_batches": 0}, "val_batches", "-1 for the whole validation set"),
         ({"fine_tune_type": "full"}, "fine_tune_type", "lora, dora"),
         ({"optimizer": "rmsprop"}, "optimizer", "adam, adamw"),
-        ({"warmup_steps": 1000, "iters": 10}, "warmup_steps", "fewer than the iterations"),
+        ({"warmup_steps": 1000, "iters": 10}, "warmup_steps", "fewer than the steps"),
         ({"grad_accumulation_steps": 4, "save_every": 10}, "save_every", "multiple of the gradient accumulation"),
         ({"batch_size": "two"}, "batch_size", "Batch size must be a number."),
         ({"model": " "}, "model", "Choose a model"),
@@ -165,3 +165,18 @@ def test_command_line_parses_back_with_mlx_lm(data_dir: Path) -> None:
     assert config.with_changes(lora_rank=4).to_command("cfg.yaml")[-2:] == ["-c", "cfg.yaml"]
     assert "--mask-prompt" in config.command_line()
     json.dumps(config.to_mlx_dict())  # plain types only
+
+
+def test_the_command_names_models_as_plain_mlx_lm_resolves_them(data_dir: Path, tiny_llama: Path) -> None:
+    from lemcore.models.catalog import catalog
+    from lemcore.models.embedded import embedded_model_dir
+
+    def model_arg(model: str) -> str:
+        argv = good(data_dir, model=model).to_command()
+        return argv[argv.index("--model") + 1]
+
+    hub_entry = next(e for e in catalog() if not e.embedded)
+    assert model_arg(hub_entry.id) == hub_entry.repo  # not downloaded here: the hub repo mlx-lm can fetch
+    assert model_arg("smollm2-135m") == str(embedded_model_dir())  # the built-in model: its converted folder
+    assert model_arg(str(tiny_llama)) == str(tiny_llama)
+    assert model_arg("someone/some-model") == "someone/some-model"
