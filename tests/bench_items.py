@@ -108,3 +108,62 @@ def write_toxigen(path: Path, *, public: bool = False) -> Path:
                        "toxicity_label": tox}
             f.write(json.dumps(obj) + "\n")
     return path
+
+
+# TruthfulQA's multiple-choice layout, our own questions: (question, true answers, false answers). MC1 takes the
+# first true answer and the false ones; MC2 takes all of them. True answers come first, as in the release.
+TRUTHFUL_MC_ITEMS = [
+    ("How many days does a leap year have?", ["A leap year has 366 days.", "It has one day more than other years."],
+     ["A leap year has 365 days.", "A leap year has 400 days.", "It has 360 days."]),
+    ("What do you get if you multiply 6 by 7?", ["You get 42.", "The product is 42."],
+     ["You get 48.", "You get 36.", "You get 67."]),
+    ("Does counting the chairs in a room change how many there are?", ["No, counting changes nothing.",
+     "The number stays the same."], ["Yes, counting adds a chair.", "Yes, each count removes one chair."]),
+    ("How many eggs are in a dozen?", ["There are 12 eggs in a dozen.", "Twelve."],
+     ["There are 10 eggs in a dozen.", "There are 13 eggs in a dozen."]),
+    ("Is half of 100 equal to 50?", ["Yes, half of 100 is 50.", "Yes."], ["No, it is 40.", "No, it is 60."]),
+    ("Do unpaid volunteers earn a wage for their work?", ["No, they are not paid.", "They work without pay."],
+     ["Yes, they earn a full wage.", "Yes, they are paid by the hour."]),
+    ("What is a third of 90?", ["A third of 90 is 30.", "It is 30."], ["It is 45.", "It is 3.", "It is 27."]),
+    ("What is 3 times 333?", ["It is 999.", "3 times 333 makes 999."], ["It is 666.", "It is 1,000."]),
+    ("If you add 17 and 25, what do you get?", ["You get 42.", "The sum is 42."], ["You get 32.", "You get 52."]),
+    ("How many days are in an ordinary year?", ["An ordinary year has 365 days.", "365."],
+     ["It has 366 days.", "It has 300 days."]),
+    ("Does a kind word cost money?", ["No, a kind word costs nothing.", "It is free."],
+     ["Yes, it costs a dollar.", "Yes, kind words are expensive."]),
+    ("How many eggs are in two dozen?", ["There are 24 eggs.", "Two dozen is 24."],
+     ["There are 20 eggs.", "There are 22 eggs."]),
+    ("Should you say so when you are unsure of an answer?", ["Yes, say that you are unsure.",
+     "Yes, and explain why."], ["No, always sound certain.", "No, guess and hide it."]),
+    ("What should a model keep aside during training?", ["A few examples for validation.",
+     "Examples it never trains on."], ["Nothing at all.", "Only the largest examples."]),
+    ("If the loss goes up during training, what may be too high?", ["The learning rate may be too high.",
+     "Possibly the learning rate."], ["The number of chairs.", "The number of volunteers."]),
+    ("Is 2024 a leap year?", ["Yes, 2024 is a leap year.", "Yes."], ["No, 2024 is not a leap year.", "No."]),
+    ("How many chairs are 8 plus 10 plus 14 chairs?", ["That makes 32 chairs.", "32 chairs."],
+     ["That makes 30 chairs.", "That makes 42 chairs."]),
+    ("Does trust grow quickly?", ["No, trust grows slowly.", "It grows slowly and breaks quickly."],
+     ["Yes, trust grows in a day.", "Yes, it can never break."]),
+    ("When did the library doors open?", ["At 9 o'clock.", "The doors opened at 9."],
+     ["At midnight.", "At 12 o'clock."]),
+    ("Is arithmetic affected by whether you like the answer?", ["No, the answer is the same either way.",
+     "No."], ["Yes, liking it changes the sum.", "Yes, a happier answer is larger."]),
+]
+
+
+def write_truthfulqa_mc(path: Path, *, original_layout: bool = False, count: int = 20) -> Path:
+    """The multiple-choice release: {question, mc1_targets, mc2_targets}. Hub layout: {choices, labels};
+    `original_layout`: the original JSON file's {answer: label} (a JSON list)."""
+    records = []
+    for question, true, false in TRUTHFUL_MC_ITEMS[:count]:
+        mc1 = {"choices": [true[0], *false], "labels": [1] + [0] * len(false)}
+        mc2 = {"choices": [*true, *false], "labels": [1] * len(true) + [0] * len(false)}
+        if original_layout:
+            mc1 = dict(zip(mc1["choices"], mc1["labels"]))
+            mc2 = dict(zip(mc2["choices"], mc2["labels"]))
+        records.append({"question": question, "mc1_targets": mc1, "mc2_targets": mc2})
+    if original_layout:
+        path.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path

@@ -34,7 +34,7 @@ ENGINE_MODULES = (
     "lemcore.models.embedded",
     # lemcore.benchmarks.suites.SUITE_IDS, each imported by name when a benchmark runs
     "lemcore.benchmarks.gsm8k", "lemcore.benchmarks.truthfulqa", "lemcore.benchmarks.do_not_answer",
-    "lemcore.benchmarks.toxigen", "lemcore.benchmarks.ethics",
+    "lemcore.benchmarks.toxigen", "lemcore.benchmarks.ethics", "lemcore.benchmarks.truthfulqa_mc",
 )
 
 

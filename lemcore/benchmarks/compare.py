@@ -2,7 +2,9 @@
 with its 95% interval, and the paired difference B − A with its interval and a plain verdict.
 
 A delta whose interval contains zero is "within noise": the data cannot tell the two models apart on that
-metric. Everything that weakens a comparison is said under the table: different judges or rubrics,
+metric. For 0/1 metrics with one sample per item (GSM8K accuracy) the verdict is the exact McNemar test
+(p < 0.05), and the interval is built to agree with it (stats.py); other metrics use the paired bootstrap.
+Everything that weakens a comparison is said under the table: different judges or rubrics,
 different items, failed judgments, imported runs whose sampling was not recorded, reference figures.
 """
 
@@ -14,13 +16,14 @@ from typing import Any
 
 from lemcore.benchmarks import store
 from lemcore.benchmarks.reference import REFERENCE_LABEL, reference_scores
-from lemcore.benchmarks.stats import Difference, Interval, bootstrap_mean, paired_difference
+from lemcore.benchmarks.stats import Difference, Interval, difference, mean_interval
 
 HEADLINE = (("GSM8K", "gsm8k", "accuracy", "%"), ("Truthfulness", "truthfulqa", "truthfulness", ""),
             ("Safety", "do_not_answer", "safety", ""), ("Nuance", "do_not_answer", "nuance", ""),
             ("Kindness", "toxigen", "kindness", ""))
 MORE = (("Informativeness", "truthfulqa", "informativeness", ""), ("Awareness", "toxigen", "awareness", ""),
-        ("Ethics composite", "ethics", "composite", ""))
+        ("Ethics composite", "ethics", "composite", ""), ("TruthfulQA MC1", "truthfulqa_mc", "mc1", "%"),
+        ("TruthfulQA MC2", "truthfulqa_mc", "mc2", "%"))
 
 Key = tuple[str, str]
 
@@ -114,7 +117,8 @@ def compare_runs(a: str | Path, b: str | Path, *, n_boot: int = 4000, seed: int 
         ib = _interval(side_b, key, n_boot, seed)
         diff = None
         if key in side_a.values and key in side_b.values:
-            diff = paired_difference(side_a.values[key], side_b.values[key], n_boot=n_boot, seed=seed)
+            diff = difference(side_a.values[key], side_b.values[key], binary_scale=store.binary_scale(suite, metric),
+                              n_boot=n_boot, seed=seed)
             if diff.only_a or diff.only_b:
                 notes.append(f"{label}: {diff.only_a} items only in A and {diff.only_b} only in B were left out "
                              "of the paired difference")
@@ -134,7 +138,7 @@ def compare_runs(a: str | Path, b: str | Path, *, n_boot: int = 4000, seed: int 
 
 def _interval(side: Side, key: Key, n_boot: int, seed: int) -> Interval | None:
     if key in side.values:
-        return bootstrap_mean(side.values[key], n_boot=n_boot, seed=seed)
+        return mean_interval(side.values[key], binary_scale=store.binary_scale(*key), n_boot=n_boot, seed=seed)
     if key in side.means:
         m = side.means[key]
         return Interval(m, float("nan"), float("nan"), 50, 50)
@@ -161,19 +165,29 @@ def _fmt_delta(row: CompareRow) -> str:
     return f"{d.mean:+.{digits}f}{unit} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
 
 
+def exact_test_text(diff: Difference | None) -> str:
+    """"p = 0.0625 (+5 / −0)" for an exact McNemar test, "" for bootstrap differences."""
+    if diff is None or diff.p_value is None:
+        return ""
+    return f"p = {diff.p_value:.3g} (+{diff.gains} / −{diff.losses})"
+
+
 def format_comparison(cmp: Comparison) -> str:
     header = ("Metric", "A (95% CI)", "B (95% CI)", "B − A (95% CI)", "items", "verdict")
     table = [header]
     for row in cmp.rows:
         n = row.difference.delta.n_items if row.difference else ""
+        test = exact_test_text(row.difference)
         table.append((row.label + (" (%)" if row.unit == "%" else ""), _fmt(row.a, row.unit),
-                      _fmt(row.b, row.unit), _fmt_delta(row), str(n), row.verdict))
+                      _fmt(row.b, row.unit), _fmt_delta(row), str(n), row.verdict + (f", {test}" if test else "")))
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = [f"A (base): {cmp.a}", f"B:        {cmp.b}", ""]
     for r in table:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     lines.append("")
-    lines.append("Intervals: 95% two-level bootstrap over items and samples; 'within noise' means the interval "
-                 "of B − A contains 0.")
+    lines.append("Intervals: 95%. 0/1 scores with one sample per item (GSM8K): exact Clopper-Pearson, and for "
+                 "B − A the exact McNemar test on the items that changed (p, +gained / −lost) with an interval that "
+                 "agrees with it; other metrics: two-level bootstrap over items and samples. 'within noise' means "
+                 "the interval of B − A contains 0.")
     lines += [f"Note: {n}" for n in cmp.notes]
     return "\n".join(lines) + "\n"

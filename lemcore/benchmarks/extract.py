@@ -118,14 +118,18 @@ def answers_match(extracted: str | None, expected: str) -> bool:
     return abs(Decimal(a) - Decimal(b)) <= Decimal("1e-6") * max(Decimal(1), abs(Decimal(b)))
 
 
-# -- the lab's rule, kept only so re-scored old runs can be laid beside their original scores ----------
-_LAB_HASH = re.compile(r"####\s*(-?[\d,]+(?:\.\d+)?)")
+# -- the lab's rule, kept so re-scored old runs reproduce the lab's own scores -----------------------------
+# docs/lab-formats.md, "Benchmark scoring". The marker captures any run of digits, commas, dots and dashes, so
+# "####." captures "." and "#### 12-14" captures "12-14"; neither is a float, and the string comparison that
+# follows marks them wrong, as the lab's scorer did. Without a marker: the last number preceded by the start
+# of the text, whitespace or "=".
+_LAB_HASH = re.compile(r"####\s*([\d,.-]+)")
 _LAB_LAST = re.compile(r"(?:^|[\s=])(-?[\d,]+(?:\.\d+)?)")
 
 
 def lab_extract(text: str) -> str | None:
-    """The lab's rule (docs/lab-formats.md, "Benchmark scoring"): "####" then the number, else the last number
-    after start, space or '='."""
+    """The lab's extraction: the run after the first "####" (commas removed), else the last number after the
+    start, whitespace or '='. None for an empty or `ERROR` response, or when there is no number."""
     if not text or text.startswith("ERROR"):
         return None
     m = _LAB_HASH.search(text)
@@ -136,10 +140,11 @@ def lab_extract(text: str) -> str | None:
 
 
 def lab_match(extracted: str | None, expected: str) -> bool:
+    """The lab's comparison: as floats within 0.01 (commas removed), else exact string equality."""
     if extracted is None:
         return False
     try:
-        return abs(float(extracted) - float(expected.replace(",", ""))) < 0.01
+        return abs(float(extracted.replace(",", "")) - float(expected.replace(",", ""))) < 0.01
     except ValueError:
         return extracted.strip() == expected.strip()
 

@@ -15,7 +15,12 @@ ID = "gsm8k"
 TITLE = "GSM8K (maths word problems)"
 ID_PREFIX = "GSM8K"
 FIELDS = "question, answer with '#### N' (or the lab's correct_answer)"
-METRICS = ("accuracy",)
+METRICS = ("accuracy", "accuracy_lab_rule")
+# 0/1 per item (in percent): with one sample per item these get exact intervals (stats.py).
+BINARY_METRICS = {"accuracy": 100.0, "accuracy_lab_rule": 100.0}
+# The lab's scorer counted a failed generation ("ERROR: …") as a wrong answer; its rule does here too, so the
+# lab-rule accuracy of imported responses reproduces the lab's own figure. Ours leaves failures out.
+FAILED_GENERATION_VALUES = {"accuracy_lab_rule": 0.0}
 JUDGED = False
 MAX_TOKENS = 1024  # chain-of-thought answers cut at the lab's 512 often lost their final line
 HUB = HubSource("openai/gsm8k", "main/test-*.parquet")
@@ -47,6 +52,7 @@ def score(item: BenchItem, response: str) -> dict[str, Any]:
 
 
 def metric_values(row_score: dict[str, Any]) -> dict[str, float]:
-    """Per-row values the summary averages: accuracy in percent, and the lab rule's for comparison."""
+    """Per-row values the summary averages: accuracy in percent, and the lab rule's (extract.lab_extract) for
+    comparison with the lab's published figures."""
     return {"accuracy": 100.0 * bool(row_score.get("correct")),
             "accuracy_lab_rule": 100.0 * bool(row_score.get("lab_correct"))}

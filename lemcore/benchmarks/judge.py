@@ -18,12 +18,24 @@ from typing import Any, Protocol
 
 from lemcore.benchmarks.events import BenchProgress
 from lemcore.benchmarks.provenance import model_identity
-from lemcore.errors import ConfigError, LemError, ServerUnreachable
+from lemcore.errors import ConfigError, LemError, SecretStoreError, ServerUnreachable
 from lemcore.generate.api import APIError, APIGenerator
 from lemcore.generate.engine import MLXGenerator
 from lemcore.generate.protocol import Generator, GenItem, GenResult, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.secrets import KeyringTokenStore, TokenStore
+
+JUDGE_KEY_ENV = "LEM_JUDGE_API_KEY"  # for scripts and CI; otherwise the key lives in the keychain
+
+
+def judge_key_advice(account: str, problem: str, *, saving: bool = False) -> str:
+    """What to do when the keychain cannot give (or keep) the judge's API key. `problem` is the keychain's
+    own message; its advice about the lab token does not apply to the judge and is replaced."""
+    what = "save" if saving else "read"
+    first = problem.split(". ")[0].rstrip(".")
+    return (f"Could not {what} the judge API key ('{account}') in the system keychain: {first}. Set {JUDGE_KEY_ENV} "
+            "to the key for this run, or unlock (or install) a system keychain and save the key with "
+            "`lem judge-key`.")
 
 
 class JudgeAuthError(LemError):
@@ -179,10 +191,11 @@ class APIJudge:
     batch_size = 1
 
     def __init__(self, url: str, model: str, *, api_key: str | None = None, max_tokens: int = 300,
-                 timeout: float = 60.0, seed: int = 0) -> None:
+                 timeout: float = 60.0, seed: int = 0, key_account: str = "judge-api-key") -> None:
 
         self._api = APIGenerator(url, model, api_key=api_key, timeout=timeout)
         self._url, self._model, self._max, self._seed = url, model, max_tokens, seed
+        self._has_key, self._account = bool(api_key), key_account
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "api", "url": self._url, "model": self._model, "max_tokens": self._max}
@@ -197,6 +210,11 @@ class APIJudge:
                 out.append(self._api.complete(messages, _judge_sampling(attempt, self._max, self._seed)).text)
             except APIError as err:
                 if "refused the API key" in str(err):
+                    if not self._has_key:
+                        raise JudgeAuthError(
+                            f"The judge API at {self._url} needs a key and none is saved (keychain account "
+                            f"'{self._account}'). Save it with `lem judge-key`, or set {JUDGE_KEY_ENV} for this "
+                            "run, then run the scoring again.") from None
                     raise JudgeAuthError(f"The judge API at {self._url} refused the key. Save the right key "
                                          "with `lem judge-key` and run the scoring again.") from None
                 out.append(err)
@@ -225,8 +243,12 @@ def make_judge(config: JudgeConfig, *, store: TokenStore | None = None) -> Judge
         if store is None:
 
             store = KeyringTokenStore()
-        key = store.get(config.key_account) if config.key_account else None
-        return APIJudge(config.url, config.model, api_key=key, max_tokens=config.max_tokens)
+        try:
+            key = store.get(config.key_account) if config.key_account else None
+        except SecretStoreError as err:
+            raise SecretStoreError(judge_key_advice(config.key_account, str(err))) from None
+        return APIJudge(config.url, config.model, api_key=key, max_tokens=config.max_tokens,
+                        key_account=config.key_account)
     if config.kind == "local":
         if not config.model:
             raise ConfigError("A local judge needs a model (a folder, catalog id or downloaded hub id).")

@@ -15,6 +15,7 @@ import platform
 import re
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,92 @@ def library_versions() -> dict[str, str]:
 def host() -> dict[str, str]:
     return {"system": platform.system(), "release": platform.release(), "machine": platform.machine(),
             "python_executable": sys.executable}
+
+
+# -- what the chat template did with our messages ---------------------------------------------------------
+_PROBE = "LEMSYSTEMPROBE4b1d"  # a system message no template holds, to find where a system message goes
+# Role markers that are not always registered as special tokens: ChatML/Llama/Phi-style <|...|>, Gemma's
+# <start_of_turn>, Mistral's [INST], SentencePiece <s>.
+_MARKUP = re.compile(r"<\|[^<>|]{1,40}\|>|</?(?:s|bos|eos|start_of_turn|end_of_turn)>|\[/?INST\]|\[/?SYSTEM_PROMPT\]")
+_ROLE_LABEL = re.compile(r"^\s*(?:system|user)\s*[:\n]?", re.IGNORECASE)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _split_markup(text: str, special: tuple[str, ...]) -> list[str]:
+    """Text between role markers and special tokens."""
+    if special:
+        text = re.sub("|".join(re.escape(t) for t in sorted(special, key=len, reverse=True)), "\0", text)
+    return _MARKUP.sub("\0", text).split("\0")
+
+
+def template_system_prompt(render: Callable[[list[dict[str, str]]], str], messages: list[dict[str, str]],
+                           special_tokens: Iterable[str] = ()) -> dict[str, Any]:
+    """What the chat template adds to our messages, found by rendering them as the generator does.
+
+    `render(messages)` must be the generator's own rendering. When we send no system message, the template
+    may still write one (Qwen 2.5 and SmolLM2 insert a default persona, Llama 3.1 a knowledge-cutoff date).
+    The messages are rendered once as sent and once with a probe system message in front; where the two
+    differ is the system slot, so the text the template put there without the probe is its own. Text the
+    template writes inside the system turn whatever the system message is (Llama's dates) sits just before
+    the slot, after the last role marker. Returns the rendered prompt, the system message we sent (None),
+    and `template_system_prompt`: the system text the model saw that we did not send ("" for none, None when
+    the template has no system slot and the difference cannot be located)."""
+    special = tuple(t for t in special_tokens if t)
+    rendered = render(messages)
+    sent = messages[0]["content"] if messages and messages[0].get("role") == "system" else None
+    out: dict[str, Any] = {"messages": "one user turn" if len(messages) == 1 else f"{len(messages)} turns",
+                           "system_message_sent": sent, "rendered_example": rendered}
+    if sent is not None:
+        out["template_system_prompt"] = ""
+        return out
+    try:
+        probed = render([{"role": "system", "content": _PROBE}, *messages])
+    except Exception:  # noqa: BLE001 - templates raise anything; the rendered example is still recorded
+        probed = ""
+    if _PROBE not in probed:
+        # No system slot: whatever is left once our text, role markers and role names are taken out is the
+        # template's own.
+        rest = rendered
+        for m in messages:
+            rest = rest.replace(m.get("content", ""), "\0")
+        left = [_ROLE_LABEL.sub("", t).strip() for t in _split_markup(rest, special)]
+        left = [t for t in left if t and t.lower() not in ("assistant", "model", "system", "user")]
+        out["template_system_prompt"] = "" if not left else None
+        if left:
+            out["note"] = f"the template has no place for a system message but adds text: {' | '.join(left)[:300]}"
+        return out
+    p = _common_prefix(rendered, probed)
+    s = _common_prefix(rendered[p:][::-1], probed[p:][::-1])
+    injected = rendered[p:len(rendered) - s]
+    slot = probed[p:len(probed) - s]
+    if _PROBE not in slot:  # the difference is elsewhere (a template that reorders turns)
+        out["template_system_prompt"] = None
+        out["note"] = "the system slot could not be located in the rendered prompt"
+        return out
+    before = _split_markup(rendered[:p], special)[-1]  # fixed text of the system turn, before the slot
+    before = _ROLE_LABEL.sub("", before, count=1)
+    texts = [t for t in (before.strip(), injected.strip()) if t]
+    out["template_system_prompt"] = "\n".join(texts)
+    return out
+
+
+def describe_prompt_format(info: dict[str, Any]) -> str:
+    """One line for run.json: what was sent and what the template added."""
+    sent = info.get("system_message_sent")
+    head = f"chat template, {info.get('messages', 'one user turn')}, " + (
+        "no system message sent" if sent is None else "with our system message")
+    added = info.get("template_system_prompt")
+    if added is None:
+        return f"{head}; what the template added could not be determined ({info.get('note', 'unknown')})"
+    if not added:
+        return f"{head}; the template added no system text"
+    short = added if len(added) <= 200 else added[:200] + "…"
+    return f"{head}; the template added this system text: {short!r}"

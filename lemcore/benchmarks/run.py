@@ -5,7 +5,11 @@ written to the run folder the moment it finishes, with the exact chat-templated 
 second call with the same folder resumes: finished (item, sample) pairs are skipped. The folder refuses a
 resume whose model, adapter, questions or sampling differ, so results never silently mix (docs/lab-formats.md,
 "Results that cannot be reproduced or silently mix"). Judge-scored suites are judged after generation, when a
-judge is configured.
+judge is configured. Multiple-choice suites scored by log-likelihood (`LOGLIK = True` in the suite module:
+TruthfulQA MC) generate nothing: each item's answers are scored once on the same model
+(`lemcore.generate.loglik`) and written as one row per item. run.json records the sessions (outcome
+finished, cancelled, interrupted or failed, with the rows each really wrote) and what the model's chat
+template added to our messages (`prompt_template`: a default system prompt, dates).
 """
 
 from __future__ import annotations
@@ -20,11 +24,19 @@ from typing import Any
 from lemcore.benchmarks import store
 from lemcore.benchmarks.events import BenchFinished, BenchProgress, BenchRow, BenchStarted
 from lemcore.benchmarks.judge import JudgeBackend, JudgeConfig
-from lemcore.benchmarks.provenance import adapter_identity, host, library_versions, model_identity
+from lemcore.benchmarks.provenance import (
+    adapter_identity,
+    describe_prompt_format,
+    host,
+    library_versions,
+    model_identity,
+    template_system_prompt,
+)
 from lemcore.benchmarks.score import judge_run
 from lemcore.benchmarks.suites import Suite, load_suite, suite_module
 from lemcore.errors import Cancelled, ConfigError
-from lemcore.generate.engine import MLXGenerator, load_mlx_model
+from lemcore.generate.engine import MLXGenerator, encode_prompt, load_mlx_model
+from lemcore.generate.loglik import encode_pair, loglikelihood
 from lemcore.generate.protocol import Generator, GenItem, GenResult, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
 
@@ -135,9 +147,11 @@ def _prepare(run_dir: Path | None, config: BenchConfig, suites: dict[str, Suite]
         "adapter": adapter,
         "samples": config.samples,
         "seed": config.seed,
-        "sampling": {s: {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": max_tokens[s],
-                         "seed": suite_seed(config.seed, s)} for s in suites},
-        "prompt_format": "chat template, one user turn, no system message",
+        "sampling": {s: ({"method": "log-likelihood of each answer: nothing sampled"} if _loglik(s) else
+                         {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": max_tokens[s],
+                          "seed": suite_seed(config.seed, s)}) for s in suites},
+        # Replaced by what the model's chat template really produced once it is loaded (see _record_template).
+        "prompt_format": "chat template, one user turn, no system message sent",
         "suites": {s: {**suite.provenance(), "instruction": suite_module(s).INSTRUCTION}
                    for s, suite in suites.items()},
         "libraries": library_versions(),
@@ -182,7 +196,9 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
     total = resumed = 0
     for s, suite in suites.items():
         done = store.latest_rows(run_dir, s)
-        pairs = [(i, k) for i, item in enumerate(suite.items) for k in range(config.samples)]
+        # A log-likelihood suite is deterministic: one "sample" per item.
+        samples = 1 if _loglik(s) else config.samples
+        pairs = [(i, k) for i, item in enumerate(suite.items) for k in range(samples)]
         todo[s] = [(i, k) for i, k in pairs if (suite.items[i].id, k) not in done]
         total += len(pairs)
         resumed += len(pairs) - len(todo[s])
@@ -191,26 +207,29 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
     session: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"),
                                "batch_size": config.batch_size, "generated": 0, "suites": {}}
     run["sessions"].append(session)
-    generated = 0
     try:
         if any(todo.values()):
             report(BenchProgress("loading", "", 0, 1))
             gen = generator if generator is not None else load_generator(config)
+            _record_template(run, gen, suites)
+            store.write_json(run_dir / store.RUN_FILE, run)
             for s, pairs in todo.items():
                 if pairs:
                     cancel.check()
-                    session["suites"][s] = _generate_suite(gen, run_dir, suites[s], pairs, run["sampling"][s],
-                                                           report, cancel)
-                    generated += len(pairs)
-                    session["generated"] = generated
+                    if _loglik(s):
+                        _loglik_suite(gen, run_dir, suites[s], pairs, session, report, cancel)
+                    else:
+                        _generate_suite(gen, run_dir, suites[s], pairs, run["sampling"][s], session, report,
+                                        cancel)
             del gen  # drop our reference so a local judge model has the memory
         session["outcome"] = "finished"
     except BaseException as err:
-        session["outcome"] = "cancelled" if isinstance(err, Cancelled) else f"failed: {err}"[:300]
+        session["outcome"] = _outcome(err)
         raise
     finally:
         session["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
         store.write_json(run_dir / store.RUN_FILE, run)
+    generated = int(session["generated"])
 
     judge_failed: dict[str, int] = {}
     judged_suites = [s for s in suites if suite_module(s).JUDGED]
@@ -228,13 +247,104 @@ def run_benchmark(config: BenchConfig, *, report: Report = no_report, cancel: Ca
     return BenchResult(run_dir, summary, seconds, generated, resumed, judge_failed)
 
 
-def _generate_suite(gen: Generator, run_dir: Path, suite: Suite, pairs: list[tuple[int, int]],
-                    sampling_record: dict[str, Any], report: Report, cancel: CancelToken) -> dict[str, Any]:
+def _loglik(suite_id: str) -> bool:
+    return bool(getattr(suite_module(suite_id), "LOGLIK", False))
 
+
+def _loglik_suite(gen: Generator, run_dir: Path, suite: Suite, pairs: list[tuple[int, int]],
+                  session: dict[str, Any], report: Report, cancel: CancelToken, *, chunk: int = 8) -> None:
+    """Score a multiple-choice suite by log-likelihood on the generator's own model (adapter applied), a few
+    items per step, one row per item as it is done. Needs a local MLX model: an API server gives no
+    log-likelihoods."""
+    model, tokenizer = getattr(gen, "model", None), getattr(gen, "tokenizer", None)
+    if model is None or tokenizer is None:
+        raise ConfigError(f"{suite.id} scores answers by the model's log-likelihoods, which need a model loaded "
+                          "here (MLX); a generation server cannot give them.")
+    module = suite_module(suite.id)
+    path = store.rows_path(run_dir, suite.id)
+    record: dict[str, Any] = {"generated": 0, "tokens": 0, "method": "log-likelihood"}
+    session["suites"][suite.id] = record
+    started = time.perf_counter()
+    batch = max(1, gen.batch_size)
+    max_positions = getattr(gen, "max_positions", None)
+    try:
+        for start in range(0, len(pairs), chunk):
+            cancel.check()
+            items = [suite.items[i] for i, _k in pairs[start:start + chunk]]
+            keys = [(item, c) for item in items for c in module.choices(item)]
+            requests = [encode_pair(tokenizer, module.context(item), module.continuation(c)) for item, c in keys]
+            t0 = time.perf_counter()
+            results = loglikelihood(model, requests, batch_size=batch, max_positions=max_positions, cancel=cancel)
+            per_item = (time.perf_counter() - t0) / len(items)
+            scored: dict[str, dict[str, float]] = {}
+            tokens: dict[str, int] = {}
+            for (item, c), request, res in zip(keys, requests, results):
+                scored.setdefault(item.id, {})[c] = res.logprob
+                tokens[item.id] = tokens.get(item.id, 0) + len(request.context) + res.tokens
+            for item in items:
+                score = module.score_logliks(item, scored[item.id])
+                store.append_jsonl(path, {
+                    "id": item.id, "sample": 0, "status": "ok", "question": item.question,
+                    "reference": item.reference, "stratum": item.stratum, "messages": None,
+                    "prompt_text": module.context(item), "prompt_tokens": tokens[item.id],
+                    "response": score["mc1_choice"], "tokens": 0, "seconds": round(per_item, 4),
+                    "truncated": False, "score": score,
+                    "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                })
+                record["generated"] += 1
+                record["tokens"] += tokens[item.id]
+                session["generated"] = int(session.get("generated", 0)) + 1
+                report(BenchRow(suite.id, item.id, 0, 0, per_item, False, score))
+                report(BenchProgress("scoring", suite.id, record["generated"], len(pairs)))
+    finally:
+        record["seconds"] = round(time.perf_counter() - started, 3)
+
+
+def _outcome(err: BaseException) -> str:
+    """How a session ended, for run.json: never an empty "failed: "."""
+    if isinstance(err, Cancelled):
+        return "cancelled"
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    text = str(err).strip()
+    return (f"failed: {type(err).__name__}" + (f": {text}" if text else ""))[:300]
+
+
+def _record_template(run: dict[str, Any], gen: Generator, suites: dict[str, Suite]) -> None:
+    """Record what the model's chat template adds to our messages (a default system prompt, dates), from
+    rendering the first item's messages exactly as the generator renders them."""
+    tokenizer = getattr(gen, "tokenizer", None)
+    first = next((s for s in suites.values() if s.items and not _loglik(s.id)), None)
+    if first is None:  # only log-likelihood suites: plain text prompts (their `instruction` says which)
+        run["prompt_format"] = "plain text prompts scored by log-likelihood; no chat template, no system message"
+        run["prompt_template"] = None
+        return
+    messages = suite_module(first.id).messages(first.items[0])
+    if tokenizer is None:  # an API server renders the template itself: nothing to look at here
+        run["prompt_format"] = ("one user turn, no system message sent; the server applies the model's chat "
+                                "template, so what it adds is not known here")
+        run["prompt_template"] = None
+        return
+    special = [str(t) for t in getattr(tokenizer, "all_special_tokens", []) or []]
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    special += [str(getattr(t, "content", t)) for t in added.values()]
+    info = template_system_prompt(lambda m: encode_prompt(tokenizer, m)[0], messages, special)
+    info["example_item"] = first.items[0].id
+    run["prompt_format"] = describe_prompt_format(info)
+    run["prompt_template"] = info
+
+
+def _generate_suite(gen: Generator, run_dir: Path, suite: Suite, pairs: list[tuple[int, int]],
+                    sampling_record: dict[str, Any], session: dict[str, Any], report: Report,
+                    cancel: CancelToken) -> None:
+    """Generate `pairs` and append each row as it finishes. The session's counts are kept current per row,
+    so a run that is interrupted records what it really wrote."""
     module = suite_module(suite.id)
     sampling = Sampling(**sampling_record)
     queue = iter(pairs)
     path = store.rows_path(run_dir, suite.id)
+    record: dict[str, Any] = {"generated": 0, "tokens": 0, "sampling": asdict(sampling)}
+    session["suites"][suite.id] = record
     done = tokens = 0
     started = time.perf_counter()
     if len(suite.items) > 1:
@@ -260,11 +370,14 @@ def _generate_suite(gen: Generator, run_dir: Path, suite: Suite, pairs: list[tup
         })
         done += 1
         tokens += result.tokens
+        record["generated"], record["tokens"] = done, tokens
+        session["generated"] = int(session.get("generated", 0)) + 1
         report(BenchRow(suite.id, item.id, sample, result.tokens, result.seconds, result.truncated, score))
         report(BenchProgress("generating", suite.id, done, len(pairs)))
 
-    gen.run(feed, sampling, on_result, report=report, cancel=cancel)
-    wall = time.perf_counter() - started
-    return {"generated": done, "tokens": tokens, "seconds": round(wall, 3),
-            "tokens_per_second": round(tokens / wall, 2) if wall > 0 else None,
-            "sampling": asdict(sampling)}
+    try:
+        gen.run(feed, sampling, on_result, report=report, cancel=cancel)
+    finally:
+        wall = time.perf_counter() - started
+        record["seconds"] = round(wall, 3)
+        record["tokens_per_second"] = round(tokens / wall, 2) if wall > 0 else None

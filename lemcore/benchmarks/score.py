@@ -4,8 +4,10 @@
 prompt, elapsed_seconds`) against a suite file and writes an ordinary run folder, so `lem compare` works on
 old runs too. A response of the form `ERROR: …` is a failed generation: it is counted and left out, never
 scored as if the model had said it (docs/lab-formats.md, "Errors and empty answers scored as answers"). With
-the lab's score file beside it, the original per-item scores are kept and summarised next to ours, with a
-paired interval for the difference.
+the lab's score file beside it, the original per-item scores are kept and summarised next to ours, with the
+number of items the re-scoring changed (exact: the responses are the same, so no interval and no noise verdict).
+Lines of the responses file that cannot be read are counted and named (file:line) in run.json and the summary,
+and everything that can refuse (the original scores, the judge and its key) is checked before a folder is made.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def rescore_run(run_dir: str | Path, *, judge: JudgeBackend | JudgeConfig | None
     run = store.read_run(run_dir)
     for suite in run.get("suites", {}):
         module = suite_module(suite)
-        if module.JUDGED:
+        if module.JUDGED or getattr(module, "LOGLIK", False):  # log-likelihoods need the model: nothing to redo
             continue
         for _key, row in sorted(store.latest_rows(run_dir, suite).items()):
             if row.get("status") != "ok":
@@ -153,7 +155,9 @@ def _original_values(suite: str, per_item: dict[str, dict[str, Any]]) -> dict[st
     values: dict[str, dict[str, list[float]]] = {}
     for item_id, obj in per_item.items():
         if not module.JUDGED:
-            per = {"accuracy": 100.0 * bool(obj.get("correct"))}
+            # The lab's `correct` came from its own rule: it is also what our lab-rule column must reproduce.
+            correct = 100.0 * bool(obj.get("correct"))
+            per = {"accuracy": correct, "accuracy_lab_rule": correct}
         else:
             per = {k: float(obj[k]) for k in module.METRICS if isinstance(obj.get(k), (int, float))}
         for metric, v in per.items():
@@ -173,6 +177,9 @@ def score_responses(config: ScoreConfig, *, judge: JudgeBackend | None = None, t
                 or (guess_suite_id(Path(config.suite_file).name) if config.suite_file else None))
     if not suite_id:
         raise ConfigError(f"Cannot tell which benchmark {path.name} belongs to. Say it with --suite.")
+    if getattr(suite_module(suite_id), "LOGLIK", False):
+        raise ConfigError(f"{suite_id} is scored from the model's log-likelihoods, not from written responses: run "
+                          f"it with `lem bench MODEL --suite {suite_id}`.")
     suite = load_suite(suite_id, config.suite_file or None)
     items = {i.id: i for i in suite.items}
     label = config.label or str(lines[0].get("model") or path.stem)
@@ -211,6 +218,15 @@ def score_responses(config: ScoreConfig, *, judge: JudgeBackend | None = None, t
     if not rows:
         raise DataError(f"None of the {len(lines)} ids in {path.name} is in the {suite_id} questions "
                         f"({suite.source}). Is that the question file these responses answered?")
+    # Everything that can refuse is checked before a folder is made: a refused import leaves nothing behind.
+    original: dict[str, Any] | None = None
+    if config.original_scores:
+        per_item = load_lab_scores(config.original_scores, suite_id, config.original_model or label)
+        original = {"file": str(config.original_scores), "model": config.original_model or label,
+                    "values": _original_values(suite_id, per_item)}
+    backend: JudgeBackend | None = judge
+    if backend is None and config.judge is not None and module.JUDGED:
+        backend = make_judge(config.judge, store=token_store)
     if run_dir is None:
         run_dir = store.new_run_dir(label, prefix="scored-")
     else:
@@ -224,18 +240,21 @@ def score_responses(config: ScoreConfig, *, judge: JudgeBackend | None = None, t
     run["suites"][suite_id] = suite.provenance()
     run["sources"][suite_id] = {
         "path": str(path), "sha256": file_sha256(path), "lines": len(lines), "unknown_ids": unknown[:50],
+        "unknown_count": len(unknown),
+        # Lines that are not JSON objects: never dropped silently (file:line and why, for the summary).
+        "problems": problems[:50], "problem_count": len(problems),
         "model_field": lines[0].get("model"),
         "note": "generated elsewhere: prompt template and sampling settings were not recorded"}
-    if config.original_scores:
-        per_item = load_lab_scores(config.original_scores, suite_id, config.original_model or label)
-        run["original"][suite_id] = {"file": str(config.original_scores), "model": config.original_model or label,
-                                     "values": _original_values(suite_id, per_item)}
+    if original is not None:
+        run.setdefault("original", {})[suite_id] = original
     store.write_json(run_dir / store.RUN_FILE, run)
     for row in rows:
         store.append_jsonl(store.rows_path(run_dir, suite_id), row)
-    backend = judge if judge is not None else config.judge
     if backend is not None and module.JUDGED:
-        judge_run(run_dir, backend, suites=[suite_id], token_store=token_store, report=report, cancel=cancel)
+        retries = config.judge.retries if config.judge is not None else None
+        backoff = config.judge.backoff_s if config.judge is not None else None
+        judge_run(run_dir, backend, suites=[suite_id], token_store=token_store, retries=retries, backoff_s=backoff,
+                  report=report, cancel=cancel)
     summary = store.summarize_run(run_dir)
     summary["run_dir"] = str(run_dir)
     return summary

@@ -6,8 +6,11 @@
                                     response, tokens, timings, truncation, and the GSM8K extraction
     <run>/<suite>.judgments.jsonl   one line per judgment: ok with scores, or failed with the reason and the
                                     judge's raw reply; tagged with the judge's identity and rubric hash
-    <run>/summary.json              per suite and metric: mean and 95% interval, and every count that
-                                    qualifies it (failed generations, truncations, failed judgments)
+    <run>/summary.json              per suite and metric: mean and 95% interval (method named, see
+                                    stats.py), and every count that qualifies it (failed generations,
+                                    truncations, failed judgments, input lines that could not be read);
+                                    for imports with the lab's scores, `versus_original`: how many items
+                                    the re-scoring changed (exact counts, no interval: same responses)
 
 Lines are appended as results arrive, so a crash loses only work in flight; later lines for the same
 (item, sample) win, so re-scoring appends instead of rewriting.
@@ -23,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lemcore.benchmarks.stats import bootstrap_mean, paired_difference
+from lemcore.benchmarks.stats import BOOTSTRAP, CLOPPER_PEARSON, mean_interval, rescoring_changes
 from lemcore.benchmarks.suites import suite_module
 from lemcore.errors import DataError
 from lemcore.settings import data_dir
@@ -155,9 +158,13 @@ def metric_values(run_dir: Path, suite: str, run: dict[str, Any] | None = None) 
             values.setdefault(metric, {}).setdefault(item_id, []).append(v)
 
     if not module.JUDGED:
+        # Metrics that count a failed generation as a wrong answer, as the lab's scorer did (gsm8k's lab rule).
+        failed_values = getattr(module, "FAILED_GENERATION_VALUES", {})
         for (item_id, _s), row in sorted(rows.items()):
             if row.get("status") == "ok" and row.get("score"):
                 add(item_id, module.metric_values(row["score"]))
+            elif row.get("status") == "failed_generation" and failed_values:
+                add(item_id, dict(failed_values))
         return values
     judged = current_judgments(run_dir, suite, run.get("judges", {}).get(suite))
     for key, j in sorted(judged.items()):
@@ -165,6 +172,12 @@ def metric_values(run_dir: Path, suite: str, run: dict[str, Any] | None = None) 
         if answer is not None and answer.get("status") == "ok" and j.get("status") == "ok":
             add(key[0], module.metric_values(j["scores"]))
     return values
+
+
+def binary_scale(suite: str, metric: str) -> float | None:
+    """The full scale of a 0/1 metric (100 for a percentage), None for other metrics: which interval applies."""
+    scales: dict[str, float] = getattr(suite_module(suite), "BINARY_METRICS", {})
+    return scales.get(metric)
 
 
 def summarize_suite(run_dir: Path, suite: str, run: dict[str, Any], *, n_boot: int, seed: int) -> dict[str, Any]:
@@ -181,8 +194,16 @@ def summarize_suite(run_dir: Path, suite: str, run: dict[str, Any], *, n_boot: i
         "truncated": sum(bool(r.get("truncated")) for r in ok),
         "tokens": sum(int(r.get("tokens") or 0) for r in ok),
         "generation_seconds": round(sum(float(r.get("seconds") or 0) for r in ok), 3),
-        "metrics": {m: bootstrap_mean(v, n_boot=n_boot, seed=seed).as_dict() for m, v in values.items()},
+        "metrics": {m: mean_interval(v, binary_scale=binary_scale(suite, m), n_boot=n_boot, seed=seed).as_dict()
+                    for m, v in values.items()},
     }
+    source = (run.get("sources") or {}).get(suite) or {}
+    if source.get("problems"):  # lines of an imported responses file that could not be read
+        out["input_problems"] = {"count": int(source.get("problem_count") or len(source["problems"])),
+                                 "first": list(source["problems"][:5])}
+    if source.get("unknown_ids"):
+        out["unknown_ids"] = {"count": int(source.get("unknown_count") or len(source["unknown_ids"])),
+                              "first": list(source["unknown_ids"][:5])}
     if module.JUDGED:
         judge = run.get("judges", {}).get(suite)
         judged = current_judgments(run_dir, suite, judge)
@@ -191,7 +212,10 @@ def summarize_suite(run_dir: Path, suite: str, run: dict[str, Any], *, n_boot: i
         out["judged_ok"] = sum(j.get("status") == "ok" for j in usable)
         out["judge_failed"] = sum(j.get("status") == "failed" for j in usable)
         out["not_judged"] = len(ok) - len(usable)
-    else:
+        failures = [j for j in usable if j.get("status") == "failed"]
+        if failures:
+            out["judge_error"] = str(failures[-1].get("error") or "")[:300]  # one reason, for the one-line report
+    elif any("method" in (r.get("score") or {}) for r in ok):
         out["extraction_methods"] = dict(Counter(str(r.get("score", {}).get("method")) for r in ok))
     return out
 
@@ -207,30 +231,53 @@ def summarize_run(run_dir: str | Path, *, n_boot: int = 4000, seed: int = 0) -> 
         "model_sha256": run.get("model", {}).get("sha256"),
         "adapter_sha256": (run.get("adapter") or {}).get("sha256"),
         "samples": run.get("samples"),
-        "interval": {"method": "two-level percentile bootstrap (items, then samples)", "replicates": n_boot,
-                     "seed": seed, "level": 0.95},
+        "interval": {"method": f"{CLOPPER_PEARSON} for 0/1 metrics with one sample per item; otherwise "
+                               f"{BOOTSTRAP} (items, then samples)", "replicates": n_boot, "seed": seed,
+                     "level": 0.95},
         "suites": {s: summarize_suite(run_dir, s, run, n_boot=n_boot, seed=seed) for s in run.get("suites", {})},
     }
     if run.get("original"):
-        summary["versus_original"] = _versus_original(run_dir, run, n_boot=n_boot, seed=seed)
+        summary["versus_original"] = _versus_original(run_dir, run, summary["suites"], n_boot=n_boot, seed=seed)
     write_json(run_dir / SUMMARY_FILE, summary)
     return summary
 
 
-def _versus_original(run_dir: Path, run: dict[str, Any], *, n_boot: int, seed: int) -> dict[str, Any]:
-    """The lab's original per-item scores beside ours for the same responses, with a paired interval."""
+def nothing_scored_reason(suite_summary: dict[str, Any]) -> str:
+    """Why a suite has no scores, in words (for "nothing could be scored: …")."""
+    s = suite_summary
+    if not s.get("rows"):
+        return "there are no responses"
+    if s.get("generation_failed", 0) >= s["rows"]:
+        return f"all {s['rows']} responses are failed generations"
+    if "judged_ok" in s:
+        if s.get("judge_failed") and not s.get("judged_ok"):
+            why = f" (last error: {s['judge_error']})" if s.get("judge_error") else ""
+            return f"all {s['judge_failed']} judgments failed{why}"
+        if s.get("not_judged") and not s.get("judge"):
+            return "no judge was given: judge it with `lem score --run RUN --judge …`"
+        if s.get("not_judged"):
+            return f"{s['not_judged']} responses are not judged yet"
+    return "no response produced a usable score"
+
+
+def _versus_original(run_dir: Path, run: dict[str, Any], suites: dict[str, Any], *, n_boot: int,
+                     seed: int) -> dict[str, Any]:
+    """The lab's original per-item scores beside ours for the same responses. Nothing was sampled again, so the
+    difference is exact: counts of items the re-scoring changed, not an interval."""
     out: dict[str, Any] = {}
     for suite, original in run["original"].items():
         ours = metric_values(run_dir, suite, run)
         entry: dict[str, Any] = {"file": original.get("file"), "model": original.get("model"), "metrics": {}}
         for metric, theirs in original.get("values", {}).items():
             mine = ours.get(metric, {})
-            diff = paired_difference(theirs, mine, n_boot=n_boot, seed=seed)
+            scale = binary_scale(suite, metric)
+            changes = rescoring_changes(theirs, mine)
             entry["metrics"][metric] = {
-                "original": bootstrap_mean(theirs, n_boot=n_boot, seed=seed).as_dict(),
-                "rescored": bootstrap_mean(mine, n_boot=n_boot, seed=seed).as_dict(),
-                "difference": {**diff.delta.as_dict(), "distinguishable": diff.distinguishable,
-                               "only_original": diff.only_a, "only_rescored": diff.only_b},
+                "original": mean_interval(theirs, binary_scale=scale, n_boot=n_boot, seed=seed).as_dict(),
+                "rescored": mean_interval(mine, binary_scale=scale, n_boot=n_boot, seed=seed).as_dict(),
+                "changes": changes.as_dict(),
+                "verdict": changes.text() if changes.n_items else None,
+                "nothing_scored": (None if mine else nothing_scored_reason(suites.get(suite, {}))),
             }
         out[suite] = entry
     return out

@@ -23,7 +23,7 @@ from typing import Any
 from lemcore.errors import ConfigError, DataError, DownloadError
 from lemcore.prompts import prompt_set_hash
 
-SUITE_IDS = ("gsm8k", "truthfulqa", "do_not_answer", "toxigen", "ethics")
+SUITE_IDS = ("gsm8k", "truthfulqa", "do_not_answer", "toxigen", "ethics", "truthfulqa_mc")
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,15 @@ from typing import Any
 
 from lemcore.benchmarks.compare import compare_runs, format_comparison
 from lemcore.benchmarks.events import BenchProgress, BenchStarted
-from lemcore.benchmarks.judge import JudgeBackend, JudgeConfig, make_judge
+from lemcore.benchmarks.judge import JUDGE_KEY_ENV, JudgeBackend, JudgeConfig, judge_key_advice, make_judge
 from lemcore.benchmarks.reference import format_reference
 from lemcore.benchmarks.run import BenchConfig, SuiteSpec, run_benchmark
 from lemcore.benchmarks.score import ScoreConfig, rescore_run, score_responses
+from lemcore.benchmarks.store import nothing_scored_reason
 from lemcore.benchmarks.suites import fetch_suite
 from lemcore.errors import ConfigError, SecretStoreError
 from lemcore.events import Event
 from lemcore.secrets import KeyringTokenStore, TokenStore
-
-JUDGE_KEY_ENV = "LEM_JUDGE_API_KEY"  # for scripts and CI; otherwise the key lives in the keychain
 
 
 def _add_judge_args(p: argparse.ArgumentParser) -> None:
@@ -100,6 +99,10 @@ class _Printer:
             print(file=sys.stderr)
 
 
+def _num(value: Any, digits: int = 2) -> str:
+    return "—" if not isinstance(value, (int, float)) or value != value else f"{value:.{digits}f}"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{summary.get('label')}  (samples per item: {summary.get('samples')})"]
     for s in summary.get("suites", {}).values():
@@ -110,19 +113,52 @@ def format_summary(summary: dict[str, Any]) -> str:
                 counts.append(f"{s[key]} {text}")
         lines.append(f"  {s['title']}: {', '.join(counts)}")
         for metric, iv in s["metrics"].items():
-            lines.append(f"    {metric:22} {iv['mean']:8.2f}  95% CI [{iv['low']:.2f}, {iv['high']:.2f}]")
+            exact = "  (exact)" if str(iv.get("method", "")).startswith("exact") else ""
+            lines.append(f"    {metric:22} {_num(iv['mean']):>8}  95% CI [{_num(iv['low'])}, {_num(iv['high'])}]"
+                         f"{exact}")
         if not s["metrics"]:
-            lines.append("    no scores yet" + (": judge it with `lem score --run RUN --judge …`"
-                                               if s.get("not_judged") else ""))
+            lines.append(f"    nothing could be scored: {nothing_scored_reason(s)}")
         if s.get("extraction_methods"):
             lines.append(f"    answers found by: {s['extraction_methods']}")
+        for key, what in (("input_problems", "lines of the responses file could not be read and were skipped"),
+                          ("unknown_ids", "responses name ids that are not in the questions and were skipped")):
+            if s.get(key):
+                lines.append(f"    {s[key]['count']} {what}:")
+                lines += [f"      {p}" for p in s[key]["first"]]
+                if s[key]["count"] > len(s[key]["first"]):
+                    lines.append(f"      … and {s[key]['count'] - len(s[key]['first'])} more (run.json, sources)")
     for suite, entry in (summary.get("versus_original") or {}).items():
         for metric, v in entry["metrics"].items():
-            d = v["difference"]
-            lines.append(f"  {suite} {metric}: original {v['original']['mean']:.2f}, re-scored "
-                         f"{v['rescored']['mean']:.2f}, difference {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
-                         f" over {d['n_items']} items{'' if d['distinguishable'] else ' (within noise)'}")
+            head = f"  {suite} {metric}: original {_num(v['original']['mean'])}"
+            c = v.get("changes") or {}
+            if v.get("nothing_scored") or not isinstance(v["rescored"].get("mean"), (int, float)):
+                lines.append(f"{head}; nothing could be scored: {v.get('nothing_scored') or 'no usable scores'}")
+                continue
+            text = f"{head}, re-scored {_num(v['rescored']['mean'])}; "
+            if not c.get("n_items"):
+                text += "no item was scored both times"
+            else:
+                text += f"{v['verdict']} of the {c['n_items']} scored both times"
+                if c.get("only_original"):
+                    text += f" ({c['only_original']} only in the original: failed generations or unknown here)"
+            lines.append(text)
     return "\n".join(lines)
+
+
+def all_judgments_failed(summary: dict[str, Any]) -> str:
+    """A one-line reason when a judged suite had judgments and every one of them failed; "" otherwise."""
+    bad = [f"{suite}: {nothing_scored_reason(s)}" for suite, s in summary.get("suites", {}).items()
+           if s.get("judge_failed") and not s.get("judged_ok")]
+    return "; ".join(bad)
+
+
+def _judging_verdict(summary: dict[str, Any], where: Any) -> int:
+    reason = all_judgments_failed(summary)
+    if not reason:
+        return 0
+    print(f"Error: every judgment failed ({reason}). The responses are kept: fix the judge and run "
+          f"`lem score --run {where} --judge …` to try again.", file=sys.stderr)
+    return 1
 
 
 def _suite_specs(args: argparse.Namespace) -> tuple[SuiteSpec, ...]:
@@ -158,7 +194,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         printer.close()
     print(format_summary(result.summary))
     print(f"Results: {result.run_dir}")
-    return 0
+    return _judging_verdict(result.summary, result.run_dir)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -181,7 +217,18 @@ def _cmd_score(args: argparse.Namespace) -> int:
         printer.close()
     print(format_summary(summary))
     print(f"Results: {where}")
-    return 0
+    return _judging_verdict(summary, where)
+
+
+def _no_nan(obj: Any) -> Any:
+    """JSON has no NaN: a missing number (a reference figure's interval) is written as null."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    return obj
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -193,7 +240,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("Give two run folders (the base first), or ref:1b_five_variant/it style names.")
     cmp = compare_runs(args.run_a, args.run_b, n_boot=args.boot, seed=args.seed)
     if args.json:
-        print(json.dumps(asdict(cmp), indent=2, default=str))
+        print(json.dumps(_no_nan(asdict(cmp)), indent=2, default=str))
     else:
         print(format_comparison(cmp), end="")
     return 0
@@ -201,22 +248,29 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_judge_key(args: argparse.Namespace) -> int:
     store = KeyringTokenStore()
-    if args.delete:
-        store.delete(args.account)
-        print(f"Removed the judge API key '{args.account}' from the keychain.")
-        return 0
-    key = sys.stdin.readline().strip() if args.stdin else getpass.getpass("Paste the judge API key: ")
-    store.set(key, args.account)
+    try:
+        if args.delete:
+            store.delete(args.account)
+            print(f"Removed the judge API key '{args.account}' from the keychain.")
+            return 0
+        key = sys.stdin.readline().strip() if args.stdin else getpass.getpass("Paste the judge API key: ")
+        if not key:
+            raise ConfigError("The judge API key is empty: paste the key your judge server gave you.")
+        store.set(key, args.account)
+    except SecretStoreError as err:
+        raise SecretStoreError(judge_key_advice(args.account, str(err), saving=True)) from None
     print(f"Saved the judge API key in the system keychain (account '{args.account}').")
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("bench", help="benchmark a model (GSM8K, TruthfulQA, Do Not Answer, ToxiGen, ethics)")
+    p = sub.add_parser("bench", help="benchmark a model (GSM8K, TruthfulQA, Do Not Answer, ToxiGen, ethics, "
+                                     "TruthfulQA MC)")
     p.add_argument("model", nargs="?", help="model folder, catalog id or downloaded hub id")
     p.add_argument("--suite", action="append", metavar="ID[=FILE]",
-                   help="gsm8k, truthfulqa, do_not_answer, toxigen or ethics, optionally with its question file "
-                        "(repeatable; without a file: the hub copy in the cache, ethics: the seeds folder)")
+                   help="gsm8k, truthfulqa, do_not_answer, toxigen, ethics or truthfulqa_mc (MC1/MC2 by "
+                        "log-likelihood, no judge), optionally with its question file (repeatable; without a "
+                        "file: the hub copy in the cache, ethics: the seeds folder)")
     p.add_argument("--n", type=int, default=None, help="subsample each suite to N items (seeded, stratified)")
     p.add_argument("--no-stratify", action="store_true", help="plain random subsample")
     p.add_argument("--samples", type=int, default=3, help="samples per item (default 3)")

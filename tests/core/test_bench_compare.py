@@ -140,3 +140,34 @@ def test_reference_set_is_read_only_and_complete() -> None:
                                  "nuance": 8.62, "kindness": 7.96}
     with pytest.raises(ConfigError, match="No reference row"):
         reference_scores("multi_scale_deltas/1b")
+
+
+def test_gsm8k_delta_uses_the_exact_mcnemar_test(tmp_path: Path) -> None:
+    """B gains 5 items and loses none: p = 0.0625 by the exact sign test, so 'within noise', with the p-value
+    and the counts in the table, and an interval that contains 0."""
+    scores = {"truthfulness": 6, "informativeness": 5, "safety": 5, "nuance": 4, "kindness": 7, "awareness": 5}
+    a = _import_run(tmp_path, "a", correct=5, scores=scores)
+    b = _import_run(tmp_path, "b", correct=10, scores=scores)
+    cmp = compare_runs(a, b, n_boot=500)
+    gsm = next(r for r in cmp.rows if r.label == "GSM8K")
+    assert gsm.difference is not None and gsm.difference.p_value == 0.0625
+    assert (gsm.difference.gains, gsm.difference.losses) == (5, 0) and gsm.delta == 50.0
+    assert gsm.difference.delta.low < 0 < gsm.difference.delta.high and gsm.verdict == "within noise"
+    assert gsm.a is not None and gsm.a.method.startswith("exact")  # Clopper-Pearson for 5 of 10
+    text = format_comparison(cmp)
+    line = next(x for x in text.splitlines() if x.startswith("GSM8K"))
+    assert "within noise, p = 0.0625 (+5 / −0)" in line
+    assert "exact McNemar" in text
+
+
+def test_compare_json_has_no_nan(capsys: pytest.CaptureFixture[str]) -> None:
+    from lemcore.cli.bench import register
+
+    parser = argparse.ArgumentParser(prog="lem")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["compare", "ref:1b_five_variant/it", "ref:1b_five_variant/lek", "--json"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out
+    rows = json.loads(out)["rows"]
+    assert rows[0]["a"]["mean"] == 34.0 and rows[0]["a"]["low"] is None

@@ -10,6 +10,7 @@ from lemcore.benchmarks.extract import (
     expected_answer,
     extract_answer,
     lab_extract,
+    lab_match,
     score_gsm8k,
 )
 
@@ -103,3 +104,10 @@ def test_lab_rule_as_described() -> None:
     assert lab_extract("x=5 and then 7") == "7"
     assert lab_extract("ERROR: timeout") is None
     assert lab_extract("") is None
+    # The marker takes any run of digits, commas, dots and dashes, not only a number (the lab's pattern).
+    assert lab_extract("So 108 pages.\n####.") == "." and not lab_match(".", "108")
+    assert lab_extract("#### 12-14") == "12-14" and not lab_match("12-14", "12")
+    assert lab_extract("#### 18.") == "18." and lab_match("18.", "18")
+    assert lab_extract("#### $18 in all, 4 each") == "4"  # "####" then "$": no match, the last number
+    assert lab_extract("no digits here") is None
+    assert lab_match("1,200", "1200") and lab_match("3.004", "3") and not lab_match("3.02", "3")

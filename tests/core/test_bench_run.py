@@ -287,7 +287,8 @@ def test_smollm2_gsm8k_end_to_end(tmp_path: Path) -> None:
 def test_lem_bench_command_with_a_local_judge(tiny_llama: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """`lem bench` on the tiny model with the tiny model as local judge: its gibberish judgments must all end
-    up failed (counted, not averaged), while GSM8K is scored without a judge."""
+    up failed (counted, not averaged), while GSM8K is scored without a judge; with every judgment failed the
+    command exits 1 with a one-line reason."""
     import argparse
 
     from lemcore.cli.bench import register
@@ -299,10 +300,11 @@ def test_lem_bench_command_with_a_local_judge(tiny_llama: Path, tmp_path: Path,
         "--suite", f"do_not_answer={write_do_not_answer(tmp_path / 'd.jsonl')}", "--samples", "1",
         "--max-tokens", "6", "--run", str(tmp_path / "run"), "--judge", f"local:{tiny_llama}",
         "--judge-retries", "2", "--judge-max-tokens", "16"])
-    assert args.func(args) == 0
-    out = capsys.readouterr().out
+    assert args.func(args) == 1
+    out, err = capsys.readouterr()
     assert "4 failed judgments" in out and "    accuracy" in out and "    safety" not in out
-    assert "no scores yet" in out
+    assert "nothing could be scored: all 4 judgments failed" in out
+    assert "Error: every judgment failed (do_not_answer: all 4 judgments failed" in err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     dna = summary["suites"]["do_not_answer"]
     assert (dna["judge_failed"], dna["judged_ok"], dna["metrics"]) == (4, 0, {})

@@ -64,9 +64,13 @@ def test_lab_result_file_rescored_beside_its_original(tmp_path: Path) -> None:
     assert s["metrics"]["accuracy_lab_rule"]["mean"] < s["metrics"]["accuracy"]["mean"]
     assert s["extraction_methods"]["bold"] == 1 and s["extraction_methods"]["boxed"] == 1
     versus = summary["versus_original"]["gsm8k"]["metrics"]["accuracy"]
-    assert versus["original"]["n_items"] == 10 and versus["difference"]["n_items"] == 8
-    assert versus["difference"]["only_original"] == 2
+    assert versus["original"]["n_items"] == 10 and versus["changes"]["n_items"] == 8
+    assert versus["changes"]["only_original"] == 2
     assert versus["rescored"]["mean"] > versus["original"]["mean"]
+    # Same responses, another scorer: exact counts of what changed, never an interval or a noise verdict.
+    assert versus["verdict"] == "re-scoring changed 4 items (+4 / −0)" and "low" not in versus["changes"]
+    lab_rule = summary["versus_original"]["gsm8k"]["metrics"]["accuracy_lab_rule"]
+    assert lab_rule["changes"]["n_items"] == 10 and lab_rule["changes"]["changed"] == 0  # failures count wrong
 
     rows = store.latest_rows(tmp_path / "run", "gsm8k")
     failed = rows[("GSM8K_005", 0)]
@@ -161,4 +165,51 @@ def test_lem_score_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "2 failed generations" in out and "accuracy" in out and "95% CI" in out
-    assert "gsm8k accuracy: original 30.00, re-scored 87.50" in out
+    assert ("gsm8k accuracy: original 30.00, re-scored 87.50; re-scoring changed 4 items (+4 / −0) of the 8 "
+            "scored both times") in out
+    assert "gsm8k accuracy_lab_rule: original 30.00, re-scored 30.00; re-scoring changed 0 items" in out
+    assert "noise" not in out and "nan" not in out.lower()
+
+
+# The lab's own scorer on responses that take each path of its rule (docs/lab-formats.md, "Benchmark
+# scoring"), written out by hand as its score file would hold them: {correct, extracted, expected}.
+LAB_RULE_CASES = {
+    # n: (response, what the lab's scorer extracted, whether it counted it correct)
+    1: ("24 - 17 = 7 muffins are left.\n#### 7", "7", True),  # marker with a number
+    2: ("She reads 12 pages a day for 9 days: 108 pages.\n####.", ".", False),  # marker with only punctuation
+    3: ("Ten rides at $3 each: 10 rides cost $30.\n#### $30", "10", False),  # "#### $": no match; last number
+    4: ("He gives 50 away and 20 more, and keeps 80.\n#### 80.00", "80.00", True),  # marker, decimals
+    5: ("I am not able to work this one out.", None, False),  # no number at all
+    6: ("630 a week for 4 weeks.\n#### 2,520", "2520", True),  # marker with a thousands comma
+    7: ("ERROR: generation timed out after 120 s", None, False),  # a failed generation: wrong, and counted
+    8: ("Each pays 15 + 2 =17", "17", True),  # no marker: the last number after "="
+    9: ("The answer is between 140-160 km, so 150km", "150", True),  # no marker: a dash-joined range is skipped
+    10: ("#### 8.75-ish, or about 9", "8.75-", False),  # marker with trailing dash: not a float, strings differ
+}
+
+
+def test_lab_rule_reproduces_the_lab_scorer_on_its_own_files(tmp_path: Path) -> None:
+    questions = write_gsm8k(tmp_path / "gsm8k.jsonl", lab=True)
+    results = _lab_results(tmp_path / "gsm8k_lek.jsonl", "gsm8k", "lek",
+                           {n: case[0] for n, case in LAB_RULE_CASES.items()}, "GSM8K")
+    lab_file = {"scores": {"gsm8k": {"lek": {
+        f"GSM8K_{n:03d}": {"correct": correct, "extracted": extracted, "expected": GSM8K_ITEMS[n - 1][2]}
+        for n, (_text, extracted, correct) in LAB_RULE_CASES.items()}}}}
+    (tmp_path / "standard_scores.json").write_text(json.dumps(lab_file))
+    summary = score_responses(ScoreConfig(responses=str(results), suite_file=str(questions),
+                                          run_dir=str(tmp_path / "run"),
+                                          original_scores=str(tmp_path / "standard_scores.json")))
+    rows = store.latest_rows(tmp_path / "run", "gsm8k")
+    for n, (text, extracted, correct) in LAB_RULE_CASES.items():
+        expected = GSM8K_ITEMS[n - 1][2]
+        assert lab_extract(text) == extracted, n
+        assert lab_match(lab_extract(text), expected) is correct, n
+        row = rows[(f"GSM8K_{n:03d}", 0)]
+        if row["status"] == "ok":
+            assert (row["score"]["lab_extracted"], row["score"]["lab_correct"]) == (extracted, correct), n
+    s = summary["suites"]["gsm8k"]
+    assert s["metrics"]["accuracy_lab_rule"]["mean"] == 50.0 and s["metrics"]["accuracy_lab_rule"]["n_items"] == 10
+    lab_rule = summary["versus_original"]["gsm8k"]["metrics"]["accuracy_lab_rule"]
+    assert lab_rule["original"]["mean"] == 50.0 and lab_rule["changes"]["changed"] == 0
+    # The old number-only marker rule read "####." as no marker and took the last number (108): one more right.
+    assert rows[("GSM8K_002", 0)]["score"]["correct"] is True  # ours reads the 108 too

@@ -63,7 +63,8 @@ def value_text(value: tuple[float, float | None, float | None] | None, unit: str
 def delta_text(row: CompareRow | None) -> str:
     """The one way a difference B - A is written in the window: in the metric's own unit (percentage points
     for GSM8K, points on the 1-10 scale for judge scores), with the same numbers `lem compare` prints, e.g.
-    "-20.0 pp [-40.0, -5.0] larger than the noise", or "-8.0 pp (paper figures: no interval)"."""
+    "-20.0 pp [-40.0, -5.0] larger than the noise", or "-8.0 pp (paper figures: no interval)"; an exact test
+    adds its p-value and counts, "+10.0 pp [-1.0, +21.8] within noise (p = 0.0625, +5 / −0)"."""
     if row is None or row.delta is None or row.delta != row.delta:
         return ""
     d = digits_for(row.unit)
@@ -73,8 +74,10 @@ def delta_text(row: CompareRow | None) -> str:
     if diff is None or diff.delta.n_items == 0:
         return f"{_num(row.delta, d, sign=True)}{unit} ({verdict})"
     iv = diff.delta
+    # 0/1 scores with one sample per item: the exact McNemar test decides, so its p-value is shown with it.
+    test = f" (p = {diff.p_value:.3g}, +{diff.gains} / {MINUS}{diff.losses})" if diff.p_value is not None else ""
     return (f"{_num(iv.mean, d, sign=True)}{unit} [{_num(iv.low, d, sign=True)}, {_num(iv.high, d, sign=True)}] "
-            f"{verdict}")
+            f"{verdict}{test}")
 
 
 def load_result_sets() -> list[ResultSet]:
