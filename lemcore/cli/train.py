@@ -2,6 +2,7 @@
 
 `lem train` takes every TrainConfig field as a flag (named as in mlx-lm: --batch-size, --iters ...), a
 `-c config.yaml` in mlx-lm's shape, and/or a --preset; flags win over the file, the file over the preset.
+Without a model anywhere it trains the built-in SmolLM2 (catalog id smollm2-135m), which needs no download.
 """
 
 from __future__ import annotations
@@ -19,16 +20,25 @@ from lemcore.errors import ConfigError
 from lemcore.events import Event
 from lemcore.influx import InfluxClient, InfluxTarget
 from lemcore.jobs import CancelToken
+from lemcore.models.catalog import EMBEDDED_ID, ENTRIES, find_entry
+from lemcore.models.embedded import ensure_embedded_model
 from lemcore.secrets import KeyringTokenStore, TokenStore, find_token_or_env
 from lemcore.settings import load_settings
 from lemcore.train.config import PRESETS, TrainConfig, load_yaml, preset
 from lemcore.train.data import check_data
 from lemcore.train.engine import resume_config, train_lora
 from lemcore.train.events import CheckpointSaved, EvalDone, TrainFinished, TrainStarted, TrainStep
-from lemcore.train.fuse import FuseConfig, FuseStage, fuse_adapter
+from lemcore.train.fuse import ADAPTER_CHOICES, FuseConfig, FuseStage, fuse_adapter
 from lemcore.train.influx import InfluxTrainReporter
 
 _SKIP = {"resume_from"}  # has its own --resume flag
+
+
+def model_help() -> str:
+    """--model's help: what a model may be, with the catalog ids spelled out."""
+    ids = ", ".join(f"{e.id} (built in)" if e.embedded else e.id for e in ENTRIES)
+    return (f"the model to train: a catalog id ({ids}; `lem models list` shows them), a hub id (owner/name) of "
+            f"a downloaded model, or a local model folder. Default: the built-in {EMBEDDED_ID}, no download.")
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -80,7 +90,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         if f.name in _SKIP:
             continue
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata["help"].replace("%", "%%")
+        help_text = (model_help() if f.name == "model" else f.metadata["help"]).replace("%", "%%")
         if f.type == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
@@ -100,7 +110,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         # Keys the file sets (differs from the defaults) override the preset.
         config = config.with_changes(**{f.name: getattr(loaded, f.name) for f in fields(TrainConfig)
                                         if getattr(loaded, f.name) != getattr(base, f.name)})
-    return config.with_changes(**given)
+    config = config.with_changes(**given)
+    return config if config.model.strip() else config.with_changes(model=EMBEDDED_ID)
+
+
+def _convert_builtin(config: TrainConfig) -> None:
+    """The built-in model's folder exists only once converted: make it, so a printed command opens it."""
+    entry = find_entry(config.model)
+    if entry is not None and entry.embedded:
+        ensure_embedded_model()
 
 
 def _influx_reporter(config: TrainConfig, store: TokenStore) -> InfluxTrainReporter:
@@ -140,14 +158,18 @@ def _first_ctrl_c_cancels(cancel: CancelToken) -> Iterator[None]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.model is None and not args.resume and config.model == EMBEDDED_ID:
+        print(f"No --model given: training the built-in model ({EMBEDDED_ID}).", file=sys.stderr)
     if args.save_config:
         config.save_yaml(args.save_config)
         print(f"Config saved to {args.save_config}")
     if args.print_command:
+        _convert_builtin(config)
         print(config.command_line(args.save_config))
         return 0
     if args.check:
         config.validate()
+        _convert_builtin(config)
         data = check_data(config.data, batch_size=config.batch_size, mask_prompt=config.mask_prompt,
                           max_seq_length=config.max_seq_length, iters=config.iters)
         for stats in data.splits.values():
@@ -180,9 +202,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
     result = fuse_adapter(FuseConfig(adapter_path=args.adapter_path, save_path=args.save_path,
-                                     model=args.model or "", dequantize=args.dequantize),
+                                     model=args.model or "", dequantize=args.dequantize, adapter=args.adapter),
                           report=ProgressPrinter(1))
     c = result.check
+    if result.adapter is not None:
+        print(f"Fused {result.adapter.describe()} from {result.adapter.path}.")
     print(f"Fused model saved to {result.save_path}. Check on {c.prompts} prompts: logits within "
           f"{c.relative_diff:.2e} (allowed {c.tolerance:.0e}), top token agrees at {c.top1_agreement:.0%}.")
     return 0
@@ -190,7 +214,10 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="fine-tune a model with LoRA (mlx-lm's trainer, resumable)",
-                       description="Fine-tune with LoRA/DoRA. Settings: --preset, then -c FILE, then flags.")
+                       description="Fine-tune with LoRA/DoRA. Settings: --preset, then -c FILE, then flags. "
+                                   f"The model defaults to the built-in {EMBEDDED_ID}; catalog ids "
+                                   f"({', '.join(e.id for e in ENTRIES)}) work as --model. Build --data from "
+                                   "contributed answers with `lem data build`.")
     p.add_argument("-c", "--config", help="YAML config in mlx-lm's `-c` shape")
     p.add_argument("--preset", choices=PRESETS, help="start from the lab's recipe or a quick test")
     p.add_argument("--resume", metavar="RUN", help="continue a run folder (or checkpoint) exactly where it stopped")
@@ -203,6 +230,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     f = sub.add_parser("fuse", help="fuse an adapter into its base model (checked against base+adapter)")
     f.add_argument("--adapter-path", required=True, help="run folder, its best/ folder or a checkpoint")
+    f.add_argument("--adapter", choices=ADAPTER_CHOICES, default="best",
+                   help="for a run folder: the best adapter (lowest validation loss, the default) or the final "
+                        "one; a run without validation has only the final one, and the output says so")
     f.add_argument("--save-path", required=True, help="new folder for the fused model")
     f.add_argument("--model", help="base model (default: the one the adapter was trained on)")
     f.add_argument("--dequantize", action="store_true", help="save float weights even for a quantized base")

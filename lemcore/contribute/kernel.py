@@ -181,6 +181,14 @@ def build_sandwich(axioms: Axioms, kernel_text: str, prompt: str) -> list[dict[s
     ]
 
 
+def sandwich_text(axioms_path: str | Path | None = None, kernel_path: str | Path | None = None) -> str:
+    """The gold sandwich without its prompt (the shipped kernel unless paths are given): what a good answer
+    must not recite, and the system text of a dataset that keeps the sandwich."""
+    defaults = default_kernel_paths()
+    axioms = load_axioms(axioms_path or defaults.axioms)
+    return system_prompt(axioms) + KERNEL_INTRO + "\n" + load_kernel_text(kernel_path or defaults.text)
+
+
 def kernel_hash(axioms_path: str | Path, kernel_path: str | Path) -> str:
     """sha256 hex over both files, for provenance records.
 

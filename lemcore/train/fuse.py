@@ -4,6 +4,9 @@ The check is the point: it reloads the saved folder with `mlx_lm.load` (proving 
 compares its logits on a few prompts with the base model running the adapter. A float fuse matches to rounding;
 a fuse back into a quantized base (the lab's default, no de-quantize) re-quantizes the fused weights, so the
 logits move a little and the check accepts that with a looser tolerance and a top-token agreement test.
+
+Which adapter of a run is fused is explicit (`FuseConfig.adapter`: best by default, or final), and the result
+and `lem_fuse.json` say which one it was, with its step and validation loss.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from lemcore.errors import ConfigError, LemError
 from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.train.memory import flat_tree
-from lemcore.train.run import load_base_model
+from lemcore.train.resume import ADAPTER_CONFIG, ADAPTER_FILE, BEST, CHECKPOINTS
+from lemcore.train.run import load_base_model, read_metrics
 
 CHECK_PROMPTS = (
     "What do you owe to the people who help you?",
@@ -32,6 +36,9 @@ class FuseMismatch(LemError):
     """The fused model's logits differ from base+adapter beyond the tolerance (the folder is kept)."""
 
 
+ADAPTER_CHOICES = ("best", "final")
+
+
 @dataclass(frozen=True)
 class FuseConfig:
     adapter_path: str  # a run folder, its best/ folder or a checkpoint (adapter_config.json + adapters)
@@ -39,6 +46,71 @@ class FuseConfig:
     model: str = ""  # the base model; empty: the one recorded in adapter_config.json
     dequantize: bool = False  # save float weights even when the base is quantized
     prompts: tuple[str, ...] = CHECK_PROMPTS
+    # For a run folder: "best" (the lowest validation loss, best/) or "final" (the adapter at the last step).
+    # A run without a best/ (no validation data) fuses its final adapter and says so. A best/ or checkpoint
+    # folder given directly is fused as it is.
+    adapter: str = "best"
+
+
+@dataclass(frozen=True)
+class AdapterChoice:
+    """Which adapter was fused, and why that one."""
+
+    requested: str  # "best" or "final"
+    fused: str  # "best", "final" or "checkpoint"
+    path: Path  # the folder holding the fused adapters.safetensors
+    iteration: int | None = None
+    val_loss: float | None = None
+    note: str = ""  # set when the fused one is not the one requested
+
+    def describe(self) -> str:
+        what = {"best": "the best adapter", "final": "the final adapter", "checkpoint": "the checkpoint"}[self.fused]
+        where = f" (step {self.iteration}" if self.iteration is not None else ""
+        if where and self.val_loss is not None:
+            where += f", validation loss {self.val_loss:.3f}"
+        return what + (where + ")" if where else "") + (f". {self.note}" if self.note else "")
+
+
+def choose_adapter(path: Path | str, requested: str = "best") -> AdapterChoice:
+    """The adapter folder to fuse: see FuseConfig.adapter. Raises ConfigError when there is none."""
+    if requested not in ADAPTER_CHOICES:
+        raise ConfigError(f"Unknown adapter choice {requested!r}: use best or final.")
+    folder = Path(path).expanduser()
+    if (folder / "best.json").is_file():  # a best/ folder given directly
+        if requested == "final":
+            raise ConfigError(f"{folder} is a run's best adapter, not its final one. Give the run folder "
+                              f"({folder.parent}) to fuse the final adapter.")
+        return AdapterChoice(requested, "best", folder, *_best_numbers(folder))
+    if folder.parent.name == CHECKPOINTS and folder.name.isdigit():
+        return AdapterChoice(requested, "checkpoint", folder, int(folder.name))
+    best = folder / BEST
+    if requested == "best" and (best / ADAPTER_FILE).is_file():
+        return AdapterChoice(requested, "best", best, *_best_numbers(best))
+    if not (folder / ADAPTER_FILE).is_file():
+        if requested == "final" and (folder / CHECKPOINTS).is_dir():
+            raise ConfigError(f"The run in {folder} has no final adapter: it stopped before its last step. "
+                              "Resume it, or fuse its best adapter or one of its checkpoints.")
+        return AdapterChoice(requested, "final", folder)  # the folder check below says what is missing
+    note = "" if requested == "final" else ("This run has no best adapter (no validation loss was measured), "
+                                            "so its final adapter was fused.")
+    return AdapterChoice(requested, "final", folder, _final_iteration(folder), note=note)
+
+
+def _best_numbers(best: Path) -> tuple[int | None, float | None]:
+    try:
+        raw = json.loads((best / "best.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    iteration, loss = raw.get("iteration"), raw.get("val_loss")
+    return (iteration if isinstance(iteration, int) else None,
+            float(loss) if isinstance(loss, (int, float)) else None)
+
+
+def _final_iteration(run: Path) -> int | None:
+    finished = [r for r in read_metrics(run) if r.get("type") == "finished"
+                and r.get("status") in ("complete", "early_stopped")]
+    value = finished[-1].get("iteration") if finished else None
+    return value if isinstance(value, int) else None
 
 
 @dataclass(frozen=True)
@@ -64,12 +136,14 @@ class FuseResult:
     quantized: bool
     check: FuseCheck
     seconds: float
+    adapter: AdapterChoice | None = None
 
 
-def _base_and_adapter(config: FuseConfig) -> tuple[str, Path]:
-    adapter = Path(config.adapter_path).expanduser()
-    cfg_file = adapter / "adapter_config.json"
-    if not cfg_file.is_file() or not (adapter / "adapters.safetensors").is_file():
+def _base_and_adapter(config: FuseConfig) -> tuple[str, AdapterChoice]:
+    choice = choose_adapter(config.adapter_path, config.adapter)
+    adapter = choice.path
+    cfg_file = adapter / ADAPTER_CONFIG
+    if not cfg_file.is_file() or not (adapter / ADAPTER_FILE).is_file():
         raise ConfigError(f"{adapter} holds no adapter (adapter_config.json and adapters.safetensors). Pick a "
                           "training run folder, its best/ folder or one of its checkpoints.")
     try:
@@ -79,12 +153,13 @@ def _base_and_adapter(config: FuseConfig) -> tuple[str, Path]:
     base = config.model or recorded
     if not base:
         raise ConfigError("The adapter does not record its base model: choose the base model explicitly.")
-    return base, adapter
+    return base, choice
 
 
 def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: CancelToken | None = None) -> FuseResult:
     cancel = cancel or CancelToken()
-    base, adapter = _base_and_adapter(config)
+    base, choice = _base_and_adapter(config)
+    adapter = choice.path
     save_path = Path(config.save_path).expanduser()
     if save_path.exists() and any(save_path.iterdir()):
         raise ConfigError(f"{save_path} already exists and is not empty. Choose a new folder for the fused model.")
@@ -143,6 +218,8 @@ def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: Canc
     fused_model = load(str(save_path))[0]
     check = _compare(base_logits, reference, [_logits(fused_model, x) for x in ids], quantized, half)
     provenance = {"base_model": base, "adapter_path": str(adapter), "dequantized": config.dequantize,
+                  "adapter": {"requested": choice.requested, "fused": choice.fused, "path": str(choice.path),
+                              "iteration": choice.iteration, "val_loss": choice.val_loss, "note": choice.note},
                   "check": asdict(check)}
     (save_path / "lem_fuse.json").write_text(json.dumps(provenance, indent=2), encoding="utf-8")
     if not check.passed:
@@ -155,7 +232,7 @@ def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: Canc
                            f"{check.tolerance:.0%}) and the top token agrees at {check.top1_agreement:.0%} of "
                            f"positions. {why}")
     return FuseResult(save_path=save_path, base_model=base, quantized=quantized, check=check,
-                      seconds=time.monotonic() - started)
+                      seconds=time.monotonic() - started, adapter=choice)
 
 
 def _logits(model: Any, ids: list[int]) -> Any:

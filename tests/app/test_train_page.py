@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from PySide6.QtCore import Qt
 
@@ -75,6 +76,8 @@ def test_train_from_form_to_chart_stop_resume_and_fuse(qtbot, make_window, tiny_
     page.fuse(str(tmp_path / "fused"))
     qtbot.waitUntil(lambda: "New model saved" in page.status.text or page.status.state == "error", timeout=180000)
     assert "New model saved" in page.status.text, page.status.text
+    assert page.status.note.startswith("Made from the best adapter (step "), page.status.note
+    assert json.loads((tmp_path / "fused" / "lem_fuse.json").read_text())["adapter"]["fused"] == "best"
     import mlx_lm
 
     mlx_lm.load(str(tmp_path / "fused"))
@@ -161,3 +164,46 @@ def test_model_is_a_list_of_models_with_other(qtbot, make_window, tmp_path) -> N
         box.setCurrentIndex(gemma)
         page.start()
         assert page.job is None and "not downloaded yet" in page.form.errors["model"].text()
+
+
+def _contributed(n_seeds: int) -> None:
+    """Gold answers as the Contribute page writes them, in <data>/output (plus one that loops)."""
+    from lemcore.settings import data_dir
+
+    lines = ["Ask what the person wants before you act.", "Say what you know and what you are guessing.",
+             "Offer two or three options with their likely costs.", "Keep what you were told in trust private.",
+             "Agree when you will talk again.", "If someone is at risk, say so plainly and get help."]
+    rows = []
+    for seed in range(n_seeds):
+        for v, voice in enumerate(("original", "student")):
+            answer = " ".join(lines[(seed + v + k) % len(lines)] for k in range(5))
+            rows.append({"idx": seed * 2 + v, "seed_id": f"S{seed}", "domain": "Privacy", "voice": voice,
+                         "prompt": f"Case {seed} as told by a {voice}: what should I do?", "response": answer,
+                         "gen_time": 1.0, "model": "smollm2-135m", "worker": "me", "tokens": 60,
+                         "truncated": False, "kind": "gold"})
+    rows.append(dict(rows[0], idx=999, prompt="A looping one?", response="I will help. " * 60))
+    out = data_dir() / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gold-me.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_use_contributed_answers_builds_data_and_fills_the_field(qtbot, make_window) -> None:
+    from lemcore.settings import data_dir
+
+    page = make_window(settings=Settings(first_run_done=True)).pages["Train"]
+    page.use_contributed()  # nothing contributed yet: said, and no job
+    assert page.status.state == "error" and "No contributed answers yet" in page.status.text
+    assert page.data_job is None
+    _contributed(30)
+    qtbot.mouseClick(page.data_btn, Qt.MouseButton.LeftButton)
+    assert page.data_job is not None and not page.data_btn.isEnabled()
+    qtbot.waitUntil(lambda: not page.data_job.running, timeout=60000)
+    assert page.status.state == "idle", page.status.text
+    folder = Path(page.form.config().data)
+    assert folder.parent == data_dir() / "datasets" and (folder / "train.jsonl").is_file()
+    assert (folder / "DATA_CARD.md").is_file() and page.data_btn.isEnabled()
+    assert "train /" in page.status.note and "61 answers read, 60 kept; left out: 1 repeats" in page.status.note
+    assert "DATA_CARD.md" in page.status.note
+    card = json.loads((folder / "data_card.json").read_text())
+    assert sum(card["examples"].values()) == 60 and card["gate"]["kernel_checked"]
+    assert "data" not in page.form.config().problems(check_paths=True)

@@ -11,7 +11,7 @@ import pytest
 from lemcore.errors import ConfigError
 from lemcore.train.config import TrainConfig
 from lemcore.train.engine import train_lora
-from lemcore.train.fuse import FuseConfig, FuseMismatch, FuseStage, fuse_adapter
+from lemcore.train.fuse import FuseConfig, FuseMismatch, FuseStage, choose_adapter, fuse_adapter
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,6 +73,10 @@ def test_fused_float_model_loads_and_matches_base_plus_adapter(adapter: Path, ti
     assert not np.allclose(_logits(base, ids), _logits(reference, ids), atol=1e-2)  # the adapter matters
     provenance = json.loads((tmp_path / "fused" / "lem_fuse.json").read_text())
     assert provenance["check"]["passed"] is True
+    # This run had no validation data, so no best adapter: the final one was fused, and that is said.
+    assert provenance["adapter"]["requested"] == "best" and provenance["adapter"]["fused"] == "final"
+    assert provenance["adapter"]["iteration"] == 6 and "no best adapter" in provenance["adapter"]["note"]
+    assert result.adapter is not None and result.adapter.describe().startswith("the final adapter (step 6)")
 
 
 def test_quantized_base_stays_quantized_or_dequantizes(adapter: Path, quantized: Any, tmp_path: Path) -> None:
@@ -116,6 +120,55 @@ def test_bad_inputs_are_clear(adapter: Path, tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(ConfigError, match="already exists and is not empty"):
         fuse_adapter(FuseConfig(adapter_path=str(adapter), save_path=str(tmp_path / "full")))
     assert main(["fuse", "--adapter-path", str(adapter), "--save-path", str(tmp_path / "cli")]) == 0
-    assert "Fused model saved to" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Fused model saved to" in out and "Fused the final adapter (step 6). This run has no best" in out
     assert main(["fuse", "--adapter-path", str(tmp_path), "--save-path", str(tmp_path / "cli2")]) == 2
     assert capsys.readouterr().err.startswith("Error: ")
+
+
+@pytest.fixture(scope="module")
+def run_with_best(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("best-data")
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"},
+                          {"role": "assistant", "content": "The volunteers meet on Saturday."}]} for i in range(8)]
+    (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:6]) + "\n")
+    (data / "valid.jsonl").write_text("\n".join(json.dumps(r) for r in rows[6:]) + "\n")
+    run = tmp_path_factory.mktemp("best-run") / "run"
+    train_lora(TrainConfig(model=str(tiny_llama), data=str(data), adapter_path=str(run), num_layers=-1, iters=6,
+                           batch_size=2, learning_rate=1e-2, save_every=3, steps_per_eval=3, val_batches=1))
+    return run
+
+
+def test_fuse_takes_the_best_adapter_by_default_or_the_final_one(run_with_best: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from lemcore.cli.main import main
+
+    best = json.loads((run_with_best / "best" / "best.json").read_text())
+    result = fuse_adapter(FuseConfig(adapter_path=str(run_with_best), save_path=str(tmp_path / "b")))
+    assert result.adapter is not None and result.adapter.fused == "best" and not result.adapter.note
+    assert result.adapter.path == run_with_best / "best" and result.adapter.iteration == best["iteration"]
+    recorded = json.loads((tmp_path / "b" / "lem_fuse.json").read_text())["adapter"]
+    assert recorded["fused"] == "best" and recorded["val_loss"] == pytest.approx(best["val_loss"])
+    assert main(["fuse", "--adapter-path", str(run_with_best), "--adapter", "final",
+                 "--save-path", str(tmp_path / "f")]) == 0
+    assert "Fused the final adapter (step 6) from" in capsys.readouterr().out
+    recorded = json.loads((tmp_path / "f" / "lem_fuse.json").read_text())["adapter"]
+    assert (recorded["requested"], recorded["fused"], recorded["path"]) == ("final", "final", str(run_with_best))
+
+
+def test_choose_adapter_says_which_and_refuses_what_is_not_there(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints" / "0000003").mkdir(parents=True)
+    (run / "best").mkdir()
+    (run / "best" / "adapters.safetensors").write_bytes(b"x")
+    (run / "best" / "best.json").write_text(json.dumps({"iteration": 3, "val_loss": 1.25}))
+    # Stopped before the end: a best adapter and a checkpoint, no final adapter.
+    assert choose_adapter(run).describe() == "the best adapter (step 3, validation loss 1.250)"
+    with pytest.raises(ConfigError, match="has no final adapter: it stopped before its last step"):
+        choose_adapter(run, "final")
+    with pytest.raises(ConfigError, match="best adapter, not its final one"):
+        choose_adapter(run / "best", "final")
+    checkpoint = choose_adapter(run / "checkpoints" / "0000003", "final")
+    assert (checkpoint.fused, checkpoint.iteration) == ("checkpoint", 3)
+    with pytest.raises(ConfigError, match="use best or final"):
+        choose_adapter(run, "latest")

@@ -1,9 +1,12 @@
 """Train: the LoRA form with presets, a preview of the equivalent command, live loss/validation/learning-rate
 curves with the best checkpoint marked, Start / Stop / Resume, run history (each run's state in words), and
-Save as a model (fuse) when a run is done."""
+Save as a model (fuse) when a run is done. "Use contributed answers" builds a training data folder from this
+computer's contributions (lemcore.train.dataset) and puts it in the data field."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,15 @@ from app.jobs.runner import Job, JobRunner
 from app.pages.train.form import TrainForm
 from app.pages.train.history import RunInfo, describe_run, stopped_text
 from app.widgets import StatTile, StatusLine, heading
+from lemcore.contribute.kernel import sandwich_text
+from lemcore.errors import LemError
 from lemcore.events import Event
+from lemcore.jobs import CancelToken, Report
+from lemcore.models.loading import resolve_model
 from lemcore.settings import data_dir
 from lemcore.train import events as ev
 from lemcore.train.config import TrainConfig, load_yaml, preset
+from lemcore.train.dataset import DatasetConfig, DatasetResult, DataStage, build_dataset
 from lemcore.train.engine import TrainResult, resume_config, train_lora
 from lemcore.train.fuse import FuseConfig, FuseResult, FuseStage, fuse_adapter
 from lemcore.train.run import read_metrics
@@ -45,6 +53,12 @@ IDLE_TEXT = "Choose a model and a data folder, then press Start training."
 FUSE_STAGES = {"loading": "loading the base model and the adapter", "measuring": "measuring the trained model",
                "fusing": "merging the adapter into the model", "saving": "saving the new model",
                "checking": "checking that the new model answers like the trained one"}
+
+
+def build_contributed_dataset(config: DatasetConfig, *, report: Report, cancel: CancelToken) -> DatasetResult:
+    """The "Use contributed answers" job (an IO job: files and text only): the shipped kernel is what
+    answers must not recite, then `build_dataset`."""
+    return build_dataset(replace(config, sandwich_text=sandwich_text()), report=report, cancel=cancel)
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -60,6 +74,7 @@ class TrainPage(QWidget):
         super().__init__()
         self.runner = runner
         self.job: Job | None = None
+        self.data_job: Job | None = None
         self.run_dir: Path | None = None
         self.last_finished: ev.TrainFinished | None = None
         self.run_infos: dict[str, RunInfo] = {}
@@ -97,6 +112,12 @@ class TrainPage(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.form)
         ll.addWidget(scroll, 1)
+        self.data_btn = QPushButton("Use contributed answers")
+        self.data_btn.setToolTip("Make training data from the answers this computer contributed: answers that "
+                                 "repeat themselves, recite the kernel or were cut off are left out, and each "
+                                 "prompt's variants stay in one split. The new folder goes in Data folder.")
+        self.data_btn.clicked.connect(lambda: self.use_contributed())
+        ll.addWidget(self.data_btn)
         command_label = QLabel("The same run from the command line:")
         command_label.setObjectName("hint")
         ll.addWidget(command_label)
@@ -204,6 +225,7 @@ class TrainPage(QWidget):
         self.fuse_btn.setEnabled(not running and run is not None and (run / "adapters.safetensors").exists())
         self.form.setEnabled(not running)
         self.preset.setEnabled(not running)
+        self.data_btn.setEnabled(not running and not (self.data_job is not None and self.data_job.running))
 
     def start(self, config: TrainConfig | None = None) -> None:
         if self.job is not None and self.job.running:
@@ -261,6 +283,52 @@ class TrainPage(QWidget):
                                      on_event=self._on_fuse_event, on_done=self._on_fused, on_error=self.on_error,
                                      on_cancelled=self.on_cancelled)
         self._set_running(True)
+
+    def use_contributed(self) -> None:
+        """Build a dataset from `<data>/output/*.jsonl` into a new folder under `<data>/datasets/`."""
+        if (self.job is not None and self.job.running) or (self.data_job is not None and self.data_job.running):
+            return
+        sources = data_dir() / "output"
+        if not any(sources.glob("*.jsonl")):
+            self.status.set_state("error", "No contributed answers yet. Contribute some on the Contribute page "
+                                  "first, or choose a data folder.")
+            return
+        out = data_dir() / "datasets" / f"contributed-{time.strftime('%Y%m%d-%H%M%S')}"
+        model = self.form.model_box.value()
+        try:  # token lengths when the model's files are here; characters otherwise
+            counted = model if model and resolve_model(model).folder is not None else ""
+        except LemError:
+            counted = ""
+        config = DatasetConfig(sources=(str(sources),), out_dir=str(out), model=counted)
+        self.status.set_note("")
+        self.status.set_state("running", "Making training data from your contributed answers…")
+        self.data_job = self.runner.start(
+            "dataset", lambda report, cancel: build_contributed_dataset(config, report=report, cancel=cancel),
+            kind="io", modules=("lemcore.train.dataset", "lemcore.quality", "lemcore.train.data",
+                                *(("mlx_lm.utils",) if counted else ())),
+            on_event=self._on_data_event, on_done=self._on_dataset, on_error=self._on_data_error,
+            on_cancelled=self._data_ended)
+        self._data_ended()
+
+    def _data_ended(self) -> None:
+        self._set_running(bool(self.job and self.job.running))
+
+    def _on_data_event(self, event: Event) -> None:
+        if isinstance(event, DataStage):
+            words = {"reading": "reading your answers", "checking": "checking each answer",
+                     "tokenizer": "loading the model's tokenizer", "writing": "writing the files",
+                     "measuring": "measuring lengths"}.get(event.stage, event.stage)
+            self.status.set_state("running", f"Making training data: {words}…")
+
+    def _on_dataset(self, result: DatasetResult) -> None:
+        self._data_ended()
+        self.form.line_edit("data").setText(str(result.out_dir))
+        self.status.set_state("idle", f"Training data ready in {result.out_dir} and set as the data folder.")
+        self.status.set_note(result.summary() + " The data card (DATA_CARD.md) in the folder says more.")
+
+    def _on_data_error(self, err: BaseException) -> None:
+        self._data_ended()
+        self._error(err)
 
     # -- events -------------------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
@@ -335,6 +403,9 @@ class TrainPage(QWidget):
         self.status.set_state("idle", f"New model saved in {result.save_path}. It answers like the trained "
                               f"model: the same most likely next word {c.top1_agreement:.0%} of the time "
                               f"(largest difference in scores {c.max_abs_diff:.2g}).")
+        if result.adapter is not None:
+            made_from = result.adapter.describe()
+            self.status.set_note(f"Made from {made_from}" + ("" if made_from.endswith(".") else "."))
 
     def _error(self, err: BaseException) -> None:
         msg = user_message(err)
