@@ -47,9 +47,12 @@ from lemcore.resources import seeds_dir
 from lemcore.settings import data_dir
 
 SERVER_DOWN = "Server unreachable: results are saved locally and queued; retrying"
-DONE_OVERLAP_S = 300.0  # incremental reads of finished items look this much further back (late reports, clocks)
+DONE_OVERLAP_S = 120.0  # incremental reads of finished items look this much further back (late reports, clocks)
 CANDIDATES = 48  # items a claim round asks about at most
-STALE_VIEW_REFRESH_S = 300.0  # a round that finds half its candidates already done asks for a full read
+# A round that finds over half its candidates already done means our view of the done set is stale: read it
+# again next round (at most this often), instead of sweeping the set 48 items a round.
+STALE_VIEW_REFRESH_S = 5.0
+INCREMENTAL_MAX_S = 600.0  # a refresh covering more than this since the last read reads the whole set instead
 
 
 @dataclass
@@ -68,7 +71,7 @@ class ContributeConfig:
     # Asked before new work is claimed; a non-empty reason pauses (answers in progress still finish).
     pause_check: Callable[[], str] | None = None
     idle_max_s: float = 120.0  # longest wait between claim rounds when nothing is claimable (with jitter)
-    done_poll_s: float = 120.0  # read newly finished items this often (claims stay correct without it)
+    done_poll_s: float = 600.0  # read newly finished items this often (claims stay correct without it)
     full_refresh_s: float = 3600.0  # read every finished item this often
 
     def validate(self) -> None:
@@ -165,6 +168,7 @@ class _Worker:
         self.idle_rounds = 0
         self.last_done_read = time.monotonic()
         self.last_full_read = float("-inf")
+        self.view_stale = False
         self.fleet_done = -1
         self.status = ("", "")  # (state, reason) last reported
         self.rng = random.Random()
@@ -250,8 +254,9 @@ class _Worker:
         now = time.monotonic()
         if now - self.last_full_read >= self.config.full_refresh_s:
             self.refresh_done(full=True)
-        elif now - self.last_done_read >= self.config.done_poll_s:
-            self.refresh_done(full=False)
+        elif self.view_stale or now - self.last_done_read >= self.config.done_poll_s:
+            self.refresh_done(full=now - self.last_done_read > INCREMENTAL_MAX_S)
+        self.view_stale = False
         left = self.remaining()
         if not left:
             return None
@@ -278,9 +283,10 @@ class _Worker:
             self.pool.extend(outcome.won)
             self.idle_rounds = 0
             return list(outcome.won)
-        if 2 * len(new_done) > len(candidates) and now - self.last_full_read > STALE_VIEW_REFRESH_S:
-            self.last_full_read = float("-inf")  # our view of the done set is stale: read it all next round
-        if len(ready) > len(candidates):
+        if 2 * len(new_done) > len(candidates) and now - self.last_done_read >= STALE_VIEW_REFRESH_S:
+            self.view_stale = True  # read what was finished meanwhile before the next round
+            self.next_round_at = 0.0
+        elif len(ready) > len(candidates):
             self.next_round_at = 0.0  # more to look at: the generator asks again shortly
         else:
             self._idle(now)

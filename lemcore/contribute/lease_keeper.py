@@ -85,7 +85,7 @@ class LeaseKeeper:
             self._thread = threading.Thread(target=self._run, name="lem-lease", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:

@@ -342,6 +342,6 @@ def test_queries_per_completed_item(tmp_path, influx) -> None:
                        - server_before["queryReq"] - server_before["writeReq"] - 1)  # - our SHOW STATS
     print(f"{fleet} workers, {n} items: {requests / n:.2f} requests and {spent / n:.0f} bytes per item "
           f"(server counted {server_requests / n:.2f} requests per item)")
-    assert requests / n < 3.0
+    assert requests / n < 3.5  # measured 2.7: one report each, claim rounds of 4, the start and the end
     assert abs(server_requests - requests) <= 2 * fleet  # our counters agree with the server's
 
