@@ -69,6 +69,37 @@ class ClaimLost(Notice):
 
 
 @dataclass(frozen=True)
+class AnswerStarted(Event):
+    """An item went to the model: the question is known before any text (the model first reads it)."""
+
+    idx: int
+    seed_id: str
+    domain: str
+    prompt: str
+    prompt_tokens: int  # 0 when not known yet
+
+
+@dataclass(frozen=True)
+class AnswerHeld(Event):
+    """A finished answer failed the quality gate (lemcore.quality): kept on disk in `<output>.held.jsonl`,
+    marked, never reported as gold. `held_by_reason` counts this run's held answers per reason code."""
+
+    idx: int
+    seed_id: str
+    reasons: tuple[str, ...]
+    held_total: int
+    held_by_reason: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ReportsSent(Event):
+    """Finished answers the server now has (after the outbox flushed)."""
+
+    idxs: tuple[int, ...]
+    unreported: int  # still queued locally
+
+
+@dataclass(frozen=True)
 class Finished(Event):
     done: int
     reason: str
