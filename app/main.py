@@ -25,21 +25,33 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
-        from lemcore.blas import reexec_with_openblas
+        from lemcore.blas import (
+            reexec_with_openblas,  # lazy: the window's modules load after the self-test check and the BLAS re-exec
+        )
 
         reexec_with_openblas()
         argv = sys.argv[1:]
     args = parse_args(argv)
     if args.self_test:
-        from app.devtools.self_test import run_self_test
+        from app.devtools.self_test import (
+            run_self_test,  # lazy: the window's modules load after the self-test check and the BLAS re-exec
+        )
 
         return run_self_test()
 
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtWidgets import (
+        QApplication,  # lazy: Qt loads only once the self-test or the window needs it
+    )
 
-    from app.errors import setup_logging
-    from app.jobs.gui_gc import collect_garbage_on_gui_thread
-    from app.main_window import MainWindow
+    from app.errors import (
+        setup_logging,  # lazy: the window's modules load after the self-test check and the BLAS re-exec
+    )
+    from app.jobs.gui_gc import (
+        collect_garbage_on_gui_thread,  # lazy: the window's modules load after the self-test check and the BLAS re-exec
+    )
+    from app.main_window import (
+        MainWindow,  # lazy: the window's modules load after the self-test check and the BLAS re-exec
+    )
 
     setup_logging()
     app = cast(QApplication, QApplication.instance() or QApplication([sys.argv[0]]))

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 GB = 1024**3
 
 
@@ -64,7 +66,6 @@ def detect_hardware(*, total_ram: int | None = None, available_ram: int | None =
 
     A fake `Hardware(...)` can also be built directly for tests of the recommendation table.
     """
-    import psutil
 
     vm = psutil.virtual_memory()
     machine = platform.machine()
@@ -93,7 +94,7 @@ def detect_hardware(*, total_ram: int | None = None, available_ram: int | None =
 def mlx_backend() -> str:
     """'Metal', 'CUDA', 'CPU', or 'not installed'. Imports mlx (call it only when needed)."""
     try:
-        import mlx.core as mx
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
     except ImportError:
         return "not installed"
     if mx.metal.is_available():

@@ -66,7 +66,7 @@ class KeyringTokenStore:
         self.service = service
 
     def _call(self, what: str, fn: Callable[..., T], *args: str) -> T | None:
-        import keyring.errors
+        import keyring.errors  # lazy: keyring discovers its backends at import
 
         try:
             return fn(*args)
@@ -81,20 +81,20 @@ class KeyringTokenStore:
                                    "Check that the system keychain is running and unlocked.") from None
 
     def get(self, account: str = INFLUX_ACCOUNT) -> str | None:
-        import keyring
+        import keyring  # lazy: keyring discovers its backends at import
 
         token: str | None = self._call("read", keyring.get_password, self.service, account)
         return token
 
     def set(self, token: str, account: str = INFLUX_ACCOUNT) -> None:
-        import keyring
+        import keyring  # lazy: keyring discovers its backends at import
 
         if not token or not token.strip():
             raise SecretStoreError("The token is empty. Paste the token the lab gave you.")
         self._call("saved", keyring.set_password, self.service, account, token.strip())
 
     def delete(self, account: str = INFLUX_ACCOUNT) -> None:
-        import keyring
+        import keyring  # lazy: keyring discovers its backends at import
 
         self._call("removed", keyring.delete_password, self.service, account)
 

@@ -11,6 +11,8 @@ import socket
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import platformdirs
+
 from lemcore.errors import ConfigError
 
 APP_NAME = "lem-desktop"
@@ -20,7 +22,6 @@ def config_dir() -> Path:
     env = os.environ.get("LEM_CONFIG_DIR")
     if env:
         return Path(env)
-    import platformdirs
 
     return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
 
@@ -29,7 +30,6 @@ def data_dir() -> Path:
     env = os.environ.get("LEM_DATA_DIR")
     if env:
         return Path(env)
-    import platformdirs
 
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 

@@ -17,6 +17,8 @@ probe reads an account that never exists.
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import os
 import platform
 import sys
@@ -108,8 +110,13 @@ def check_resources() -> str:
 
 def check_gui() -> str:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtGui import QFontDatabase, QGuiApplication
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtGui import (  # lazy: Qt loads only once the self-test or the window needs it
+        QFontDatabase,
+        QGuiApplication,
+    )
+    from PySide6.QtWidgets import (
+        QApplication,  # lazy: Qt loads only once the self-test or the window needs it
+    )
 
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "lem-desktop"])
@@ -135,8 +142,8 @@ def check_gui() -> str:
 
 def _generate_on_worker() -> str:
     """Runs on the MLX worker thread: convert (first run), load, and write a few tokens."""
-    import mlx.core as mx
-    from mlx_lm import stream_generate
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    from mlx_lm import stream_generate  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
 
     t0 = time.perf_counter()
@@ -183,8 +190,6 @@ def _expected_system_backend() -> tuple[str, list[str]] | None:
 
 def check_keychain_packaged() -> str:
     """keyring finds its backends through entry points: the bundle must carry keyring's metadata and modules."""
-    import importlib
-    import importlib.metadata
 
     names = sorted(ep.name for ep in importlib.metadata.entry_points(group="keyring.backends"))
     if not names:
@@ -204,7 +209,7 @@ def check_keychain_packaged() -> str:
 
 
 def check_keychain_backend() -> str:
-    import keyring
+    import keyring  # lazy: keyring discovers its backends at import
 
 
     info = backend_info()

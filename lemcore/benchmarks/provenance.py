@@ -19,6 +19,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import lemcore
+from lemcore.models.loading import resolve_model
+from lemcore.settings import data_dir
+
 _HASHED = ("*.safetensors", "*.json", "tokenizer.model", "*.tiktoken", "*.jinja", "*.txt")
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 _memo: dict[tuple[str, int, int], str] = {}
@@ -26,8 +30,6 @@ _lock = threading.Lock()
 
 
 def _cache_file() -> Path:
-    from lemcore.settings import data_dir
-
     return data_dir() / "benchmarks" / ".file-hashes.json"
 
 
@@ -77,11 +79,6 @@ def folder_identity(folder: Path, patterns: tuple[str, ...] = _HASHED) -> dict[s
 def resolve_folder(name: str) -> Path | None:
     """The folder a model name points at, if it is on this computer."""
     try:
-        from lemcore.models.loading import resolve_model
-    except ImportError:  # without the model loader, only a plain folder path can be resolved
-        path = Path(name).expanduser()
-        return path if path.is_dir() else None
-    try:
         return resolve_model(name).folder
     except Exception:  # noqa: BLE001 - identity is best effort; loading reports the real error
         return None
@@ -107,8 +104,6 @@ def adapter_identity(path: str) -> dict[str, Any]:
 
 
 def library_versions() -> dict[str, str]:
-    import lemcore
-
     out = {"lem-desktop": lemcore.__version__, "python": platform.python_version()}
     for dist in ("mlx", "mlx-lm", "numpy", "transformers", "tokenizers", "huggingface_hub"):
         try:

@@ -167,7 +167,7 @@ def load_generator(config: BenchConfig) -> Generator:
 
     model, tokenizer = load_mlx_model(config.model)
     if config.adapter:
-        from mlx_lm.tuner.utils import load_adapters
+        from mlx_lm.tuner.utils import load_adapters  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
         try:
             load_adapters(model, str(Path(config.adapter).expanduser()))

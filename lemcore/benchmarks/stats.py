@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -163,7 +164,6 @@ def proportion_interval(successes: int, n: int, level: float = 0.95) -> tuple[fl
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson's score interval (fractions); kept for comparison (see the module docstring), not used."""
-    from statistics import NormalDist
 
     if n <= 0:
         return 0.0, 1.0
@@ -357,7 +357,6 @@ def rescoring_changes(original: Values, rescored: Values, *, tolerance: float = 
 
 def normal_proportion_interval(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
     """The textbook (Wald) interval for a proportion: what a bootstrap of n 0/1 items approaches."""
-    from statistics import NormalDist
 
     z = NormalDist().inv_cdf(0.5 + level / 2)
     half = z * (p * (1 - p) / n) ** 0.5

@@ -227,8 +227,8 @@ def fetch_suite(suite_id: str, *, cache_dir: str | Path | None = None, endpoint:
     source: HubSource | None = getattr(module, "HUB", None)
     if source is None:
         raise ConfigError(f"{suite_id} is not on the dataset hub; give its file.")
-    from huggingface_hub import errors as hub_errors
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hub_errors  # lazy: the hub client loads only for downloads
+    from huggingface_hub import snapshot_download  # lazy: the hub client loads only for downloads
 
     try:
         folder = Path(snapshot_download(source.repo, repo_type="dataset", allow_patterns=[source.pattern],

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from lemcore.contribute.kernel import sandwich_text
@@ -92,7 +93,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _show_refused(config: DatasetConfig, per_reason: int) -> None:
     """A few refused answers per reason, with the numbers behind the verdict, for a person to judge."""
-    import json
 
     gate = QualityGate([config.sandwich_text], thresholds=config.thresholds,
                        refuse_truncated=not config.keep_truncated)

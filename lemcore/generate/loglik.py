@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from lemcore.jobs import CancelToken
 
 
@@ -60,8 +62,7 @@ def loglikelihood(model: Any, requests: Sequence[LoglikRequest], *, batch_size: 
 
     `max_positions`: a longer sequence loses tokens from the start of its context (the continuation is always
     kept whole). `cancel` is checked between batches."""
-    import mlx.core as mx
-    import numpy as np
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     out: list[Loglik | None] = [None] * len(requests)
     seqs = []

@@ -22,7 +22,7 @@ from typing import Any
 def cpu_sampler(temperature: float, top_p: float = 1.0) -> Callable[[Any], Any] | None:
     """(batch, vocab) raw logits -> (batch,) uint32 token ids, or None where mlx-lm's sampler is the one to use
     (a GPU, or top-p)."""
-    import mlx.core as mx
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     if top_p < 1 or mx.default_device() != mx.cpu:
         return None
@@ -53,7 +53,7 @@ class SamplingModel:
         self.tokens: Any = None
 
     def __call__(self, inputs: Any, cache: Any = None, **kwargs: Any) -> Any:
-        import mlx.core as mx
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
         logits = self.model(inputs, cache=cache, **kwargs)
         self.tokens = self.sample(logits[:, -1, :])
@@ -69,6 +69,6 @@ class SamplingModel:
 def exp2_weights(scores: Any) -> Any:
     """2 ** (scores - row maximum), clamped at the smallest normal float32 exponent (subnormal results make
     `power` several times slower): softmax weights from log2-scaled scores, unnormalised. Lazy MLX ops."""
-    import mlx.core as mx
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     return mx.power(2.0, mx.maximum(scores - scores.max(axis=-1, keepdims=True), -126.0))

@@ -158,7 +158,7 @@ def convert_model(
 
 def _run_convert(folder: Path, dest: Path, q_bits: int | None, q_group_size: int, dtype: str | None,
                  report: Report, cancel: CancelToken | None) -> None:
-    from mlx_lm.convert import convert
+    from mlx_lm.convert import convert  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     dest.parent.mkdir(parents=True)
     # stdout is process-wide: a print from another thread during a conversion lands in the log, not the

@@ -89,8 +89,8 @@ class HubListing:
 
 def _hub_error(err: Exception, repo: str, endpoint: str | None) -> DownloadError:
     """One clear sentence for each way the hub can fail."""
-    import httpx2
-    from huggingface_hub import constants, errors
+    import httpx2  # lazy: the hub's HTTP stack loads only for downloads
+    from huggingface_hub import constants, errors  # lazy: the hub client loads only for downloads
 
     where = endpoint or constants.ENDPOINT
     if isinstance(err, errors.OfflineModeIsEnabled):
@@ -115,8 +115,8 @@ def _hub_error(err: Exception, repo: str, endpoint: str | None) -> DownloadError
 
 
 def _hub_call(repo: str, endpoint: str | None, fn: Callable[[], _T]) -> _T:
-    import httpx2
-    from huggingface_hub import errors
+    import httpx2  # lazy: the hub's HTTP stack loads only for downloads
+    from huggingface_hub import errors  # lazy: the hub client loads only for downloads
 
     try:
         return fn()
@@ -127,7 +127,7 @@ def _hub_call(repo: str, endpoint: str | None, fn: Callable[[], _T]) -> _T:
 def list_hub_files(repo: str, *, revision: str = "main", endpoint: str | None = None,
                    timeout: float = HUB_TIMEOUT, patterns: tuple[str, ...] = ALLOW_PATTERNS) -> HubListing:
     """The commit and the files (sizes and hashes) that a download of `repo` would fetch. One request."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # lazy: the hub client loads only for downloads
 
     info = _hub_call(repo, endpoint, lambda: HfApi(endpoint=endpoint).model_info(
         repo, revision=revision, files_metadata=True, timeout=timeout))
@@ -143,8 +143,12 @@ def list_hub_files(repo: str, *, revision: str = "main", endpoint: str | None = 
 
 
 def _get(repo: str, endpoint: str | None, filename: str, commit: str, byte_range: str | None = None) -> bytes:
-    from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+    from huggingface_hub import hf_hub_url  # lazy: the hub client loads only for downloads
+    from huggingface_hub.utils import (  # lazy: the hub client loads only for downloads
+        build_hf_headers,
+        get_session,
+        hf_raise_for_status,
+    )
 
     headers = build_hf_headers()
     if byte_range:
@@ -194,7 +198,7 @@ def hub_sizes(repo: str, *, endpoint: str | None = None, timeout: float = HUB_TI
 
 
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # lazy: the hub client loads only for downloads
 
     return Path(cache_dir or constants.HF_HUB_CACHE)
 
@@ -241,10 +245,14 @@ class _Hasher:
 def _fetch_file(repo: str, endpoint: str | None, commit: str, f: HubFile, partial: Path,
                 on_bytes: Callable[[int], None], cancel: CancelToken | None) -> None:
     """Stream one file into `partial`, continuing from its current size; retry a stalled stream."""
-    import httpx2
-    from huggingface_hub import errors as hub_errors
-    from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+    import httpx2  # lazy: the hub's HTTP stack loads only for downloads
+    from huggingface_hub import errors as hub_errors  # lazy: the hub client loads only for downloads
+    from huggingface_hub import hf_hub_url  # lazy: the hub client loads only for downloads
+    from huggingface_hub.utils import (  # lazy: the hub client loads only for downloads
+        build_hf_headers,
+        get_session,
+        hf_raise_for_status,
+    )
 
     url = hf_hub_url(repo, f.path, revision=commit, endpoint=endpoint)
     hasher = _Hasher(f)
@@ -318,8 +326,8 @@ def pull_model(
     DownloadError (hub unreachable, unknown repo, damaged file, no disk space) or Cancelled; a cancelled or
     failed download keeps its partial files and the next call continues from them.
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import tqdm as hf_tqdm
+    from huggingface_hub import snapshot_download  # lazy: the hub client loads only for downloads
+    from huggingface_hub.utils import tqdm as hf_tqdm  # lazy: the hub client loads only for downloads
 
     cached = cached_snapshot(repo, revision=revision, cache_dir=cache_dir)
     if cached is not None:

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from lemcore.errors import ModelLoadError
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.gguf.convert import CONVERTER_VERSION, ConvertProgress, convert_gguf
@@ -46,7 +48,6 @@ def model_cache_root(cache_root: str | os.PathLike[str] | None = None) -> Path:
         return Path(cache_root)
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    import platformdirs
 
     return Path(platformdirs.user_cache_dir("lem-desktop")) / "models"
 
@@ -139,7 +140,7 @@ def _is_current(folder: Path, source: Path, dtype: str, cancel: CancelToken | No
 def _exclusive(lock_path: Path, report: Report, cancel: CancelToken | None) -> Iterator[None]:
     """Hold an OS file lock so two processes never convert into the same folder at once."""
     try:
-        import fcntl
+        import fcntl  # lazy: Unix only
     except ImportError:  # no flock (Windows): the atomic rename in convert_gguf still prevents half folders
         yield
         return

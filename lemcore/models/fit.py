@@ -109,7 +109,7 @@ def usable_memory(hw: Hardware, gpu_limit: int | None = None) -> int:
 def metal_working_set() -> int | None:
     """Metal's recommended working set (bytes), or None off Metal. Imports mlx: call only when needed."""
     try:
-        import mlx.core as mx
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
     except ImportError:
         return None
     if not mx.metal.is_available():

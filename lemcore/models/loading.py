@@ -128,7 +128,10 @@ def supported_architecture(config: dict[str, Any]) -> str | None:
     for location in (package.submodule_search_locations or []) if package else []:
         if re.fullmatch(r"\w+", model_type) and (Path(location) / "models" / f"{model_type}.py").is_file():
             return None
-    from mlx_lm.utils import MODEL_ARCHITECTURE_REMAPPING, MODEL_REMAPPING
+    from mlx_lm.utils import (  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+        MODEL_ARCHITECTURE_REMAPPING,
+        MODEL_REMAPPING,
+    )
 
     architectures = config.get("architectures") or ()
     for arch in [architectures] if isinstance(architectures, str) else architectures:
@@ -153,7 +156,7 @@ def check_model_folder(folder: Path) -> dict[str, Any]:
                              "folder.")
     unknown = supported_architecture(config)
     if unknown:
-        import mlx_lm
+        import mlx_lm  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
         version = getattr(mlx_lm, "__version__", "")
         raise ModelLoadError(f"The model in {folder} has architecture '{unknown}', which mlx-lm {version} "
@@ -234,7 +237,9 @@ def load_model(
         cancel.check()
 
     report(LoadStage("load", str(folder)))
-    from mlx_lm.utils import load_model as load_weights
+    from mlx_lm.utils import (
+        load_model as load_weights,  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+    )
 
     try:
         model, config = load_weights(folder)
@@ -248,7 +253,7 @@ def load_model(
 
 def cached_tokenizer(folder: Path, eos_token_ids: Any = None) -> Any:
     """mlx-lm's tokenizer for a model folder, loaded once per process (see _TOKENIZERS)."""
-    from mlx_lm.utils import load_tokenizer
+    from mlx_lm.utils import load_tokenizer  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     folder = Path(folder).resolve()
     files = [f for f in sorted(folder.iterdir())

@@ -8,10 +8,14 @@ lr_schedule/warmup_steps/min_learning_rate) and rebuilt on save. Settings mlx-lm
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from lemcore.errors import ConfigError, LemError
 from lemcore.models.embedded import embedded_model_dir
@@ -182,7 +186,6 @@ class TrainConfig:
         return out
 
     def to_yaml(self) -> str:
-        import yaml
 
         return yaml.safe_dump(self.to_mlx_dict(), sort_keys=False)
 
@@ -280,7 +283,6 @@ def from_mlx_dict(raw: dict[str, Any], *, source: str = "config") -> TrainConfig
 
 
 def load_yaml(path: Path | str) -> TrainConfig:
-    import yaml
 
     path = Path(path)
     try:
@@ -360,8 +362,6 @@ def quick_test(**changes: Any) -> TrainConfig:
 def model_size_b(model: str) -> float | None:
     """Billions of parameters, for picking the recipe: from a size in the name ("gemma-3-27b-it" -> 27),
     else counted from a local folder's config.json; None when neither tells."""
-    import json
-    import re
 
     found = re.search(r"(?<![\d.])(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])", Path(model.rstrip("/")).name)
     if found:

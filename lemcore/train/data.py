@@ -176,7 +176,10 @@ def _overlap_warning(train: _Split, other: _Split) -> str | None:
 def _tokenize(split: _Split, tokenizer: Any, mask_prompt: bool, max_seq_length: int,
               errors: list[str]) -> tuple[Any, SplitStats]:
     """Tokenize every example with mlx-lm's own dataset classes; returns (CacheDataset, stats)."""
-    from mlx_lm.tuner.datasets import CacheDataset, create_dataset
+    from mlx_lm.tuner.datasets import (  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+        CacheDataset,
+        create_dataset,
+    )
 
     dataset = CacheDataset(create_dataset(split.records, tokenizer, types.SimpleNamespace(mask_prompt=mask_prompt)))
     tokens = trained = longest = over = untrainable = 0

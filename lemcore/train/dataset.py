@@ -37,9 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lemcore.errors import ConfigError, DataError
+from lemcore.errors import ConfigError, DataError, ModelLoadError
 from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.models.embedded import ensure_embedded_model
+from lemcore.models.loading import cached_tokenizer, check_model_folder, resolve_model
 from lemcore.prompts import load_eval_prompts
 from lemcore.quality import REASON_TEXT, REASONS, GateTally, QualityGate, Thresholds, tier1_score
 from lemcore.resources import seeds_dir
@@ -280,9 +282,6 @@ def split_by_domain(answers: list[_Answer]) -> dict[str, list[_Answer]]:
 def load_tokenizer(model: str, *, cancel: CancelToken | None = None) -> Any:
     """The model's tokenizer (catalog id, folder or downloaded hub id; the built-in model is converted if it
     has not been yet). Raises ModelLoadError when it is not on this computer."""
-    from lemcore.errors import ModelLoadError
-    from lemcore.models.embedded import ensure_embedded_model
-    from lemcore.models.loading import cached_tokenizer, check_model_folder, resolve_model
 
     ref = resolve_model(model)
     folder = ref.folder

@@ -101,9 +101,12 @@ def _train(config: TrainConfig, report: Report, cancel: CancelToken) -> TrainRes
                               "Raise the iterations to continue it.")
     cancel.check()
 
-    import mlx.core as mx
-    import mlx.optimizers as optim
-    from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    import mlx.optimizers as optim  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    from mlx_lm.tuner.utils import (  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+        build_schedule,
+        linear_to_lora_layers,
+    )
 
     model, tokenizer, model_config = load_base_model(config.model, cancel=cancel)
     data, train_set, valid_set = load_training_data(
@@ -172,7 +175,7 @@ def _finish_run(session: Session, config: TrainConfig, model: Any, optimizer: An
                 run_dir: Path) -> str:
     """Run the trainer and end the run: "complete" or "early_stopped"; raises on cancel, low memory and
     divergence (after reporting TrainFinished)."""
-    import mlx.core as mx
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     state = session.state
     try:
@@ -203,7 +206,10 @@ def _finish_run(session: Session, config: TrainConfig, model: Any, optimizer: An
 
 def _run_trainer(session: Session, config: TrainConfig, model: Any, optimizer: Any, train_set: Any,
                  run_dir: Path) -> str:
-    from mlx_lm.tuner.trainer import TrainingArgs, train
+    from mlx_lm.tuner.trainer import (  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+        TrainingArgs,
+        train,
+    )
 
     remaining = config.iters - session.state.iteration
     never = config.iters + 1  # the trainer's own validation and saving are replaced by the session's
@@ -251,7 +257,7 @@ class _SilentUI:
 def _quiet_trainer(model: Any) -> Iterator[None]:
     """Silence mlx-lm's terminal UI for the call, and undo its process-wide gradient-checkpointing patch
     (it rewrites the block class's __call__, which would leak into later runs and wrap twice)."""
-    from mlx_lm.tuner import trainer
+    from mlx_lm.tuner import trainer  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     block = type(model.layers[0])
     saved_call = block.__call__

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lemcore.errors import ConfigError, LemError
 from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report, no_report
@@ -166,14 +168,21 @@ def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: Canc
     if not config.prompts:
         raise ConfigError("The fuse check needs at least one prompt.")
     started = time.monotonic()
-    import mlx.core as mx
-    from mlx.utils import tree_unflatten
-    from mlx_lm.utils import dequantize_model, load, save_config, save_model
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    from mlx.utils import (
+        tree_unflatten,  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    )
+    from mlx_lm.utils import (  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+        dequantize_model,
+        load,
+        save_config,
+        save_model,
+    )
 
 
     report(FuseStage("loading"))
     model, tokenizer, model_config = load_base_model(base, cancel=cancel)
-    from mlx_lm.tuner.utils import load_adapters
+    from mlx_lm.tuner.utils import load_adapters  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     ids = [tokenizer.encode(p) for p in config.prompts]
     base_logits = [_logits(model, x) for x in ids]
@@ -236,8 +245,7 @@ def fuse_adapter(config: FuseConfig, *, report: Report = no_report, cancel: Canc
 
 
 def _logits(model: Any, ids: list[int]) -> Any:
-    import mlx.core as mx
-    import numpy as np
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     out = model(mx.array(ids)[None]).astype(mx.float32)
     mx.eval(out)
@@ -245,13 +253,12 @@ def _logits(model: Any, ids: list[int]) -> Any:
 
 
 def _uses_half_precision(model: Any) -> bool:
-    import mlx.core as mx
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     return any(v.dtype in (mx.float16, mx.bfloat16) for _, v in flat_tree(model.parameters()))
 
 
 def _compare(base: list[Any], reference: list[Any], fused: list[Any], quantized: bool, half: bool) -> FuseCheck:
-    import numpy as np
 
     def norm(arrays: list[Any]) -> float:
         return float(np.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in arrays)))

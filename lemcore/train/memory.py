@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import psutil
+
 from lemcore.errors import ModelFitError
 from lemcore.hardware import GB, detect_hardware
 from lemcore.train.config import TrainConfig
@@ -24,7 +26,7 @@ LOW_MEMORY_BYTES = int(0.5 * GB)  # stop a running job (with a checkpoint) below
 def flat_tree(tree: Any) -> list[tuple[str, Any]]:
     """`mlx.utils.tree_flatten(tree)`: (dotted name, leaf) pairs. Typed as a list: it returns a dict only when
     given a dict to fill, which nothing here does."""
-    from mlx.utils import tree_flatten
+    from mlx.utils import tree_flatten  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     flat = tree_flatten(tree)
     if not isinstance(flat, list):
@@ -103,7 +105,7 @@ def usable_bytes() -> int:
 
     usable = int(detect_hardware().available_ram * USABLE_FRACTION)
     try:  # Apple GPUs: Metal's working-set limit binds before RAM does
-        import mlx.core as mx
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
         if mx.metal.is_available():
             usable = min(usable, int(mx.metal.device_info()["max_recommended_working_set_size"]))
@@ -173,7 +175,6 @@ class MemoryWatch:
         if now < self._next:
             return None
         self._next = now + self.interval
-        import psutil
 
         free = psutil.virtual_memory().available
         if free >= self.low_bytes:

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lemcore.errors import ConfigError, LemError
 from lemcore.train.config import TrainConfig
 
@@ -84,7 +86,6 @@ class BatchOrder:
     mlx-lm's own order for the same seed (`np.random.seed(seed); np.random.permutation(n)`)."""
 
     def __init__(self, n_batches: int, seed: int, state: RunState) -> None:
-        import numpy as np
 
         self.n = n_batches
         self.state = state
@@ -114,7 +115,6 @@ def _encode_rng(state: dict[str, Any]) -> list[Any]:
 
 
 def _decode_rng(raw: list[Any]) -> tuple[str, NDArray[np.uint32], int, int, float]:
-    import numpy as np
 
     return (str(raw[0]), np.array(raw[1], dtype=np.uint32), int(raw[2]), int(raw[3]), float(raw[4]))
 
@@ -144,8 +144,8 @@ def write_adapter_config(folder: Path, config: TrainConfig, num_layers: int) -> 
 
 def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, state: RunState) -> Path:
     """Write checkpoint `state.iteration` atomically (temp folder, then rename)."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    from mlx.utils import tree_flatten  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     final = run_dir / CHECKPOINTS / f"{state.iteration:07d}"
     tmp = final.with_name(final.name + ".tmp")
@@ -163,8 +163,8 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, state: RunState) 
 
 def save_best(run_dir: Path, model: Any, state: RunState) -> Path:
     """The adapter with the lowest validation loss so far, loadable as mlx-lm's adapter_path."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    from mlx.utils import tree_flatten  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     best = run_dir / BEST
     best.mkdir(exist_ok=True)
@@ -196,8 +196,10 @@ def find_checkpoint(path: Path | str) -> Checkpoint:
 
 
 def restore(checkpoint: Checkpoint, model: Any, optimizer: Any) -> None:
-    import mlx.core as mx
-    from mlx.utils import tree_unflatten
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    from mlx.utils import (
+        tree_unflatten,  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    )
 
     model.load_weights(str(checkpoint.path / ADAPTER_FILE), strict=False)
     saved = mx.load(str(checkpoint.path / OPTIMIZER_FILE))

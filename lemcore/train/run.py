@@ -113,7 +113,7 @@ def load_base_model(name: str, *, cancel: CancelToken | None = None) -> tuple[An
                              f"for contributing in Settings; on the command line: lem models pull {ref.text}), "
                              "or choose a model folder on this computer.")
     check_model_folder(folder)
-    from mlx_lm.utils import load
+    from mlx_lm.utils import load  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     try:
         # mlx-lm types the result as a 2- or 3-tuple (no overloads); return_config=True gives three.

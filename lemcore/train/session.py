@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lemcore.jobs import CancelToken, Report
 from lemcore.train.config import TrainConfig
 from lemcore.train.events import CheckpointSaved, EvalDone, TrainFinished, TrainStep
@@ -51,8 +53,7 @@ def batch_indices(dataset: Any, batch_size: int) -> list[list[int]]:
 
 def collate(dataset: Any, indices: list[int], max_seq_length: int) -> tuple[Any, Any]:
     """Token ids padded to 1 + a multiple of 32 (capped at max_seq_length), and (offset, length) pairs."""
-    import mlx.core as mx
-    import numpy as np
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     items = [dataset[j] for j in indices]
     seqs = [item[0] for item in items]
@@ -90,7 +91,9 @@ class Session:
 
     # -- the trainer's hooks ------------------------------------------------------------------------------
     def callback(self) -> Any:
-        from mlx_lm.tuner.callbacks import TrainingCallback
+        from mlx_lm.tuner.callbacks import (
+            TrainingCallback,  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+        )
 
         session = self
 
@@ -102,8 +105,7 @@ class Session:
 
     def iterate_batches(self, dataset: Any, batch_size: int, max_seq_length: int, loop: bool = False,
                         seed: int | None = None, comm_group: Any = None) -> Iterator[tuple[Any, Any]]:
-        import mlx.core as mx
-        import numpy as np
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
         batches = batch_indices(dataset, batch_size)
         if not loop:  # validation: the same batches every time, so successive losses compare
@@ -173,7 +175,7 @@ class Session:
 
     def validate_now(self) -> None:
         """Measure the validation loss at the current iteration (once per iteration)."""
-        from mlx_lm.tuner.trainer import evaluate
+        from mlx_lm.tuner.trainer import evaluate  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
         k = self.state.iteration
         if self.valid_set is None or self._validated_at == k:

@@ -3,6 +3,7 @@ list of result sets, each with per-metric values and (for our runs) 95% interval
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,6 @@ def load_result_sets() -> list[ResultSet]:
         path = Path(run["path"])
         summary_file = path / "summary.json"
         try:
-            import json
 
             summary = json.loads(summary_file.read_text()) if summary_file.exists() else summarize_run(path)
         except Exception:  # noqa: BLE001 - a broken run folder is listed without numbers
@@ -126,7 +126,6 @@ def load_result_sets() -> list[ResultSet]:
 def read_items(run: Path, suite: str) -> dict[str, dict[str, Any]]:
     """item id -> the first sample's row (question, response, score) for the side-by-side view, with the
     judge's current verdict on it under "judgment" for judged suites."""
-    import json
 
     out: dict[str, dict[str, Any]] = {}
     path = run / f"{suite}.jsonl"

@@ -37,7 +37,7 @@ OTHER = "\x00other"  # the data of the "Other…" entry of the model list
 
 
 def _hub_cache() -> Path:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # lazy: the hub client loads only for downloads
 
     return Path(constants.HF_HUB_CACHE)
 

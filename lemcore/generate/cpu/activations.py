@@ -17,6 +17,6 @@ _MINUS_LOG2E = -1.0 / math.log(2.0)
 def swiglu(gate: Any, x: Any) -> Any:
     """Drop-in for mlx_lm.models.activations.swiglu. For very negative gates 2 ** (...) overflows to inf and
     the result is the right limit, 0."""
-    import mlx.core as mx
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     return gate * x / (1.0 + mx.power(2.0, gate * _MINUS_LOG2E))

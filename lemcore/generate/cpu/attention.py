@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 _LOG2E = 1.0 / math.log(2.0)
 _SPLIT_AT = 1 << 20  # score elements above which a prefill softmax is split across threads
 _FEW_ROWS = 64  # query rows per kv head up to which NumPy does the whole attention (decoding steps)
@@ -31,8 +33,8 @@ def attention(queries: Any, keys: Any, values: Any, cache: Any, scale: float, ma
               sinks: Any = None) -> Any:
     """Drop-in for mlx_lm.models.base.scaled_dot_product_attention (float32, unquantized cache, no sinks;
     anything else goes to the stock function). Evaluates its inputs: not for use inside `mx.compile`."""
-    import mlx.core as mx
-    from mlx_lm.models import base
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    from mlx_lm.models import base  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     if sinks is not None or hasattr(cache, "bits") or queries.dtype != mx.float32:
         return base.scaled_dot_product_attention(queries, keys, values, cache=cache, scale=scale, mask=mask,
@@ -50,8 +52,7 @@ def attention(queries: Any, keys: Any, values: Any, cache: Any, scale: float, ma
 
 def _attention_many_rows(rows: Any, keys: Any, values: Any, mask: Any, length: int) -> Any:
     """Prefill chunks: large products in MLX (multi-threaded BLAS), the softmax in NumPy on the scores."""
-    import mlx.core as mx
-    import numpy as np
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     b, kv_heads, group_rows, _ = rows.shape
     scores = rows @ keys.swapaxes(-1, -2)
@@ -76,8 +77,7 @@ def _attention_few_rows(rows: Any, keys: Any, values: Any, mask: Any, length: in
     """Decoding steps: per sequence, a few query rows against its whole cache. MLX runs these many small
     products one after another on one core; NumPy does the whole attention here, the batch split across
     the cores."""
-    import mlx.core as mx
-    import numpy as np
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     mx.eval(rows, keys, values, *_array_mask(mask))
     q, k, v = np.asarray(rows), np.asarray(keys), np.asarray(values)  # views of MLX's buffers
@@ -104,7 +104,6 @@ def _array_mask(mask: Any) -> tuple[Any, ...]:
 def _mask_5d(mask: Any, kv_heads: int, group: int) -> Any:
     """An mlx-lm array mask, (length, span) or (batch, 1 or heads, length, span), as a NumPy view shaped
     (batch or 1, kv_heads or 1, group or 1, length, span); None for no mask or "causal". Evaluated already."""
-    import numpy as np
 
     if not _array_mask(mask):
         return None
@@ -119,7 +118,6 @@ def _mask_5d(mask: Any, kv_heads: int, group: int) -> Any:
 def _mask_in_place(scores: Any, mask: Any, mask_5d: Any, length: int) -> None:
     """Applies mlx-lm's mask (None, "causal", or `mask_5d`, its array as `_mask_5d` shapes it) to contiguous
     NumPy scores (b, kv_heads, group*length, span) of log2-scaled logits."""
-    import numpy as np
 
     b, kv_heads, group_rows, span = scores.shape
     s5 = scores.reshape(b, kv_heads, group_rows // length, length, span)
@@ -145,7 +143,6 @@ def _in_parallel(fn: Callable[[int, int], Any], n: int) -> list[Any]:
 def _exp2_rows(rows: Any) -> Any:
     """In place: each row of log2-scaled scores -> 2 ** (row - row maximum), clamped at the smallest normal
     float32 exponent (subnormal weights make the next matrix product many times slower). Returns row sums."""
-    import numpy as np
 
     rows -= rows.max(axis=-1, keepdims=True)
     np.maximum(rows, -126.0, out=rows)
@@ -163,6 +160,5 @@ def _pool() -> ThreadPoolExecutor:
 @lru_cache(maxsize=8)
 def _causal_bias(length: int) -> Any:
     """(length, length): 0 on and below the diagonal, the float32 minimum above (future positions)."""
-    import numpy as np
 
     return np.triu(np.full((length, length), np.finfo(np.float32).min, np.float32), 1)

@@ -18,7 +18,7 @@ from lemcore.generate.cpu.attention import attention
 
 def _replacements() -> dict[str, tuple[Any, Any]]:
     """name in a model module -> (mlx-lm's function, ours)."""
-    from mlx_lm.models import activations, base
+    from mlx_lm.models import activations, base  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
 
     return {"scaled_dot_product_attention": (base.scaled_dot_product_attention, attention),
@@ -32,7 +32,7 @@ def cpu_fast_paths(model: Any) -> Iterator[bool]:
     Use on the MLX thread, around code that runs this model (not under `mx.compile`: our attention evaluates);
     mlx-lm's functions are put back on exit, also after an error.
     """
-    import mlx.core as mx
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     if mx.default_device() != mx.cpu:
         yield False

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import numpy as np
+
 from lemcore.errors import ConfigError, ModelLoadError
 from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report, no_report
@@ -244,7 +246,7 @@ def _tensor_reader(path: Path, tensors: dict[str, GGUFTensor]) -> Callable[[str]
     conversion"), so a file holding any other type is read entirely with the optional `gguf` package; without
     it the user gets a clear error before any work is done.
     """
-    import mlx.core as mx
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     other = {n for n, t in tensors.items() if t.ggml_type not in _PLAIN | _PACKED}
     if not other:
@@ -263,8 +265,7 @@ def _tensor_reader(path: Path, tensors: dict[str, GGUFTensor]) -> Callable[[str]
 
         return read_native
     try:
-        import gguf
-        import numpy as np
+        import gguf  # lazy: optional, only for K-quant GGUF files
     except ImportError:
         kinds = sorted({_TYPE_NAMES.get(tensors[n].ggml_type, f"type {tensors[n].ggml_type}") for n in other})
         raise ModelLoadError(
@@ -299,7 +300,7 @@ def _convert_tensors(
     cancel: CancelToken | None,
 ) -> tuple[dict[str, mx.array], dict[str, int]]:
     """Renamed, un-permuted weights for mlx-lm, and the bits of each quantized module."""
-    import mlx.core as mx
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     read = _tensor_reader(path, tensors)
     block_names = _LLAMA_BLOCK if arch == "llama" else _GEMMA3_BLOCK
@@ -412,7 +413,7 @@ def convert_gguf(
             cancel.check()
 
         report(ConvertProgress("write", 0, 1))
-        import mlx.core as mx
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
         del weights
@@ -431,7 +432,7 @@ def convert_gguf(
 
 def _check_loads(folder: Path, source: Path) -> None:
     """Build the mlx-lm model from the written folder (lazily) so a mismatch fails here, not on first use."""
-    from mlx_lm.utils import load_model
+    from mlx_lm.utils import load_model  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     try:
         load_model(folder, lazy=True)

@@ -31,7 +31,14 @@ _LLAMA3 = {"llama-bpe", "llama3", "smaug-bpe"}
 
 
 def _byte_level_bpe(meta: dict[str, Any], tokens: list[str], source: Path) -> Tokenizer:
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (  # lazy: only the GGUF converter needs it
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
 
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
     vocab: dict[str, int] = {}
@@ -68,7 +75,7 @@ def _byte_level_bpe(meta: dict[str, Any], tokens: list[str], source: Path) -> To
 
 
 def _sentencepiece_bpe(meta: dict[str, Any], tokens: list[str], types: list[int], source: Path) -> Tokenizer:
-    from tokenizers import Tokenizer, decoders, models, normalizers
+    from tokenizers import Tokenizer, decoders, models, normalizers  # lazy: only the GGUF converter needs it
 
     scores = meta.get("tokenizer.ggml.scores")
     if scores is None:
@@ -115,7 +122,7 @@ def write_tokenizer(
 
     Returns the special token ids ({"bos_token_id": .., "eos_token_id": ..}) for config.json.
     """
-    from tokenizers import AddedToken, processors
+    from tokenizers import AddedToken, processors  # lazy: only the GGUF converter needs it
 
     kind = meta.get("tokenizer.ggml.model")
     tokens = meta.get("tokenizer.ggml.tokens")
