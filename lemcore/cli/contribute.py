@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 from lemcore.contribute import events as ev
-from lemcore.contribute.engine import default_output, load_work
+from lemcore.contribute.engine import ContributeResult, default_output, load_work
+from lemcore.contribute.journal import held_output, lost_output
 from lemcore.contribute.setup import ContributionOptions, build_contribution
 from lemcore.events import Event
 from lemcore.generate.protocol import Sampling
+from lemcore.quality import REASON_TEXT
 from lemcore.settings import load_settings
 
 
@@ -27,6 +29,9 @@ class _Printer:
                   f"(worker {event.worker}, model {event.model})")
         elif isinstance(event, ev.StatusChanged) and event.reason:
             print(f"{event.state}: {event.reason}", file=sys.stderr)
+        elif isinstance(event, ev.AnswerHeld):
+            why = "; ".join(REASON_TEXT.get(r, r) for r in event.reasons)
+            print(f"[{event.idx}] {event.seed_id}: held back, not reported ({why})", file=sys.stderr)
         elif isinstance(event, ev.Notice):
             print(event.message, file=sys.stderr)
         elif isinstance(event, ev.Finished):
@@ -46,7 +51,20 @@ def _options(args: argparse.Namespace, kind: str) -> ContributionOptions:
         output=Path(args.output) if args.output else None,
         axioms_path=Path(args.axioms) if getattr(args, "axioms", None) else None,  # gold only
         kernel_path=Path(args.kernel) if getattr(args, "kernel", None) else None,
+        quality_gate=not args.no_quality_gate,
     )
+
+
+def _summary(result: ContributeResult) -> list[str]:
+    """The run's answers that were not reported, and where they are."""
+    lines = []
+    if result.held:
+        reasons = ", ".join(f"{REASON_TEXT.get(r, r)}: {n}" for r, n in sorted(result.held_by_reason.items()))
+        lines.append(f"{result.held} answers held back by the quality gate in {held_output(result.output)} "
+                     f"({reasons}); not reported")
+    if result.lost:
+        lines.append(f"{result.lost} answers kept aside in {lost_output(result.output)}; not reported")
+    return lines
 
 
 def _run(args: argparse.Namespace, kind: str) -> int:
@@ -62,6 +80,8 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         return 0
     run = build_contribution(options, report=printer)
     result = run.start(report=printer)
+    for line in _summary(result):
+        print(line)
     print(f"Output: {result.output}")
     return 0
 
@@ -82,9 +102,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8, help="answers generated together (MLX)")
-    p.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts without renewal")
+    p.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts without renewal (1 to 3600)")
     p.add_argument("--prompts", default="", help="prompt file (lab format)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-quality-gate", action="store_true",
+                   help="keep and report every answer, even loops, empty or broken ones (default: hold them back "
+                        "in <output>.held.jsonl)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -11,31 +11,45 @@ cost; after a gap the server is asked). An answer finished for an item someone e
 kept in `<output>.lost.jsonl`, never in the output and never reported. Claim rounds ask the server only about
 their candidates; finished items are read incrementally, in full only rarely; a worker with nothing to claim
 waits longer and longer (with jitter, up to `idle_max_s`).
+
+Every finished answer passes the quality gate (lemcore.quality) before anything else: a loop, an empty or
+broken answer, a recital of the kernel, the prompt said back or another language is *held*: kept in
+`<output>.held.jsonl`, noted as skipped in the journal, never counted done or reported, its claim released so
+that another worker (or model) may try it; this run does not try it again. Answers cut at the token limit are
+not held for that alone (`hold_truncated`): at 512 tokens most are; dataset builds leave them out instead.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lemcore.contribute.events import (
+    AnswerHeld,
+    AnswerStarted,
     ClaimLost,
     Finished,
     FleetProgress,
     Notice,
     Rates,
+    ReportsSent,
     ResponseDone,
     Started,
     StatusChanged,
 )
 from lemcore.contribute.journal import Journal
-from lemcore.contribute.kernel import build_sandwich, default_kernel_paths, load_axioms, load_kernel_text
+from lemcore.contribute.kernel import (
+    build_sandwich,
+    default_kernel_paths,
+    load_axioms,
+    load_kernel_text,
+    sandwich_text,
+)
 from lemcore.contribute.lease_keeper import PAUSED, UNREACHABLE, LeaseKeeper, LostClaim
 from lemcore.contribute.queue.base import DONE, GOLD, OWNED, Completion, FencedQueue, WorkQueue, as_fenced
 from lemcore.errors import ConfigError, InfluxError, LemError, ServerUnreachable
@@ -43,6 +57,7 @@ from lemcore.generate.protocol import WAIT, Generator, GenItem, GenResult, Messa
 from lemcore.influx import RequestCounts
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.prompts import BadLine, PromptItem, load_expansion_prompts, load_gold_prompts, prompt_set_hash
+from lemcore.quality import REASON_TEXT, QualityGate
 from lemcore.resources import seeds_dir
 from lemcore.settings import data_dir
 
@@ -73,6 +88,11 @@ class ContributeConfig:
     idle_max_s: float = 120.0  # longest wait between claim rounds when nothing is claimable (with jitter)
     done_poll_s: float = 600.0  # read newly finished items this often (claims stay correct without it)
     full_refresh_s: float = 3600.0  # read every finished item this often
+    # Hold back answers the quality gate refuses (lemcore.quality): kept in `<output>.held.jsonl`, never reported.
+    quality_gate: bool = True
+    # Also hold answers only for being cut at the token limit. Off: at 512 tokens most answers are cut, and
+    # dataset builds leave cut answers out anyway (their `truncated` field says so).
+    hold_truncated: bool = False
 
     def validate(self) -> None:
         if self.kind not in ("gold", "expansion"):
@@ -96,11 +116,8 @@ class ContributeResult:
     lost: int = 0  # answers for items someone else took over: in `<output>.lost.jsonl`, never reported
     server_requests: int = 0  # requests this run made to the lab's server (0 in solo mode)
     server_bytes: int = 0  # bytes sent and received in them
-
-
-def lost_output(output: Path) -> Path:
-    """Where answers are kept that were finished for items another worker took over (never reported)."""
-    return output.with_name(output.name + ".lost.jsonl")
+    held: int = 0  # answers the quality gate held back: in `<output>.held.jsonl`, never reported
+    held_by_reason: dict[str, int] = field(default_factory=dict)  # per reason code (one answer may have several)
 
 
 def default_output(kind: str, worker: str) -> Path:
@@ -108,8 +125,14 @@ def default_output(kind: str, worker: str) -> Path:
     return data_dir() / "output" / f"{name}-{worker}.jsonl"
 
 
+def prompt_file(prompts: Path | None) -> Path:
+    """The prompt file a run reads: the given one, else the shipped gold prompts. The one place this is decided:
+    `load_work` reads it and `lemcore.contribute.setup` keys the solo queue by its hash."""
+    return Path(prompts) if prompts else seeds_dir() / "gold-prompts.jsonl"
+
+
 def load_work(config: ContributeConfig, report: Report) -> tuple[list[PromptItem], str]:
-    path = Path(config.prompts) if config.prompts else seeds_dir() / "gold-prompts.jsonl"
+    path = prompt_file(config.prompts)
     bad: list[BadLine] = []
     loader = load_gold_prompts if config.kind == GOLD else load_expansion_prompts
     items = loader(path, on_bad_line=bad.append)
@@ -135,6 +158,15 @@ def build_messages(config: ContributeConfig) -> Callable[[PromptItem], Messages]
     return lambda item: build_sandwich(axioms, kernel_text, item.prompt)
 
 
+def build_gate(config: ContributeConfig) -> QualityGate | None:
+    """The quality gate of a run (None when it is off). What an answer must not recite is the sandwich from the
+    same kernel files `build_messages` reads, for expansion answers too (a fine-tuned model may recite it)."""
+    if not config.quality_gate:
+        return None
+    return QualityGate([sandwich_text(config.axioms_path, config.kernel_path)],
+                       refuse_truncated=config.hold_truncated)
+
+
 class _Worker:
     """State of one run: the claim pool, in-flight items, fencing, outbox flushing and rates."""
 
@@ -150,12 +182,15 @@ class _Worker:
         self.order = list(self.items)
         random.Random(self.instance).shuffle(self.order)  # workers (even twins with one name) start apart
         self.to_messages = build_messages(config)
-        self.lost_path = lost_output(journal.output)
+        self.gate = build_gate(config)
+        self.lost_path = journal.lost_path
         self.pool: list[int] = []  # claimed, not started
         self.in_flight: set[int] = set()
         self.completed: set[int] = set(journal.done_set())  # here or fleet-wide
         self.skip_until: dict[int, float] = {}  # held by others: not asked about again before (monotonic)
         self.refused: set[int] = set()  # the generator could not take them (too long): not claimed again
+        self.held: set[int] = set()  # the quality gate held their answers back: not tried again in this run
+        self.held_by_reason: Counter[str] = Counter()
         self.lost_in_flight: dict[int, LostClaim] = {}  # taken over while generating here
         self.unconfirmed: dict[int, tuple[dict[str, Any], Completion, GenResult]] = {}
         self.lost_kept = 0
@@ -179,7 +214,7 @@ class _Worker:
             self.report(StatusChanged(state, reason))
 
     def remaining(self) -> list[int]:
-        busy = self.in_flight | self.refused | set(self.unconfirmed) | set(self.pool)
+        busy = self.in_flight | self.refused | self.held | set(self.unconfirmed) | set(self.pool)
         return [i for i in self.order if i not in self.completed and i not in busy]
 
     # -- what is finished fleet-wide ----------------------------------------------------------------
@@ -248,7 +283,10 @@ class _Worker:
             if self.fed == 0:
                 self.started = time.monotonic()  # rates count generation time, not model loading
             self.fed += 1
-            return GenItem(idx, self.to_messages(self.items[idx]))
+            item = self.items[idx]
+            messages = self.to_messages(item)
+            self.report(AnswerStarted(idx, item.seed_id, item.domain, item.prompt, 0))
+            return GenItem(idx, messages)
 
     def _claim_round(self) -> list[int] | None:
         now = time.monotonic()
@@ -333,14 +371,7 @@ class _Worker:
     def keep_aside(self, record: dict[str, Any], lost: LostClaim | None) -> None:
         """An answer that must not be reported (lost) or not yet (unconfirmed): one line in the lost file."""
         status = {"lost": lost.verdict, "cause": lost.cause} if lost is not None else {"lost": "unconfirmed"}
-        line = dict(record, kind=self.config.kind, prompt_set=self.journal.dataset, **status)
-        raw = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
-        fd = os.open(self.lost_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, raw)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self.journal.keep_aside(record, status)
         if lost is not None:
             self.lost_kept += 1
             self.note_lost(lost, generated=True)
@@ -377,6 +408,8 @@ class _Worker:
         self.in_flight.discard(idx)
         if result.refused:
             self.refused.add(idx)
+            self.fed -= 1  # `limit` counts answers, not refusals
+            self.journal.skip(idx, result.refused)
             self.release_quietly([idx])
             self.report(Notice(f"Skipped prompt {idx} ({item.seed_id}): {result.refused}"))
             return
@@ -395,6 +428,11 @@ class _Worker:
             "temperature": self.config.sampling.temperature, "max_tokens": self.config.sampling.max_tokens,
             "instance": self.instance,
         })
+        if self.gate is not None:
+            quality = self.gate.check(item.prompt, result.text, truncated=result.truncated)
+            if not quality.passed:
+                self.hold(item, record, quality.reasons, quality.measures)
+                return
         self.absorb_lost()
         lost = self.lost_in_flight.pop(idx, None)
         if lost is None and self.keeper.state(idx) != OWNED:  # the lease ran out meanwhile: still ours?
@@ -413,6 +451,24 @@ class _Worker:
             self.keep_aside(record, lost)
             return
         self.accept(record, completion, result)
+
+    def hold(self, item: PromptItem, record: dict[str, Any], reasons: tuple[str, ...],
+             measures: dict[str, float]) -> None:
+        """An answer the quality gate refused: on disk in the held file, noted as skipped, never done or
+        reported; its claim is given up so that another worker (or model) may try the prompt."""
+        idx = item.idx
+        self.journal.hold(record, {"held": list(reasons), "quality": measures})
+        self.journal.skip(idx, "quality: " + "; ".join(REASON_TEXT.get(r, r) for r in reasons))
+        self.held.add(idx)
+        self.held_by_reason.update(reasons)
+        lost = self.lost_in_flight.pop(idx, None)
+        if lost is not None:  # not ours any more anyway: nothing to release
+            self.keeper.drop([idx])
+            if lost.verdict == DONE:
+                self.completed.add(idx)
+        else:
+            self.release_quietly([idx])
+        self.report(AnswerHeld(idx, item.seed_id, tuple(reasons), len(self.held), dict(self.held_by_reason)))
 
     def accept(self, record: dict[str, Any], completion: Completion, result: GenResult) -> None:
         item = self.items[completion.idx]
@@ -447,6 +503,8 @@ class _Worker:
         pending = self.journal.outbox()
         if not pending:
             return True
+        sent: list[int] = []
+        settled = 0  # left the outbox without a report from here (done on the server already)
         try:
             send = [c for c in pending if self.keeper.state(c.idx) == OWNED]
             unsure = [c for c in pending if c not in send]
@@ -457,6 +515,7 @@ class _Worker:
                 if already:
                     self.journal.mark_reported(already)
                     self.keeper.drop(already)
+                    settled = len(already)
                 send += [c for c in unsure if verdicts.get(c.idx) == OWNED]
                 held_elsewhere = sum(1 for v in verdicts.values() if v not in (OWNED, DONE))
             for start in range(0, len(send), 500):
@@ -465,9 +524,13 @@ class _Worker:
                 idxs = [c.idx for c in chunk]
                 self.journal.mark_reported(idxs)
                 self.keeper.drop(idxs)
+                sent += idxs
         except InfluxError as err:
             self.set_status("waiting" if not self.in_flight else "running", _server_reason(err))
             return False
+        finally:
+            if sent:
+                self.report(ReportsSent(tuple(sent), len(pending) - len(sent) - settled))
         return held_elsewhere == 0
 
     def send_progress(self) -> None:
@@ -519,6 +582,11 @@ def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Gene
     config.validate()
     output = Path(config.output) if config.output else default_output(config.kind, config.worker)
     items, dataset = load_work(config, report)
+    queue_set = getattr(queue, "prompt_set", "")
+    if isinstance(queue_set, str) and queue_set and queue_set != dataset:
+        raise ConfigError(f"The work queue was opened for another prompt set than {prompt_file(config.prompts)} "
+                          f"(queue {queue_set[:12]}, file {dataset[:12]}): open it for the same prompt file "
+                          "(lemcore.contribute.setup.open_queue does).")
     journal = Journal(output, config.kind, dataset)
     fenced = as_fenced(queue)
     keeper = LeaseKeeper(fenced)
@@ -567,8 +635,9 @@ def run_contribution(config: ContributeConfig, queue: WorkQueue, generator: Gene
         spent = _counts(fenced) - before
         result = ContributeResult(worker.done_run, journal.count(), len(worker.remaining()), unreported, output,
                                   lost=worker.lost_kept + len(worker.unconfirmed), server_requests=spent.requests,
-                                  server_bytes=spent.bytes_sent + spent.bytes_received)
-        report(Finished(worker.done_run, reason, unreported))
+                                  server_bytes=spent.bytes_sent + spent.bytes_received, held=len(worker.held),
+                                  held_by_reason=dict(worker.held_by_reason))
+        report(Finished(worker.done_run, reason, unreported, held=len(worker.held)))
         return result
     finally:
         keeper.stop()

@@ -104,3 +104,4 @@ class Finished(Event):
     done: int
     reason: str
     unreported: int
+    held: int = 0  # answers the quality gate held back in this run (in `<output>.held.jsonl`)

@@ -10,6 +10,12 @@ Steps (1) and (2), and the start-up check, hold an advisory lock on the JSONL: t
 output (two workers started with the same name) never see each other's half-written line. Every failure of the
 disk (read-only, full, no permission) is a StorageError naming the file; a line that could not be written
 completely is removed again, so the file only ever holds whole answers.
+
+Answers that must not be reported are written beside the output, the same way (one locked, fsynced append;
+a partial line cut back; a StorageError naming the file), and are never adopted into the journal:
+`<output>.lost.jsonl` (`keep_aside`: the item was taken over or finished elsewhere, or is not confirmed yet) and
+`<output>.held.jsonl` (`hold`: the quality gate refused the answer). Both carry a marker field (`lost`, `held`),
+so a reader that meets one of their lines elsewhere still knows it is not training data.
 """
 
 from __future__ import annotations
@@ -35,11 +41,23 @@ def _is_complete_line(raw: bytes) -> bool:
         return False
 
 
+def lost_output(output: Path) -> Path:
+    """Where answers are kept that were finished for items another worker took over (never reported)."""
+    return output.with_name(output.name + ".lost.jsonl")
+
+
+def held_output(output: Path) -> Path:
+    """Where answers are kept that the quality gate held back (never reported, never training data)."""
+    return output.with_name(output.name + ".held.jsonl")
+
+
 class Journal:
     def __init__(self, output: Path, kind: str, dataset: str) -> None:
         self.output = Path(output)
         self.kind, self.dataset = kind, dataset
         self.path = self.output.with_name(self.output.name + ".journal.sqlite")
+        self.lost_path = lost_output(self.output)
+        self.held_path = held_output(self.output)
         with guarded(self.output, "create the output folder"):
             self.output.parent.mkdir(parents=True, exist_ok=True)
         with guarded(self.path, "open the journal"):
@@ -115,7 +133,7 @@ class Journal:
                 continue
             idx = record.get("idx")
             if isinstance(idx, int) and idx not in known:
-                completion = Completion(**record["_completion"]) if "_completion" in record else None
+                completion = Completion.from_dict(record["_completion"]) if "_completion" in record else None
                 with guarded(self.path, "update the journal"):
                     self._insert(idx, completion)
                 known.add(idx)
@@ -147,7 +165,7 @@ class Journal:
             rows = self._db.execute(
                 "SELECT completion FROM done WHERE kind=? AND dataset=? AND reported=0 AND completion IS NOT NULL "
                 "ORDER BY idx", (self.kind, self.dataset)).fetchall()
-        return [Completion(**json.loads(r[0])) for r in rows]
+        return [Completion.from_dict(json.loads(r[0])) for r in rows]
 
     def count(self) -> int:
         return len(self.done_set())
@@ -172,6 +190,33 @@ class Journal:
                 with guarded(self.path, f"record a finished answer in the journal (the answer is saved in "
                                         f"{self.output} and is counted at the next start)"):
                     self._insert(completion.idx, completion)
+        finally:
+            os.close(fd)
+
+    def keep_aside(self, record: dict[str, Any], status: dict[str, Any]) -> None:
+        """One line in `<output>.lost.jsonl`: the record, our `kind` and `prompt_set`, and `status` (e.g.
+        `{"lost": "taken", "cause": "paused"}`). Not journaled, never adopted, never reported."""
+        self._append_aside(self.lost_path, record, status, "keep an answer aside")
+
+    def hold(self, record: dict[str, Any], status: dict[str, Any]) -> None:
+        """One line in `<output>.held.jsonl` (an answer the quality gate refused): the record plus `status`
+        (`{"held": reasons, "quality": measures}`). Not journaled, never adopted, never reported."""
+        self._append_aside(self.held_path, record, status, "keep a held-back answer")
+
+    def _append_aside(self, path: Path, record: dict[str, Any], status: dict[str, Any], doing: str) -> None:
+        line = dict(record, kind=self.kind, prompt_set=self.dataset, **status)
+        raw = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+        with guarded(path, doing):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            with guarded(path, doing), locked(fd):
+                size = os.fstat(fd).st_size
+                try:
+                    write_all(fd, raw)
+                    os.fsync(fd)
+                except OSError:
+                    _cut_back(fd, size)  # never leave a partial line behind
+                    raise
         finally:
             os.close(fd)
 

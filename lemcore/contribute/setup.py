@@ -12,10 +12,16 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lemcore.contribute.engine import ContributeConfig, ContributeResult, default_output, run_contribution
+from lemcore.contribute.engine import (
+    ContributeConfig,
+    ContributeResult,
+    default_output,
+    prompt_file,
+    run_contribution,
+)
 from lemcore.contribute.events import Notice
 from lemcore.contribute.governor import PRESETS, Governor, GovernorRules
-from lemcore.contribute.queue.base import GOLD, WorkQueue
+from lemcore.contribute.queue.base import GOLD, WorkQueue, check_lease
 from lemcore.contribute.queue.lab import InfluxQueue
 from lemcore.contribute.queue.solo import SQLiteQueue, default_solo_queue_path
 from lemcore.contribute.storage import probe_writable
@@ -28,7 +34,6 @@ from lemcore.influx import InfluxClient, InfluxTarget
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.catalog import Recommendation, recommend
 from lemcore.prompts import load_expansion_prompts, load_gold_prompts, prompt_set_hash
-from lemcore.resources import seeds_dir
 from lemcore.secrets import GENERATION_API_ACCOUNT, KeyringTokenStore, TokenStore, find_token_or_env
 from lemcore.settings import Settings
 
@@ -73,6 +78,8 @@ class ContributionOptions:
     axioms_path: Path | None = None
     kernel_path: Path | None = None
     pause_rules: GovernorRules | None = None  # battery, memory and in-use pauses; None never pauses
+    quality_gate: bool = True  # hold back answers the quality gate refuses (never reported)
+    hold_truncated: bool = False  # also hold answers only for being cut at the token limit
 
     @property
     def queue_choice(self) -> QueueChoice:
@@ -84,6 +91,7 @@ class ContributionOptions:
             kind=self.kind, prompts=self.prompts, output=self.output, worker=self.worker, sampling=self.sampling,
             limit=self.limit, target=self.target, axioms_path=self.axioms_path, kernel_path=self.kernel_path,
             pause_check=governor.pause_reason if governor is not None else None,
+            quality_gate=self.quality_gate, hold_truncated=self.hold_truncated,
         )
 
 
@@ -124,6 +132,7 @@ def build_contribution(options: ContributionOptions, token_store: TokenStore | N
         raise ConfigError(f"unknown backend {options.backend!r}: use mlx or api.")
     config = options.engine_config()
     config.validate()
+    check_lease(options.lease_s)  # solo or lab: the same range (1 s .. 1 h)
     queue = open_queue(options.queue_choice, options.kind, options.worker, prompts=options.prompts,
                        token_store=token_store, report=report)
     try:
@@ -131,8 +140,7 @@ def build_contribution(options: ContributionOptions, token_store: TokenStore | N
             check_queue(queue, options.server_url)
         probe_writable(Path(config.output) if config.output else default_output(config.kind, config.worker))
     except BaseException:
-        if isinstance(queue, SQLiteQueue):
-            queue.close()
+        close_queue(queue)
         raise
     generator = make_generator(options.backend, options.model, batch_size=options.batch_size,
                                api_url=options.api_url, api_model=options.api_model, token_store=token_store,
@@ -140,10 +148,11 @@ def build_contribution(options: ContributionOptions, token_store: TokenStore | N
     return ContributionRun(config, queue, generator)
 
 
-def prompt_file(prompts: Path | None) -> Path:
-    """The prompt file a run reads: the given one, else the shipped gold prompts (as
-    `lemcore.contribute.engine.load_work` does)."""
-    return Path(prompts) if prompts else seeds_dir() / "gold-prompts.jsonl"
+def close_queue(queue: WorkQueue) -> None:
+    """Close a queue's file or connections, where it has any (both of ours do)."""
+    close = getattr(queue, "close", None)
+    if callable(close):
+        close()
 
 
 def open_queue(choice: QueueChoice, kind: str, worker: str, *, prompts: Path | None = None,
@@ -178,9 +187,14 @@ def open_solo_queue(path: Path, kind: str, worker: str, prompts: Path, *, lease_
 
 
 def check_queue(queue: WorkQueue, url: str) -> None:
-    """Fail fast on a wrong address or token, before loading a model."""
+    """Fail fast on a wrong address, token or database, before loading a model: one small, time-bounded request
+    (`InfluxQueue.check_access`), not a read of the finished set, which the run itself makes at its start. A
+    queue without `check_access` (solo, a test's) has nothing to check."""
+    check = getattr(queue, "check_access", None)
+    if not callable(check):
+        return
     try:
-        queue.completed()
+        check()
     except ServerUnreachable:
         raise ServerUnreachable(f"Cannot reach the InfluxDB server at {url}. Check the address in Settings, or "
                                 "contribute offline (Settings, or --solo on the command line).") from None

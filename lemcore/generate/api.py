@@ -15,6 +15,8 @@ from lemcore.errors import ConfigError, LemError, ServerUnreachable
 from lemcore.generate.protocol import WAIT, Feed, GenResult, Messages, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
 
+WAIT_S = 0.5  # between polls of a feed that answered WAIT
+
 
 class APIError(LemError):
     """The generation server answered with an error."""
@@ -93,7 +95,9 @@ class APIGenerator:
                 if on_tick is not None:
                     on_tick()
                 if cancel is not None:
-                    cancel.wait(0.5)
+                    cancel.wait(WAIT_S)
+                else:
+                    time.sleep(WAIT_S)  # never spin on a feed that has nothing yet
                 continue
             result = self.complete(item.messages, sampling)
             on_result(GenResult(key=item.key, text=result.text, prompt_tokens=result.prompt_tokens,

@@ -36,11 +36,15 @@ def write_small_kernel(folder: Path) -> tuple[Path, Path]:
 
 
 def worker_cmd(model: Path, prompts: Path, output: Path, worker: str, kernel: tuple[Path, Path], *,
-               influx_url: str = "", extra: list[str] | None = None) -> list[str]:
+               influx_url: str = "", extra: list[str] | None = None, gate: bool = False) -> list[str]:
+    """`lem gold` for one worker. The quality gate is off unless `gate`: the tiny test models write short,
+    broken text that the gate would hold back, and these runs are about coordination and durability."""
     cmd = [sys.executable, "-m", "lemcore.cli.main", "gold", "--model", str(model), "--prompts", str(prompts),
            "--output", str(output), "--worker", worker, "--axioms", str(kernel[0]), "--kernel", str(kernel[1]),
            "--temperature", "0", "--quiet"]
     cmd += ["--influx", influx_url] if influx_url else ["--solo"]
+    if not gate:
+        cmd.append("--no-quality-gate")
     return cmd + (extra or [])
 
 
@@ -154,6 +158,69 @@ class SleepyGenerator:
                 on_tick()
 
 
+# A sensible answer (it passes the quality gate) and a model stuck in a loop (it does not).
+GOOD_ANSWER = ("Start with whose information this is. If it belongs to someone else, ask them before you pass it "
+               "on, and tell them plainly why you want to. Where asking is not possible, share only what the other "
+               "person needs in order to act, keep the rest private, and note what you decided and why. (item {idx})")
+LOOP_ANSWER = "I will share it with care. " * 60
+
+
+class ScriptedGenerator:
+    """A Generator without a model, one item at a time: GOOD_ANSWER for most items, LOOP_ANSWER (a repetition
+    loop) for the keys in `loops`, `truncated` set for the keys in `cut`, and a refusal (as for a prompt longer
+    than the model's context) for the keys in `refuse`."""
+
+    name = "scripted"
+
+    def __init__(self, *, loops=(), cut=(), refuse=(), batch_size: int = 2) -> None:
+        self.loops, self.cut, self.refuse = set(loops), set(cut), set(refuse)
+        self.batch_size = batch_size
+        self.fed: list[int] = []
+
+    def set_shared_prefix(self, sample_messages) -> int:
+        return 0
+
+    def run(self, feed, sampling, on_result, *, report=None, cancel=None, on_tick=None) -> int:
+        import time
+
+        from lemcore.generate.protocol import WAIT, GenResult
+
+        finished = 0
+        while True:
+            if cancel is not None:
+                cancel.check()
+            item = feed()
+            if item is None:
+                return finished
+            if item is WAIT:
+                if on_tick is not None:
+                    on_tick()
+                time.sleep(0.05)
+                continue
+            self.fed.append(item.key)
+            if item.key in self.refuse:
+                result = GenResult(item.key, "", 9000, 0, 0.0, False, refused="the prompt is too long")
+            else:
+                text = LOOP_ANSWER if item.key in self.loops else GOOD_ANSWER.format(idx=item.key)
+                result = GenResult(item.key, text, 40, len(text) // 4, 0.01, item.key in self.cut)
+            on_result(result)
+            finished += 1
+            if on_tick is not None:
+                on_tick()
+
+
+def solo_reports(path: Path) -> list[tuple[int, str, str]]:
+    """Every finished item in a solo queue file as (item, worker, instance): the solo queue's "server"."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT idx, worker, report FROM done").fetchall()
+    finally:
+        db.close()
+    return [(idx, worker, json.loads(report).get("instance", "")) for idx, worker, report in rows]
+
+
 def sleepy_queue(url: str, token: str, worker: str, *, lease_s: float, settle_s: float | None = None):
     """The lab queue for one worker, with a client of its own (its `stats()` count only this worker)."""
     from lemcore.contribute.queue.lab import SETTLE_S, InfluxQueue
@@ -169,28 +236,34 @@ def run_sleepy(queue, prompts: Path, output: Path, *, item_s: float, batch_size:
     from lemcore.contribute.engine import ContributeConfig, run_contribution
 
     config = ContributeConfig(prompts=prompts, output=output, worker=queue.worker, retry_s=1.0,
-                              idle_max_s=idle_max_s)
+                              idle_max_s=idle_max_s, quality_gate=False)  # "answer to 3" is no answer
     gen = SleepyGenerator(item_s, batch_size=batch_size, parallel=parallel)
     return run_contribution(config, queue, gen, report=report or (lambda event: None), cancel=cancel)
 
 
 def sleepy_worker_cmd(url: str, prompts: Path, output: Path, worker: str, *, lease_s: float, item_s: float,
-                      batch_size: int = 4, parallel: int = 1, idle_max_s: float = 120.0) -> list[str]:
-    return [sys.executable, "-m", "tests.core.contribute_helpers", "--influx", url, "--prompts", str(prompts),
+                      batch_size: int = 4, parallel: int = 1, idle_max_s: float = 120.0,
+                      solo_queue: Path | None = None) -> list[str]:
+    """A sleepy worker process on the lab's server at `url`, or on the solo queue file `solo_queue`."""
+    where = ["--solo-queue", str(solo_queue)] if solo_queue is not None else ["--influx", url]
+    return [sys.executable, "-m", "tests.core.contribute_helpers", *where, "--prompts", str(prompts),
             "--output", str(output), "--worker", worker, "--lease", str(lease_s), "--item-s", str(item_s),
             "--batch-size", str(batch_size), "--parallel", str(parallel), "--idle-max", str(idle_max_s)]
 
 
 def _sleepy_main(argv: list[str]) -> int:
-    """`python -m tests.core.contribute_helpers ...`: one sleepy worker process (token in INFLUX_TOKEN); prints
-    its events, one a line, and a RESULT line."""
+    """`python -m tests.core.contribute_helpers ...`: one sleepy worker process (on the lab's server, token in
+    INFLUX_TOKEN, or on a solo queue file); prints its events, one a line, and a RESULT line."""
     import argparse
     import dataclasses
 
     from lemcore.contribute import events as ev
 
     p = argparse.ArgumentParser()
-    for flag in ("--influx", "--prompts", "--output", "--worker"):
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--influx")
+    where.add_argument("--solo-queue")
+    for flag in ("--prompts", "--output", "--worker"):
         p.add_argument(flag, required=True)
     for flag, default in (("--lease", 120.0), ("--item-s", 1.0), ("--idle-max", 120.0)):
         p.add_argument(flag, type=float, default=default)
@@ -204,7 +277,14 @@ def _sleepy_main(argv: list[str]) -> int:
         elif isinstance(event, ev.ResponseDone):
             print(f"ResponseDone: {event.idx}", flush=True)
 
-    queue = sleepy_queue(a.influx, os.environ["INFLUX_TOKEN"], a.worker, lease_s=a.lease)
+    if a.solo_queue:
+        from lemcore.contribute.queue.solo import SQLiteQueue
+        from lemcore.prompts import prompt_set_hash
+
+        queue = SQLiteQueue(Path(a.solo_queue), "gold", a.worker, prompt_set=prompt_set_hash(Path(a.prompts)),
+                            lease_s=a.lease)
+    else:
+        queue = sleepy_queue(a.influx, os.environ["INFLUX_TOKEN"], a.worker, lease_s=a.lease)
     print(f"INSTANCE {queue.instance}", flush=True)
     result = run_sleepy(queue, Path(a.prompts), Path(a.output), item_s=a.item_s, batch_size=a.batch_size,
                         parallel=a.parallel, idle_max_s=a.idle_max, report=report)

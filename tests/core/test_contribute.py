@@ -89,7 +89,7 @@ def test_bad_lines_reported_and_run_continues(tmp_path, tiny_llama) -> None:
     events: list = []
     config = ContributeConfig(prompts=prompts, output=tmp_path / "o.jsonl", worker="w",
                               sampling=Sampling(temperature=0, max_tokens=4), axioms_path=kernel[0],
-                              kernel_path=kernel[1])
+                              kernel_path=kernel[1], quality_gate=False)
     gen = MLXGenerator.load(tiny_llama, batch_size=4)
     queue = SQLiteQueue(tmp_path / "q.sqlite", "gold", "w")
     result = run_contribution(config, queue, gen, report=events.append)
@@ -109,7 +109,7 @@ def test_restart_resumes_without_redoing(tmp_path, tiny_llama) -> None:
     kernel = write_small_kernel(tmp_path / "k")
     gen = MLXGenerator.load(tiny_llama, batch_size=2)
     base = dict(prompts=prompts, output=tmp_path / "o.jsonl", worker="w", axioms_path=kernel[0],
-                kernel_path=kernel[1], sampling=Sampling(temperature=0, max_tokens=3))
+                kernel_path=kernel[1], sampling=Sampling(temperature=0, max_tokens=3), quality_gate=False)
     queue = SQLiteQueue(tmp_path / "q.sqlite", "gold", "w")
     assert run_contribution(ContributeConfig(limit=3, **base), queue, gen).done_this_run == 3
     second = run_contribution(ContributeConfig(**base), queue, gen)
@@ -198,7 +198,7 @@ def test_pause_rule_holds_new_work_until_it_clears(tmp_path, tiny_llama) -> None
 
     config = ContributeConfig(prompts=prompts, output=tmp_path / "o.jsonl", worker="w", axioms_path=kernel[0],
                               kernel_path=kernel[1], sampling=Sampling(temperature=0, max_tokens=2),
-                              pause_check=governor.pause_reason)
+                              pause_check=governor.pause_reason, quality_gate=False)
     run_contribution(config, SQLiteQueue(tmp_path / "q.sqlite", "gold", "w"),
                      MLXGenerator.load(tiny_llama, batch_size=2), report=report)
     states = [(e.state, e.reason) for e in events if isinstance(e, StatusChanged)]

@@ -1,8 +1,9 @@
 """Contribution on one computer, the cases that broke: a second prompt set in solo mode, two processes with one
 worker name, a read-only or full disk, a finished last line without its newline, a prompt longer than the
-model's context, and a token read from `~/.influx_token` with no keychain. Real files, real processes, real
-(tiny) models; the read-only and full disks are real tmpfs mounts (the tests run as root, which ignores
-permission bits, so chmod would prove nothing)."""
+model's context, a token read from `~/.influx_token` with no keychain, the solo queue's own fenced protocol
+(a worker stopped past its lease included), answers kept aside on a full disk, and journals from before instance
+ids. Real files, real processes, real (tiny) models; the read-only and full disks are real tmpfs mounts (the
+tests run as root, which ignores permission bits, so chmod would prove nothing)."""
 
 from __future__ import annotations
 
@@ -14,22 +15,24 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from lemcore.contribute.engine import ContributeConfig, run_contribution
+from lemcore.contribute.engine import ContributeConfig, prompt_file, run_contribution
 from lemcore.contribute.events import Notice
 from lemcore.contribute.journal import Journal
-from lemcore.contribute.queue.base import OWNED, TAKEN, Completion
+from lemcore.contribute.queue.base import DONE, OWNED, TAKEN, ClaimOutcome, Completion, as_fenced
 from lemcore.contribute.queue.solo import SQLiteQueue
 from lemcore.contribute.setup import ContributionOptions, build_contribution, open_solo_queue
-from lemcore.errors import StorageError
+from lemcore.errors import ConfigError, StorageError
 from lemcore.generate.engine import MLXGenerator, Sampling
 from lemcore.generate.protocol import GenItem, GenResult
 from lemcore.prompts import load_gold_prompts, prompt_set_hash
+from lemcore.resources import seeds_dir
 from lemcore.secrets import (
     FROM_FILE_IMPORTED,
     FROM_FILE_SESSION,
@@ -39,7 +42,10 @@ from lemcore.secrets import (
 )
 from tests.core.contribute_helpers import (
     ROOT,
+    ScriptedGenerator,
     jsonl_indices,
+    sleepy_worker_cmd,
+    solo_reports,
     start,
     worker_cmd,
     worker_env,
@@ -100,6 +106,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Mount]]:
 
 def small_run(tmp_path: Path, prompts: Path, output: Path, **kw) -> ContributeConfig:
     kernel = write_small_kernel(tmp_path / "k")
+    kw.setdefault("quality_gate", False)  # a tiny model's few tokens are no answer; the gate is tested elsewhere
     return ContributeConfig(prompts=prompts, output=output, worker="w", axioms_path=kernel[0], kernel_path=kernel[1],
                             sampling=Sampling(temperature=0, max_tokens=kw.pop("max_tokens", 4)), **kw)
 
@@ -221,15 +228,17 @@ def test_claims_of_a_killed_process_are_free_at_once(tmp_path) -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "[0, 1, 2]"
         mine = SQLiteQueue(path, "gold", "same", prompt_set="set")
-        assert mine.claimed_by_others() == {0, 1, 2}
-        assert mine.claim([0, 1, 2, 3]) == [3], "a live process keeps its claims"
+        outcome = mine.claim_round([0, 1, 2, 3], 4)
+        assert outcome.won == [3], "a live process keeps its claims"
+        assert set(outcome.taken) == {0, 1, 2} and all(500 < s <= 600 for s in outcome.taken.values())
+        assert mine.verify([0]) == {0: TAKEN}
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         if proc.stdout is not None:
             proc.stdout.close()
-    assert mine.claimed_by_others() == set()
-    assert mine.claim([0, 1, 2]) == [0, 1, 2]
+    assert mine.verify([0]) == {0: OWNED}  # the dead holder keeps nothing: claimed for this instance
+    assert mine.claim_round([0, 1, 2], 3) == ClaimOutcome([0, 1, 2])
     mine.close()
 
 
@@ -378,9 +387,9 @@ def test_overlong_prompt_is_refused_at_once_and_holds_up_nothing(tmp_path) -> No
     prefilled: list[int] = []
     real_prefill = gen._prefill
 
-    def spy(ids, cancel):
+    def spy(ids, *rest):  # (ids, cancel[, progress callback])
         prefilled.append(len(ids))
-        return real_prefill(ids, cancel)
+        return real_prefill(ids, *rest)
 
     gen._prefill = spy
     results: list[GenResult] = []
@@ -419,7 +428,7 @@ def test_contribution_skips_an_overlong_prompt_with_a_notice(tmp_path) -> None:
     out = tmp_path / "o.jsonl"
     events: list = []
     config = ContributeConfig(kind="expansion", prompts=prompts, output=out, worker="w",
-                              sampling=Sampling(temperature=0, max_tokens=8))
+                              sampling=Sampling(temperature=0, max_tokens=8), quality_gate=False)
     queue = SQLiteQueue(tmp_path / "q.sqlite", "expansion", "w")
     result = run_contribution(config, queue, MLXGenerator.load(model, batch_size=2), report=events.append)
     assert sorted(jsonl_indices(out)) == [0, 1, 3] and result.done_this_run == 3
@@ -480,3 +489,183 @@ def test_token_file_notes_say_where_the_token_is_kept(tmp_path, monkeypatch) -> 
         keyring.set_keyring(previous)
     assert found.token == "file-tok" and found.source == FROM_FILE_SESSION
     assert "No system keychain" in found.note and "Keep that file" in found.note and "delete" not in found.note
+
+
+# -- 7. the solo queue's own fenced protocol ------------------------------------------------------------------
+
+
+def test_solo_queue_speaks_the_fenced_protocol_natively(tmp_path) -> None:
+    path = tmp_path / "q.sqlite"
+    a = SQLiteQueue(path, "gold", "same", prompt_set="set", lease_s=1)
+    b = SQLiteQueue(path, "gold", "same", prompt_set="set", lease_s=60)
+    assert as_fenced(a) is a, "no adapter: the queue is a FencedQueue itself"
+    assert a.instance.startswith("same#") and len(a.instance) == len("same#") + 12  # base.new_instance_id
+    assert a.claim_round([0, 1, 2], 2) == ClaimOutcome([0, 1])
+    # b: 0 and 1 held by a live instance (with the seconds left on a's lease), 2 claimed, 3 over `want`.
+    outcome = b.claim_round([0, 1, 2, 3], 1)
+    assert outcome.won == [2] and set(outcome.taken) == {0, 1} and all(0 < s <= 1 for s in outcome.taken.values())
+    a.report([Completion("gold", 0, "same", "S0", "d", instance=a.instance)])
+    assert b.claim_round([0, 1, 3], 3) == ClaimOutcome([3], frozenset({0}), {1: pytest.approx(1, abs=0.5)})
+    assert b.done_among([0, 1, 2, 3, 99]) == {0} and b.completed_recent(60) == {0} == b.completed()
+
+    # verify: done -> DONE, another live instance's claim -> TAKEN, else renewed or claimed again -> OWNED.
+    assert b.verify([0, 1, 2, 7]) == {0: DONE, 1: TAKEN, 2: OWNED, 7: OWNED}
+    time.sleep(1.2)  # a's lease on 1 runs out, unrenewed
+    assert b.verify([1]) == {1: OWNED}
+    assert a.verify([1]) == {1: TAKEN}, "a's claim lapsed and b holds the item now"
+
+    # for_thread: the same instance on a connection another thread may use; the keeper closes it.
+    twin = b.for_thread()
+    assert isinstance(twin, SQLiteQueue) and twin is not b
+    assert (twin.instance, twin.prompt_set, twin.lease_s) == (b.instance, "set", 60)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(v=twin.verify([1, 2])))
+    thread.start()
+    thread.join(30)
+    assert result["v"] == {1: OWNED, 2: OWNED}
+    twin.close()
+    assert not hasattr(b, "claimed_by_others")
+    for q in (a, b):
+        q.close()
+
+
+def test_solo_lease_range_and_prompt_set_are_checked(tmp_path) -> None:
+    for bad in (0.5, 7200):
+        with pytest.raises(ConfigError, match="1 to 3600 s"):
+            SQLiteQueue(tmp_path / "q.sqlite", "gold", "w", lease_s=bad)
+
+        def cache(key, load):
+            raise AssertionError("no model may load for a bad lease")
+
+        with pytest.raises(ConfigError, match="1 to 3600 s"):
+            build_contribution(ContributionOptions(worker="w", lease_s=bad), MemoryTokenStore(), cache=cache)
+    prompts = write_prompts(tmp_path / "p.jsonl", 3)
+    other = write_other_prompts(tmp_path / "other.jsonl", 3)
+    queue = SQLiteQueue(tmp_path / "q.sqlite", "gold", "w", prompt_set=prompt_set_hash(other))
+    with pytest.raises(ConfigError, match="another prompt set"):
+        run_contribution(small_run(tmp_path, prompts, tmp_path / "o.jsonl"), queue, ScriptedGenerator())
+    assert not (tmp_path / "o.jsonl").exists()
+    queue.close()
+    # The queue setup opens and the engine reads the same file, the shipped one when none is given.
+    assert prompt_file(None) == seeds_dir() / "gold-prompts.jsonl" and prompt_file(prompts) == prompts
+
+
+@pytest.mark.slow
+def test_solo_worker_stopped_past_its_lease_reports_nothing_it_lost(tmp_path) -> None:
+    """Two solo worker processes on one queue file; one is stopped (SIGSTOP: a laptop asleep) for 12 s against
+    a 4 s lease while the other goes on, then continued."""
+    n = 24
+    prompts = write_prompts(tmp_path / "p.jsonl", n)
+    queue_file = tmp_path / "solo.sqlite"
+    env = worker_env(tmp_path)
+    outs = {"sleeper": tmp_path / "sleeper.jsonl", "other": tmp_path / "other.jsonl"}
+    logs = {name: tmp_path / f"{name}.log" for name in outs}
+    sleeper = start(sleepy_worker_cmd("", prompts, outs["sleeper"], "sleeper", lease_s=4, item_s=1.5, batch_size=4,
+                                      idle_max_s=3, solo_queue=queue_file), env, logs["sleeper"])
+    deadline = time.monotonic() + 60
+    while len(jsonl_indices(outs["sleeper"])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    other = start(sleepy_worker_cmd("", prompts, outs["other"], "other", lease_s=4, item_s=0.5, batch_size=2,
+                                    idle_max_s=3, solo_queue=queue_file), env, logs["other"])
+    time.sleep(0.5)
+    sleeper.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(12)
+    finally:
+        sleeper.send_signal(signal.SIGCONT)
+    for name, proc in (("sleeper", sleeper), ("other", other)):
+        assert proc.wait(timeout=300) == 0, logs[name].read_text()[-3000:]
+    local = jsonl_indices(*outs.values())
+    assert sorted(local) == list(range(n)), "every item in exactly one output, none twice"
+    reports = solo_reports(queue_file)
+    assert sorted(i for i, _w, _inst in reports) == list(range(n))
+    assert {i for i, w, _inst in reports if w == "sleeper"} == set(jsonl_indices(outs["sleeper"]))
+    log = logs["sleeper"].read_text()
+    assert "Traceback" not in log
+    noted = [row for row in log.splitlines() if row.startswith("ClaimLost: ")]
+    assert noted, log[-3000:]  # it held items when it stopped: each is noted as lost, none reported
+    assert all("while this computer was asleep or paused" in row or "finished by another volunteer" in row
+               for row in noted), noted
+    kept_aside = jsonl_indices(outs["sleeper"].with_name("sleeper.jsonl.lost.jsonl"))
+    assert not set(kept_aside) & {i for i, w, _inst in reports if w == "sleeper"}  # aside, not reported
+
+
+# -- 8. answers kept aside, old journal rows -------------------------------------------------------------------
+
+
+def fill_disk(path: Path) -> None:
+    """Write `path` until the file system says it is full."""
+    with open(path, "wb", buffering=0) as fh:
+        block = b"\0" * 65536
+        try:
+            while True:
+                fh.write(block)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+
+
+def test_keep_aside_on_a_full_disk_is_a_clear_error_and_leaves_whole_lines(tmp_path, tmpfs) -> None:
+    disk = tmpfs("256k")
+    out = disk.path / "gold.jsonl"
+    journal = Journal(out, "gold", "set")
+    lost = {"lost": "taken", "cause": "paused"}
+    journal.keep_aside({"idx": 0, "response": "first"}, lost)
+    journal.hold({"idx": 5, "response": "loop"}, {"held": ["repetition"], "quality": {"ngram_repeat": 0.9}})
+    filler = disk.path / "filler"
+    fill_disk(filler)
+    big = {"idx": 1, "response": "x" * 20000}  # more than the free end of the file's last page
+    with pytest.raises(StorageError, match="is full") as err:
+        journal.keep_aside(big, lost)
+    assert str(journal.lost_path) in str(err.value) and "kept" in str(err.value)
+    with pytest.raises(StorageError, match="is full") as err:
+        journal.hold(dict(big, idx=6), {"held": ["repetition"], "quality": {}})
+    assert str(journal.held_path) in str(err.value)
+    assert [r["idx"] for r in lines_of(journal.lost_path)] == [0], "no partial line"
+    assert [r["idx"] for r in lines_of(journal.held_path)] == [5]
+    filler.unlink()  # the volunteer frees some space
+    journal.keep_aside(big, lost)
+    rows = lines_of(journal.lost_path)
+    assert [r["idx"] for r in rows] == [0, 1]
+    assert rows[1] == dict(big, kind="gold", prompt_set="set", lost="taken", cause="paused")
+    journal.close()
+    # Lines beside the output are never adopted as finished answers.
+    again = Journal(out, "gold", "set")
+    assert again.done_set() == set() and again.outbox() == [] and not out.exists()
+    again.close()
+
+
+def test_journal_rows_from_before_instances_still_load_and_are_reported(tmp_path) -> None:
+    prompts = write_prompts(tmp_path / "p.jsonl", 3)
+    dataset = prompt_set_hash(prompts)
+    out = tmp_path / "o.jsonl"
+
+    def old_report(idx: int) -> dict:  # a Completion as the version before instances wrote it: no "instance"
+        return {"kind": "gold", "idx": idx, "worker": "w", "seed_id": f"S{idx:03d}", "domain": "Privacy",
+                "voice": "original", "region": "", "gen_time": 1.5, "chars": 40, "tokens": 9,
+                "truncated": False, "model": "m", "time_ns": 1_700_000_000_000_000_000 + idx}
+
+    # Answer 1: written and journaled, not reported. Answer 2: written just before a crash, never journaled.
+    line = {"prompt": "q", "response": "an old answer", "kind": "gold", "prompt_set": dataset}
+    out.write_text("".join(json.dumps(dict(line, idx=i, _completion=old_report(i))) + "\n" for i in (1, 2)))
+    db = sqlite3.connect(out.with_name(out.name + ".journal.sqlite"))
+    db.execute("CREATE TABLE done (kind TEXT, dataset TEXT, idx INTEGER, completion TEXT, reported INTEGER "
+               "DEFAULT 0, PRIMARY KEY (kind, dataset, idx))")
+    db.execute("INSERT INTO done VALUES ('gold', ?, 1, ?, 0)", (dataset, json.dumps(old_report(1))))
+    db.commit()
+    db.close()
+
+    journal = Journal(out, "gold", dataset)
+    outbox = journal.outbox()
+    assert [c.idx for c in outbox] == [1, 2]
+    assert all(c.instance == "" and c.time_ns == old_report(c.idx)["time_ns"] for c in outbox)
+    journal.close()
+    # Fields a newer version may add are ignored.
+    assert Completion.from_dict(dict(old_report(1), future_field=3)) == Completion.from_dict(old_report(1))
+
+    queue = SQLiteQueue(tmp_path / "q.sqlite", "gold", "w", prompt_set=dataset)
+    result = run_contribution(small_run(tmp_path, prompts, out), queue, ScriptedGenerator())
+    assert result.done_this_run == 1 and result.unreported == 0  # only item 0 was left to generate
+    assert queue.completed() == {0, 1, 2}
+    reports = {i: inst for i, _w, inst in solo_reports(tmp_path / "q.sqlite")}
+    assert reports[1] == reports[2] == "" and reports[0] == queue.instance
+    queue.close()

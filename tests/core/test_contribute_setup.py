@@ -19,7 +19,7 @@ from lemcore.contribute.setup import (
     open_queue,
     options_from_settings,
 )
-from lemcore.errors import ConfigError
+from lemcore.errors import AuthError, ConfigError, StorageError
 from lemcore.events import Event
 from lemcore.generate import WAIT, APIGenerator, Feed, Generator, GenResult, Messages, MLXGenerator, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
@@ -84,7 +84,8 @@ def test_build_contribution_solo_loads_through_the_cache_and_runs(tmp_path) -> N
         return kept.setdefault(key, EchoGenerator())
 
     options = ContributionOptions(worker="w", model="some/model", batch_size=3, prompts=prompts,
-                                  output=tmp_path / "o.jsonl", axioms_path=kernel[0], kernel_path=kernel[1])
+                                  output=tmp_path / "o.jsonl", axioms_path=kernel[0], kernel_path=kernel[1],
+                                  quality_gate=False)  # the echo is no answer
     run = build_contribution(options, MemoryTokenStore(), cache=cache)
     assert isinstance(run.queue, SQLiteQueue) and isinstance(run.generator, EchoGenerator)
     assert loads == [("mlx", "some/model", 3)]
@@ -133,3 +134,44 @@ def test_legacy_token_import_is_reported_as_a_notice(tmp_path, monkeypatch) -> N
     assert store.get() == "legacy-tok"
     (notice,) = events
     assert isinstance(notice, Notice) and "delete that file" in notice.message and "legacy-tok" not in notice.message
+
+
+def test_the_lab_check_is_one_small_request_and_a_failed_build_closes_the_queue(tmp_path, influx,
+                                                                               monkeypatch) -> None:
+    """Checking the address and token costs a ping and one bounded query, not a read of every finished item
+    (the run reads those itself); a build that fails after the queue opened closes it, solo or lab."""
+    from lemcore.contribute.queue.lab import InfluxQueue
+    from lemcore.influx import InfluxClient
+
+    queries: list[str] = []
+    real_query = InfluxClient.query
+
+    def spy(self, influxql: str):
+        queries.append(influxql)
+        return real_query(self, influxql)
+
+    monkeypatch.setattr(InfluxClient, "query", spy)
+    prompts = write_prompts(tmp_path / "p.jsonl", 3)
+    options = ContributionOptions(worker="w", server_url=influx.url, prompts=prompts, output=tmp_path / "o.jsonl",
+                                  quality_gate=False)
+    run = build_contribution(options, MemoryTokenStore({"influx-token": influx.token}),
+                             cache=lambda key, load: EchoGenerator())
+    assert isinstance(run.queue, InfluxQueue)
+    assert run.queue.stats().requests == 2 and len(queries) == 1  # /ping and one query
+    assert "LIMIT 1" in queries[0] and "now() - " in queries[0] and "SHOW TAG VALUES" not in queries[0]
+    run.queue.close()
+
+    closed: list[str] = []
+    monkeypatch.setattr(InfluxQueue, "close", lambda self: closed.append("lab"))
+    monkeypatch.setattr(SQLiteQueue, "close", lambda self: closed.append("solo"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for server in (influx.url, ""):
+        bad = ContributionOptions(worker="w", server_url=server, prompts=prompts, output=blocker / "o.jsonl")
+        with pytest.raises(StorageError):
+            build_contribution(bad, MemoryTokenStore({"influx-token": influx.token}),
+                               cache=lambda key, load: EchoGenerator())
+    assert closed == ["lab", "solo"]
+    with pytest.raises(AuthError):  # a wrong token still fails at once
+        build_contribution(options, MemoryTokenStore({"influx-token": "wrong"}),
+                           cache=lambda key, load: EchoGenerator())

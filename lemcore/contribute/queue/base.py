@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, cast
+
+from lemcore.errors import ConfigError
 
 GOLD = "gold"
 EXPANSION = "expansion"
@@ -36,6 +38,13 @@ MIN_LEASE_S = 1.0
 OWNED = "owned"  # still ours: the claim is renewed
 DONE = "done"  # finished fleet-wide (by someone else, or reported by us already)
 TAKEN = "taken"  # someone else holds it now
+
+
+def check_lease(lease_s: float) -> None:
+    """Refuse a lease outside MIN_LEASE_S .. MAX_LEASE_S with a ConfigError (both queues, and the run's setup)."""
+    if not MIN_LEASE_S <= lease_s <= MAX_LEASE_S:
+        raise ConfigError(f"A lease of {lease_s:g} s is not allowed: use {MIN_LEASE_S:g} to {MAX_LEASE_S:g} s "
+                          "(the default, 120 s, suits most computers).")
 
 
 def new_instance_id(worker: str) -> str:
@@ -62,6 +71,13 @@ class Completion:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Completion:
+        """A stored report: rows written before a field existed get its default; fields this version does
+        not know (a newer version's journal) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)

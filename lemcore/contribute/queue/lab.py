@@ -37,14 +37,14 @@ from lemcore.contribute.queue.base import (
     EXPANSION,
     GOLD,
     MAX_LEASE_S,
-    MIN_LEASE_S,
     OWNED,
     TAKEN,
     ClaimOutcome,
     Completion,
+    check_lease,
     new_instance_id,
 )
-from lemcore.errors import ConfigError, InfluxError
+from lemcore.errors import InfluxError
 from lemcore.influx import InfluxClient, RequestCounts, line
 
 CLAIM_MEASUREMENT = "lem_claim"
@@ -116,9 +116,7 @@ class InfluxQueue:
                  instance: str | None = None, settle_s: float = SETTLE_S) -> None:
         if kind not in DONE_MEASUREMENT:
             raise ValueError(kind)
-        if not MIN_LEASE_S <= lease_s <= MAX_LEASE_S:
-            raise ConfigError(f"A lease of {lease_s:g} s is not allowed: use {MIN_LEASE_S:g} to {MAX_LEASE_S:g} s "
-                              "(the default, 120 s, suits most computers).")
+        check_lease(lease_s)
         self.client, self.kind, self.worker, self.lease_s = client, kind, worker, lease_s
         self.instance = instance or new_instance_id(worker)
         self.settle_s = settle_s
@@ -134,6 +132,11 @@ class InfluxQueue:
 
     def stats(self) -> RequestCounts:
         return self.client.stats()
+
+    def check_access(self) -> None:
+        """One cheap, bounded request that proves the address, the token and the database (not a read of the
+        finished set: the run reads that itself)."""
+        self.client.check_access()
 
     def close(self) -> None:
         self.client.close()

@@ -2,8 +2,16 @@
 
 Rows are keyed by job kind, prompt set (`lemcore.prompts.prompt_set_hash` of the prompt file) and index, so a
 second prompt file starts from nothing instead of finding "60 done". Claims belong to a worker *instance* (the
-name plus a random id made when the queue opens), not to the bare name: two processes started with the same
-worker name never take each other's work. The name still goes into reports and progress.
+name plus a random id made when the queue opens, `base.new_instance_id`, the lab's format), not to the bare
+name: two processes started with the same worker name never take each other's work. The name still goes into
+reports and progress.
+
+The queue is a `FencedQueue` of its own (docs/coordination.md), with the lab queue's answers in one SQLite
+transaction each: `claim_round` (done candidates, candidates another live instance holds with the seconds left on
+its lease, and up to `want` claimed), `verify` (DONE, TAKEN, or renewed / claimed again for this instance:
+OWNED), `done_among`, `completed_recent`, and `for_thread` (a second connection to the same file for the lease
+keeper's thread). One row per item holds its current claim, so there are no runs to judge: a claim whose lease
+ran out is free, and whoever writes the row next holds the item.
 
 A claim ends when its holder reports or releases it, when its lease runs out, or at once when its holder was a
 process on this computer that no longer runs (killed, crashed): a restart need not wait out the lease.
@@ -34,6 +42,7 @@ from lemcore.contribute.queue.base import (
     ClaimOutcome,
     Completion,
     FencedQueue,
+    check_lease,
     new_instance_id,
 )
 from lemcore.contribute.storage import guarded
@@ -75,6 +84,7 @@ class SQLiteQueue:
 
     def __init__(self, path: Path, kind: str, worker: str, *, prompt_set: str = "", lease_s: float = 120.0,
                  instance: str | None = None, _any_thread: bool = False) -> None:
+        check_lease(lease_s)
         self.path = Path(path)
         self.kind, self.worker, self.lease_s = kind, worker, lease_s
         self.prompt_set = prompt_set
@@ -174,7 +184,16 @@ class SQLiteQueue:
             return self._done(self._db)
 
     def done_among(self, idxs: list[int]) -> set[int]:
-        return self.completed() & set(idxs)
+        wanted = list(dict.fromkeys(idxs))
+        done: set[int] = set()
+        with self._guard("read the solo queue"):
+            for start in range(0, len(wanted), 500):  # SQLite's host-parameter limit is 999 on old builds
+                chunk = wanted[start:start + 500]
+                rows = self._db.execute(
+                    f"SELECT idx FROM done WHERE kind=? AND prompt_set=? AND idx IN ({','.join('?' * len(chunk))})",
+                    (self.kind, self.prompt_set, *chunk)).fetchall()
+                done |= {r[0] for r in rows}
+        return done
 
     def completed_recent(self, seconds: float) -> set[int]:
         with self._guard("read the solo queue"):
@@ -191,11 +210,6 @@ class SQLiteQueue:
                 continue
             live[idx] = (instance, until)
         return live
-
-    def claimed_by_others(self) -> set[int]:
-        with self._guard("read the solo queue"):
-            live = self._live_claims(self._db, time.time())
-        return {i for i, (holder, _until) in live.items() if holder != self.instance}
 
     # -- claims -------------------------------------------------------------------------------------
     def _take(self, db: sqlite3.Connection, idxs: list[int], now: float) -> None:
