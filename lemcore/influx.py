@@ -5,7 +5,7 @@ both the lab's InfluxDB 3 Core and Debian's InfluxDB 1.x (our test server) answe
 auth carries the token as the password (3.x ignores the user name). The token is passed in by the caller,
 kept only on this object, and never put in a message, log line or exception.
 
-Queries written here must mean the same on 1.x and 3.x (platform-notes): always bound `time`, never rely on
+Queries written here must mean the same on 1.x and 3.x (docs/platform-notes.md, "InfluxDB versions and API"): always bound `time`, never rely on
 `SHOW TAG VALUES` without a time range, and never send SQL to `/query`.
 """
 
@@ -232,7 +232,7 @@ def line(measurement: str, tags: dict[str, Any], fields: dict[str, Any], time_ns
 
     point = Point(measurement)
     for key, value in tags.items():
-        # Point alters tag values ending in a backslash or holding newlines/tabs (platform-notes): clean them.
+        # Point alters tag values ending in a backslash or holding newlines/tabs (docs/platform-notes.md, "InfluxDB client library"): clean them.
         text = str(value).replace("\n", " ").replace("\t", " ").rstrip("\\")
         point = point.tag(key, text)
     for key, value in fields.items():

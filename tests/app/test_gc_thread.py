@@ -1,7 +1,7 @@
 """Garbage collection runs only on the GUI thread, even while an engine job allocates on the MLX thread.
 
 A collection on a worker thread frees whatever cyclic garbage exists, Qt objects included, on that thread;
-PySide deadlocked there once. So the test fills the heap with cycles holding Qt objects while a job churns out
+PySide deadlocked there once (docs/platform-notes.md, "PySide deadlocks"). So the test fills the heap with cycles holding Qt objects while a job churns out
 cycles of its own, and checks which thread every collection ran on.
 """
 
