@@ -92,6 +92,8 @@ class MainWindow(QMainWindow):
         self._make_menus()
         self.tray = self._make_tray()
         self.contribute.state_changed.connect(self._on_state)
+        self.notifications: list[tuple[str, str, bool]] = []  # what notify() was asked to show, newest last
+        self.contribute.notify.connect(self.notify)
         self._warm_contribute_model()
 
     @staticmethod
@@ -210,6 +212,20 @@ class MainWindow(QMainWindow):
         if self.tray is not None:
             self.tray_state.setText(text)
             self.tray.setToolTip(text)
+
+    def notify(self, title: str, text: str, error: bool = False) -> bool:
+        """Tell the volunteer from the tray while the window is closed or minimised: errors always,
+        milestones only when they asked for them (the Contribute page's option). Returns whether it showed."""
+        if self.isVisible() and not self.isMinimized():
+            return False  # the page says it already
+        if not error and not self.contribute.notify_milestones:
+            return False
+        self.notifications.append((title, text, error))
+        if self.tray is None:
+            return False
+        icon = QSystemTrayIcon.MessageIcon.Warning if error else QSystemTrayIcon.MessageIcon.Information
+        self.tray.showMessage(title, text, icon, 10_000)
+        return True
 
     def _show_window(self) -> None:
         self.show()

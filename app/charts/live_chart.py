@@ -1,10 +1,15 @@
 """A pyqtgraph line chart fed from SeriesBuffers and redrawn by a timer, never per event.
 
 Thin cosmetic pens and peak downsampling keep long runs cheap (docs/platform-notes.md, "pyqtgraph live charts").
-Charts follow the app's light/dark theme (`follow_theme`).
+Charts follow the app's light/dark theme (`follow_theme`). A chart over time (`time_axis=True`) takes x values in
+seconds since the epoch and labels its axis with the clock (14:05, 14:05:30), and shows at least
+`MIN_TIME_SPAN_S` so that one or two points never give an axis of "9.1221 ... 9.1223".
 """
 
 from __future__ import annotations
+
+import math
+import time
 
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QTimer
@@ -16,6 +21,7 @@ from app.style import Theme
 pg.setConfigOptions(antialias=True, background="w", foreground="#333")
 
 PALETTE = ["#2f6fdf", "#e0592a", "#2aa876", "#8e44ad", "#c0392b", "#7f8c8d"]
+MIN_TIME_SPAN_S = 300.0  # a chart over time shows at least five minutes
 
 
 def sci_text(value: float) -> str:
@@ -36,6 +42,22 @@ class ScientificAxis(pg.AxisItem):
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
         return [sci_text(v * scale) for v in values]
+
+
+class IntegerAxis(pg.AxisItem):
+    """An axis for counts: ticks only at whole numbers (no "0.5 answers")."""
+
+    def __init__(self, orientation: str) -> None:
+        super().__init__(orientation)
+        self.enableAutoSIPrefix(False)
+
+    def tickSpacing(self, minVal, maxVal, size):  # noqa: N802, N803 - pyqtgraph override
+        levels = [(max(1.0, float(math.ceil(spacing))), offset)
+                  for spacing, offset in super().tickSpacing(minVal, maxVal, size)]
+        return levels[:1] if levels else [(1.0, 0.0)]
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
+        return [f"{round(v * scale):d}" for v in values]
 
 
 def apply_chart_theme(widget: pg.PlotWidget, theme: Theme, title: str = "") -> None:
@@ -77,11 +99,25 @@ def follow_theme(widget: pg.PlotWidget, title: str = "") -> None:
 
 class LiveChart(pg.PlotWidget):
     def __init__(self, title: str = "", *, y_label: str = "", x_label: str = "", hz: float = 10.0,
-                 scientific_y: bool = False) -> None:
+                 scientific_y: bool = False, time_axis: bool = False, integer_y: bool = False,
+                 y_from_zero: bool = False) -> None:
         # scientific_y: tick labels like 1e-5, and the y axis from 0 to just above the largest value (a
         # constant learning rate is then a visible line, not a flat 0 on a +-0.4 axis).
-        super().__init__(axisItems={"left": ScientificAxis("left")} if scientific_y else None)
+        # time_axis: x in seconds since the epoch, labelled with the clock; the x range is set by
+        # `show_time_span` (at least MIN_TIME_SPAN_S), not fitted to the points.
+        # integer_y: whole-number ticks (counts). y_from_zero: the y axis from 0 to just above the largest value.
+        axes: dict[str, pg.AxisItem] = {}
+        if scientific_y:
+            axes["left"] = ScientificAxis("left")
+        elif integer_y:
+            axes["left"] = IntegerAxis("left")
+        if time_axis:
+            axes["bottom"] = pg.DateAxisItem(orientation="bottom")
+        super().__init__(axisItems=axes or None)
         self.scientific_y = scientific_y
+        self.y_from_zero = scientific_y or y_from_zero
+        self.time_axis = time_axis
+        self.time_span: tuple[float, float] | None = None
         self.title = title
         self.setMinimumHeight(120)
         plot = self.getPlotItem()
@@ -94,11 +130,17 @@ class LiveChart(pg.PlotWidget):
         # it clips points outside the current view, so a new series would never come into view.
         plot.setDownsampling(auto=True, mode="peak")
         plot.addLegend(offset=(-10, 4), labelTextSize="8pt", verSpacing=-6)
-        if scientific_y:
+        if self.y_from_zero:
             plot.enableAutoRange(y=False)
-            plot.setYRange(0, 1e-5, padding=0)
+            plot.setYRange(0, 1e-5 if scientific_y else 1, padding=0)
+        if time_axis:
+            plot.enableAutoRange(x=False)
+            plot.setMouseEnabled(x=False, y=False)
+            now = time.time()
+            self.show_time_span(now, now)
         follow_theme(self, title)
         self.buffers: dict[str, SeriesBuffer] = {}
+        self.bands: list[pg.LinearRegionItem] = []
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.timer = QTimer(self)
         self.timer.setInterval(int(1000 / hz))
@@ -130,7 +172,7 @@ class LiveChart(pg.PlotWidget):
                 self.curves[name].setData(x, y)
                 buf.dirty = False
                 changed = True
-        if changed and self.scientific_y:
+        if changed and self.y_from_zero:
             self._fit_y_from_zero()
 
     def _fit_y_from_zero(self) -> None:
@@ -138,16 +180,46 @@ class LiveChart(pg.PlotWidget):
         if top > 0:
             self.getPlotItem().setYRange(0, top * 1.15, padding=0)
 
+    def show_time_span(self, start: float, end: float) -> None:
+        """Show from `start` to `end` (seconds since the epoch), at least MIN_TIME_SPAN_S wide. (Charts over
+        time only; called by the page as time passes, so the axis reaches the present.)"""
+        end = max(end, start + MIN_TIME_SPAN_S)
+        if self.time_span is not None and abs(self.time_span[0] - start) < 1e-3 and abs(
+                self.time_span[1] - end) < 0.5:
+            return
+        self.time_span = (start, end)
+        self.getPlotItem().setXRange(start, end, padding=0.02)
+
+    def x_tick_labels(self) -> list[str]:
+        """The x axis's tick labels as drawn now (for tests and screen readers)."""
+        return self._tick_labels("bottom", 0, self.size().width() or 300)
+
     def y_tick_labels(self) -> list[str]:
         """The y axis's tick labels as drawn now (for tests and screen readers)."""
-        axis = self.getPlotItem().getAxis("left")
-        low, high = self.getPlotItem().viewRange()[1]
-        labels = []
-        for spacing, values in axis.tickValues(low, high, axis.size().height() or 100):
+        return self._tick_labels("left", 1, self.getPlotItem().getAxis("left").size().height() or 100)
+
+    def _tick_labels(self, name: str, dim: int, size: float) -> list[str]:
+        axis = self.getPlotItem().getAxis(name)
+        low, high = self.getPlotItem().viewRange()[dim]
+        labels: list[str] = []
+        for spacing, values in axis.tickValues(low, high, size):
             labels += axis.tickStrings(values, axis.scale, spacing)
         return labels
+
+    def add_band(self, start: float, end: float) -> pg.LinearRegionItem:
+        """A shaded stretch of x behind the curves (e.g. a pause); move its end with `setRegion`."""
+        band = pg.LinearRegionItem((start, end), movable=False, brush=pg.mkBrush(128, 128, 128, 45),
+                                   pen=pg.mkPen(None))
+        band.setZValue(-10)
+        self.addItem(band)
+        self.bands.append(band)
+        return band
 
     def clear_all(self) -> None:
         for buf in self.buffers.values():
             buf.clear()
+        for band in self.bands:
+            self.removeItem(band)
+        self.bands.clear()
         self.redraw()
+

@@ -1,10 +1,12 @@
-"""Screenshots of every page in its main states, for the README and for looking at what users see.
+"""Screenshots of every page in its main states, light and dark, for the README and for looking at what users see.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python -m app.devtools.screenshots resources/screenshots
 
-Runs the real engines: the embedded SmolLM2 model writes a real answer for the "running" shots, and
-errors come from real failures (an address where no server listens). Settings and data go to a temp
-folder, so your own settings are untouched.
+Runs the real engines: the embedded SmolLM2 model reads and writes real answers for the Contribute shots, taken
+while it works (reading a question, writing an answer) and after (paused); a real LoRA run for the Train shots,
+taken while it trains and after it stopped; errors come from real failures (an address where no server
+listens). Each state is taken twice: `<name>.png` in the light theme and `<name>-dark.png` in the dark one, at
+the same moment. Settings and data go to a temp folder, so your own settings are untouched.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from PySide6.QtCore import QSize
+
+from app.appearance import appearance
 from app.main_window import MainWindow
+from app.pages.contribute.progress import READING, WRITING
 from app.pages.results.page import ResultsPage
 from app.pages.train.page import TrainPage
 from lemcore.contribute.kernel import default_kernel_paths, load_axioms
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
     from PySide6.QtWidgets import QWidget
 
 _Page = TypeVar("_Page")
+SHOT_SIZE = QSize(1180, 780)  # the window's default size on a laptop screen
 
 
 def _page(window: MainWindow, title: str, kind: type[_Page]) -> _Page:
@@ -76,15 +83,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtWidgets import QApplication
 
-
     app = QApplication.instance() or QApplication([])
     shots: list[str] = []
 
     def shot(window: QWidget, name: str) -> None:
-        _wait(app, lambda: False, 0.3)  # let charts and timers repaint
-        path = out / f"{name}.png"
-        window.grab().save(str(path))
-        shots.append(path.name)
+        """The window as it is now, light and dark."""
+        window.resize(SHOT_SIZE)
+        for mode, suffix in (("light", ""), ("dark", "-dark")):
+            appearance().set_mode(mode)
+            _wait(app, lambda: False, 0.3)  # let charts, timers and the theme repaint
+            path = out / f"{name}{suffix}.png"
+            window.grab().save(str(path))
+            shots.append(path.name)
+        appearance().set_mode("light")
 
     # First run: welcome and connect steps.
     window = MainWindow(token_store=MemoryTokenStore())
@@ -92,10 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     shot(window, "contribute-first-run")
     window.contribute.stack.setCurrentIndex(1)
     shot(window, "contribute-connect")
+    window.contribute.model_step.refresh("", 2)
+    window.contribute.stack.setCurrentIndex(2)
+    shot(window, "contribute-model")
     window.runner.shutdown()
     window.close()
 
-    # Dashboard, idle -> running (real answer from the embedded model) -> paused.
+    # Dashboard: idle -> reading the first question -> writing (after two answers, so the tiles and charts have
+    # something) -> paused. Real answers from the embedded model.
     save_settings(Settings(first_run_done=True, solo=True, worker_name="my-mac", max_tokens=160,
                            only_on_power=False, min_free_memory_gb=0.5))
     window = MainWindow(token_store=MemoryTokenStore())
@@ -103,9 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     page = window.contribute
     shot(window, "contribute-idle")
     page.start()
-    _wait(app, lambda: page.tile_session.value.text() not in ("0", "") and len(page.now_answer.toPlainText()) > 80,
-          600)
-    _wait(app, lambda: len(page.now_answer.toPlainText()) > 200, 60)
+
+    def featured(stage: str, at_least: int = 0) -> bool:
+        answer = page.tracker.featured
+        if answer is None or answer.stage != stage or page.now.message is not None:
+            return False
+        return (answer.read_done > answer.read_from if stage == READING else len(answer.text) >= at_least)
+
+    _wait(app, lambda: featured(READING), 600)  # a chunk read: the bar and the estimate are there
+    shot(window, "contribute-reading")
+    _wait(app, lambda: page.session.done >= 2 and featured(WRITING, 150), 900)
     shot(window, "contribute-running")
     page.pause()
     _wait(app, lambda: page.start_btn.isEnabled(), 120)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from lemcore.errors import ConfigError
+from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report, no_report
 
 Messages = list[dict[str, str]]  # chat messages: [{"role": ..., "content": ...}, ...]
@@ -52,6 +53,18 @@ class GenResult:
     # Not generated, and why (e.g. the prompt does not fit the model's context): `text` is empty and the item
     # is not done. Callers record it as skipped and tell the user; "" for every generated answer.
     refused: str = ""
+
+
+@dataclass(frozen=True)
+class PrefillProgress(Event):
+    """The model is reading an item's prompt (prefill), before it writes anything: `done_tokens` of
+    `total_tokens` read. Sent when the reading starts (`done_tokens` then counts the tokens a shared-prefix cache
+    already holds) and after each chunk (512 tokens on the CPU, 2048 on a GPU); the last one has
+    `done_tokens == total_tokens`. Backends that read no prompt themselves (an API) send none."""
+
+    key: Any  # the GenItem's key
+    done_tokens: int
+    total_tokens: int
 
 
 class Wait(enum.Enum):

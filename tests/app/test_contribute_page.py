@@ -3,16 +3,58 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import time
 
+import pytest
 from PySide6.QtCore import Qt
 
 from lemcore.secrets import KeyringTokenStore
 from lemcore.settings import Settings, data_dir, load_settings
 
+INTERNAL_WORDS = ("Metal", "context cache", "Cancelled", "INFLUX_TOKEN", "KV", "prefill", "resolve…", "check…")
+
 
 def _answers(worker: str) -> list[dict]:
     path = data_dir() / "output" / f"gold-{worker}.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def no_quality_gate(monkeypatch):
+    """The tiny test model writes gibberish, which the quality gate rightly holds back: tests of the saved path
+    turn the gate off (the held-back test keeps it)."""
+    from lemcore.contribute import engine
+
+    monkeypatch.setattr(engine, "build_gate", lambda config: None)
+
+
+class EventLog:
+    """Wraps the page's event handler: every event, and what the stage line said after it."""
+
+    def __init__(self, page) -> None:
+        self.page, self.events, self.stage_lines = page, [], []
+        self._handle = page.on_event
+        page.on_event = self  # the job takes page.on_event when it starts
+
+    def __call__(self, event) -> None:
+        self._handle(event)
+        self.events.append(event)
+        answer = self.page.tracker.featured
+        if answer is not None:
+            self.stage_lines.append((answer.key, self.page.tracker.stage_text(answer, time.monotonic())))
+
+    def of(self, kind) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def _visible_text(page) -> str:
+    from PySide6.QtWidgets import QAbstractButton, QLabel
+
+    parts = [w.text() for w in page.findChildren(QLabel) if w.isVisible()]
+    parts += [w.text() for w in page.findChildren(QAbstractButton) if w.isVisible()]
+    return "\n".join(parts)
 
 
 def test_first_run_saves_token_in_real_keychain(qtbot, make_window, system_keyring, influx) -> None:
@@ -30,9 +72,15 @@ def test_first_run_saves_token_in_real_keychain(qtbot, make_window, system_keyri
     assert store.get() == influx.token
     step = page.model_step
     assert "SmolLM2" in step.choice.text() and "needs" in step.fit.text()  # fit verdict in words
+    assert not any(word in step.fit.text() for word in INTERNAL_WORDS), step.fit.text()
+    seen: list[str] = []
+    handler = step._on_event
+    step._on_event = lambda e: (handler(e), seen.append(step.message.text()))  # type: ignore[method-assign]
     qtbot.mouseClick(step.prepare_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.stack.currentIndex() == 3, timeout=120000)  # converted, then the dashboard
     assert step.message.text() == "The model is ready."
+    for text in seen:  # the stages in words, never the engine's stage names
+        assert not any(word in text for word in INTERNAL_WORDS), text
     assert page.token_edit.text() == ""  # the field never keeps the token
     s = load_settings()
     assert s.first_run_done and s.influx_url == influx.url and not s.solo
@@ -40,47 +88,205 @@ def test_first_run_saves_token_in_real_keychain(qtbot, make_window, system_keyri
     store.delete()
 
 
-def test_start_pause_resume_finish_offline(qtbot, make_window, tiny_llama) -> None:
+def test_start_pause_resume_finish_offline(qtbot, make_window, tiny_llama, no_quality_gate) -> None:
     window = make_window(settings=Settings(first_run_done=True, solo=True, model_override=str(tiny_llama),
                                            worker_name="vol", max_tokens=8, only_on_power=False,
                                            min_free_memory_gb=0.5))
     page = window.contribute
+    log = EventLog(page)
     assert page.stack.currentIndex() == 3
+    assert "Nothing yet" not in page.now.question.text()
     qtbot.mouseClick(page.start_btn, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: len(_answers("vol")) >= 2, timeout=120000)
+    qtbot.waitUntil(lambda: page.session.done >= 2, timeout=120000)  # the page has seen them (on disk before)
+    assert len(_answers("vol")) >= 2
     assert not page.start_btn.isEnabled() and page.pause_btn.isEnabled()
+
+    # The stage line followed the first answers: reading the question (with its size) -> writing -> saved.
+    from app.pages.contribute.progress import CHECKING, READING, SAVED, SENT, WRITING
+    from lemcore.generate.protocol import PrefillProgress
+
+    reads = log.of(PrefillProgress)
+    assert reads and reads[0].total_tokens > 1000  # the sandwich: principles, kernel, question
+    assert any(e.done_tokens == e.total_tokens for e in reads)
+    first = [e for e in reads if e.key == reads[0].key]  # one event as reading starts, then one per chunk
+    left = first[0].total_tokens - 1 - first[0].done_tokens  # (the shared prefix is read already)
+    assert len(first) in (1 + math.ceil(left / 512), 1 + math.ceil(left / 2048))  # CPU chunks, GPU chunks
+    assert [e.done_tokens for e in first] == sorted(e.done_tokens for e in first)
+    assert first[-1].done_tokens == first[-1].total_tokens
+    saved = [a for a in page.tracker.answers.values() if a.stage == SAVED]
+    assert saved, [(a.key, a.stage, a.history) for a in page.tracker.answers.values()] + [type(e).__name__ for e in log.events]
+    assert saved[0].history == [READING, WRITING, CHECKING, SAVED]
+    assert saved[0].prompt and saved[0].prompt_tokens > 1000  # the question, shown from AnswerStarted on
+    lines = [text for _key, text in log.stage_lines]
+    assert any(t.startswith("Reading the question:") and "tokens" in t for t in lines), lines
+    assert any(t.startswith("Writing") for t in lines), lines
+    assert any(t == "Checked and saved on this computer" for t in lines), lines  # solo: no "sent"
+    assert all(SENT not in a.history for a in page.tracker.answers.values())
+    assert "Sent to the lab" not in page.now.strip.text()
+
+    # Pause acts within a second (the tiny model reads a chunk in milliseconds).
+    clicked = time.monotonic()
     qtbot.mouseClick(page.pause_btn, Qt.MouseButton.LeftButton)
+    assert page.status.state == "paused" and page.status.text.startswith("Pausing")  # said at once
     qtbot.waitUntil(lambda: page.start_btn.isEnabled(), timeout=60000)
+    assert time.monotonic() - clicked < 1.0
     assert page.status.state == "paused"
     first = {a["idx"] for a in _answers("vol")}
-    qtbot.mouseClick(page.start_btn, Qt.MouseButton.LeftButton)  # resume
+    done_before = int(page.tile_session.value.text())
+    assert done_before >= 2 and page.tile_rate.value.text() != "–"
+
+    # Resume: the box says so at once; the session carries over and grows within 2 s.
+    qtbot.mouseClick(page.start_btn, Qt.MouseButton.LeftButton)
+    assert "resuming" in page.now.question.text() and "Set aside" not in page.now.stage.text()
+    assert page.status.text == "Resuming…"
+    resumed = time.monotonic()
+    qtbot.waitUntil(lambda: int(page.tile_session.value.text()) > done_before, timeout=2000)
+    assert time.monotonic() - resumed < 2.0
+    assert page.session.pauses and page.session.pauses[0][1] is not None  # the pause is on the charts
+    assert len(page.rate_chart.bands) == 1
     qtbot.waitUntil(lambda: len(_answers("vol")) >= len(first) + 2, timeout=120000)
     qtbot.mouseClick(page.finish_btn2, Qt.MouseButton.LeftButton)
+    assert "Finishing" in page.status.text or "Stopping" in page.status.text
     qtbot.waitUntil(lambda: page.start_btn.isEnabled(), timeout=60000)
     assert page.status.state == "idle" and "Stopped" in page.status.text
     answers = _answers("vol")
     assert len(answers) == len({a["idx"] for a in answers}), "nothing done twice"
     assert first <= {a["idx"] for a in answers}, "nothing finished was lost"
-    assert int(page.tile_session.value.text()) >= 2
-    assert page.rate_series.n >= 1 and page.now_answer.toPlainText() != ""
+    assert int(page.tile_session.value.text()) == page.session.done >= 4  # both runs: one session
+    assert page.rate_series.n >= 1 and page.now.answer.toPlainText() != ""
+    for word in INTERNAL_WORDS:
+        assert word not in _visible_text(page), word
 
 
-def test_contributing_to_real_server_and_wrong_token(qtbot, make_window, tiny_llama, influx) -> None:
+def test_contributing_to_real_server_and_wrong_token(qtbot, make_window, tiny_llama, influx,
+                                                     no_quality_gate) -> None:
+    from lemcore.contribute import events as ev
     from lemcore.secrets import MemoryTokenStore
 
     settings = Settings(first_run_done=True, influx_url=influx.url, model_override=str(tiny_llama),
                         worker_name="volx", max_tokens=8, only_on_power=False, min_free_memory_gb=0.5)
     window = make_window(token_store=MemoryTokenStore({"influx-token": "wrong"}), settings=settings)
     page = window.contribute
+    window.show()
+    window.hide()  # closed to the tray: an error is told there
     qtbot.mouseClick(page.start_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.status.state == "error", timeout=60000)
     assert "did not accept the token" in page.status.text and "Traceback" not in page.status.text
+    assert window.notifications and window.notifications[-1][2] is True  # errors always
+    assert "token" in window.notifications[-1][0] + window.notifications[-1][1]
+    window.show()
     page.token_store.set(influx.token)
+    log = EventLog(page)
     qtbot.mouseClick(page.start_btn, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: len(_answers("volx")) >= 2, timeout=120000)
+    qtbot.waitUntil(lambda: page.session.done >= 2, timeout=120000)
     qtbot.mouseClick(page.finish_btn2, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.start_btn.isEnabled(), timeout=60000)
     res = influx.query("SELECT chars, i FROM gold_gen WHERE time > now() - 1h")
     reported = {int(v[2]) for v in res["results"][0]["series"][0]["values"]}
     assert reported == {a["idx"] for a in _answers("volx")}
     assert page.fleet.value() >= 0 and page.fleet.maximum() == 600
+    assert "as the lab counts them" in page.fleet.format()
+
+    # With a server the stage line goes on to "sent" (the engine's ReportsSent).
+    from app.pages.contribute.progress import CHECKING, READING, SAVED, SENT, WRITING
+
+    sent = log.of(ev.ReportsSent)
+    assert sent and {i for e in sent for i in e.idxs} <= reported
+    kept = [a for a in page.tracker.answers.values() if SENT in a.history]
+    assert kept and kept[0].history == [READING, WRITING, CHECKING, SAVED, SENT]
+    assert any(text == "Checked, saved and sent to the lab" for _k, text in log.stage_lines)
+    assert page.tile_total.value.text() == str(len(_answers("volx")))  # this computer, all time
+
+
+def test_held_back_answers_are_counted_in_words(qtbot, make_window, tiny_llama) -> None:
+    """The real quality gate on the tiny model's gibberish: the answers are held back, and the page says how
+    many and why, in the words of lemcore.quality.REASON_TEXT."""
+    from app.pages.contribute.progress import HELD
+    from lemcore.contribute import events as ev
+    from lemcore.quality import REASON_TEXT
+
+    window = make_window(settings=Settings(first_run_done=True, solo=True, model_override=str(tiny_llama),
+                                           worker_name="volh", max_tokens=24, only_on_power=False,
+                                           min_free_memory_gb=0.5))
+    page = window.contribute
+    log = EventLog(page)
+    assert not page.held_line.isVisibleTo(page)
+    page.start()
+    qtbot.waitUntil(lambda: len(log.of(ev.AnswerHeld)) >= 3, timeout=120000)
+    page.pause()
+    qtbot.waitUntil(lambda: page.start_btn.isEnabled(), timeout=60000)
+    last = log.of(ev.AnswerHeld)[-1]
+    text = page.held_line.text()
+    assert page.held_line.isVisibleTo(page)
+    assert text.startswith(f"{last.held_total} answers held back")
+    assert all(REASON_TEXT[r] in text for r in last.held_by_reason)
+    held = [a for a in page.tracker.answers.values() if a.stage == HELD]
+    assert held and page.tracker.stage_text(held[0], time.monotonic()).startswith("Held back by the quality check")
+
+
+def test_window_fits_900_by_600_at_every_first_run_step(qtbot, make_window) -> None:
+    window = make_window(settings=Settings(influx_url="https://lab.example:8181", worker_name="a-long-worker-name"))
+    window.show()
+    qtbot.waitExposed(window)
+    page = window.contribute
+    scroll = window.stack.currentWidget()
+    for step in range(4):  # welcome, connect, model, dashboard
+        window.resize(1331, 900)
+        page.stack.setCurrentIndex(step)
+        if step == 2:
+            page.model_step.refresh("", 2)
+        window.resize(900, 600)
+        qtbot.wait(30)
+        assert window.size().width() == 900 and window.size().height() == 600, step
+        assert not scroll.horizontalScrollBar().isVisible(), step
+        assert not scroll.verticalScrollBar().isVisible(), step
+        assert page.width() <= scroll.viewport().width(), step
+    # The smallest window the app allows: the dashboard scrolls down, never sideways.
+    window.resize(window.minimumSize())
+    qtbot.wait(30)
+    assert not scroll.horizontalScrollBar().isVisible()
+
+
+def test_charts_have_a_clock_axis(qtbot, make_window) -> None:
+    """One answer in: the x axis reads clock times (14:05, 14:05:30), never '9.1221'."""
+    from lemcore.contribute import events as ev
+
+    window = make_window(settings=Settings(first_run_done=True, solo=True))
+    window.show()
+    page = window.contribute
+    page.session.begin_run(time.time() - 40)
+    page.session.work_started(time.monotonic() - 40)
+    page.on_event(ev.ResponseDone(3, "s3", "Privacy", "a", "What is fair?", "An answer.", 120, 12.0, False))
+    page.rate_chart.redraw()
+    page.tps_chart.redraw()
+    qtbot.wait(50)
+    for chart in (page.rate_chart, page.tps_chart):
+        labels = [x for x in chart.x_tick_labels() if x]
+        assert labels, chart.title
+        assert all(re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", x) for x in labels), labels
+        low, high = chart.getPlotItem().viewRange()[0]
+        assert high - low >= 300  # at least five minutes shown
+    assert [x for x in page.rate_chart.y_tick_labels() if x] and all(
+        re.fullmatch(r"\d+", x) for x in page.rate_chart.y_tick_labels() if x)  # whole answers
+
+
+def test_milestones_in_the_tray_only_when_asked(qtbot, make_window) -> None:
+    from lemcore.contribute import events as ev
+
+    window = make_window(settings=Settings(first_run_done=True, solo=True))
+    page = window.contribute
+    window.hide()
+    page.session.begin_run(time.time())
+
+    def answers(n: int) -> None:
+        for i in range(n):
+            page.on_event(ev.ResponseDone(i, f"s{i}", "Privacy", "a", "Q?", "A.", 10, 1.0, False))
+
+    answers(10)
+    assert window.notifications == []  # not asked for
+    page.notify_box.setChecked(True)
+    answers(15)
+    assert [n[1] for n in window.notifications] == ["25 answers written this session. Thank you!"]
+    from app.pages.contribute.page import load_notify_choice
+
+    assert load_notify_choice() is True

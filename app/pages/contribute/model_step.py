@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
+from app.appearance import current_theme
 from app.errors import user_message
 from app.jobs.runner import JobRunner
 from app.widgets import Card
@@ -13,13 +14,57 @@ from lemcore.contribute.setup import recommended_model
 from lemcore.events import Event
 from lemcore.hardware import detect_hardware
 from lemcore.jobs import CancelToken, Report
-from lemcore.models.catalog import find_entry
+from lemcore.models.catalog import Recommendation, find_entry
 from lemcore.models.downloads import DownloadProgress
-from lemcore.models.fit import assess_fit
+from lemcore.models.fit import GREEN, RED, FitReport, assess_fit, gb
 from lemcore.models.gguf.convert import ConvertProgress
 from lemcore.models.loading import LoadStage, load_model
 
 VERDICT_COLORS = {"green": "#2aa876", "yellow": "#e0a02a", "red": "#d64541"}
+VERDICT_WORDS = {"green": "Fits", "yellow": "Tight", "red": "Too big"}
+# What the loading, download and conversion stages are called for a volunteer.
+STAGE_WORDS = {
+    LoadStage: {"resolve": "finding the model", "download": "getting the model", "check": "checking that it fits "
+                "in memory", "load": "loading it"},
+    DownloadProgress: {"listing": "looking up the files", "downloading": "downloading",
+                       "linking": "putting the files in place", "done": "downloaded"},
+    ConvertProgress: {"read": "reading the built-in model", "tensors": "converting the built-in model",
+                      "tokenizer": "converting its vocabulary", "write": "saving the converted model",
+                      "done": "converted", "waiting": "waiting for another window that is preparing it",
+                      "hash": "checking the built-in model's file"},
+}
+
+
+def _why(rec: Recommendation) -> str:
+    """Why this model, for a volunteer (the catalog's reason names the GPU framework and the backend)."""
+    if rec.entry.embedded:
+        return ("This computer has no graphics processor the larger models can use, so it runs the small "
+                "built-in model, which works well on the processor; the larger models would be very slow here.")
+    return rec.reason
+
+
+def stage_words(event: Event) -> str:
+    """A model-preparation event's stage in words ("" for others): never an internal stage name."""
+    for kind, words in STAGE_WORDS.items():
+        if isinstance(event, kind):
+            stage = getattr(event, "stage", "")
+            return words.get(stage, "")
+    return ""
+
+
+def fit_words(report: FitReport) -> str:
+    """The fit verdict in a volunteer's words (the engine's sentence names the context cache and Metal)."""
+    text = (f"It needs about {gb(report.needed_bytes)} of memory while it writes {report.batch} "
+            f"answer{'s' if report.batch != 1 else ''} at a time (the model itself takes "
+            f"{gb(report.weight_bytes)}); this computer can give about {gb(report.usable_bytes)} "
+            f"({gb(report.total_bytes)} minus what is kept for the system and other apps).")
+    if report.verdict == RED:
+        return text + " Too big for this computer: pick a smaller model in Settings."
+    if report.verdict == GREEN:
+        return text + " It fits."
+    if report.needed_bytes > report.available_bytes:
+        return text + f" It fits, but only about {gb(report.available_bytes)} is free right now: close other apps first."
+    return text + " It fits, but other apps may slow down while it runs."
 
 
 class ModelStep(Card):
@@ -63,11 +108,11 @@ class ModelStep(Card):
             self.choice.setText(f"<b>{override}</b> (your choice in Settings).")
             self.fit.setText("Its memory needs are checked before it is loaded.")
             return
-        self.choice.setText(f"<b>{entry.label}</b>. {rec.reason if not override else 'Your choice in Settings.'}")
+        self.choice.setText(f"<b>{entry.label}</b>. {'Your choice in Settings.' if override else _why(rec)}")
         report = assess_fit(entry.needs(), detect_hardware(), batch=batch)
-        color = VERDICT_COLORS.get(report.verdict, "#333")
-        self.fit.setText(f"<span style='color:{color}; font-weight:600'>● {report.verdict.capitalize()}</span> "
-                         f"{report.words}")
+        color = VERDICT_COLORS.get(report.verdict, current_theme().text)
+        verdict = VERDICT_WORDS.get(report.verdict, report.verdict.capitalize())
+        self.fit.setText(f"<span style='color:{color}; font-weight:600'>● {verdict}.</span> {fit_words(report)}")
 
     def prepare(self) -> None:
         model_id = self.model_id
@@ -88,8 +133,9 @@ class ModelStep(Card):
         # (The fit verdict and ModelLoaded need nothing here: the step says "ready" when the job is done.)
         if isinstance(event, (DownloadProgress, ConvertProgress)):
             self._show_progress(event.done, event.total)
-        if isinstance(event, (LoadStage, DownloadProgress, ConvertProgress)) and event.stage:
-            self.message.setText(f"Preparing: {event.stage}…")
+        words = stage_words(event)
+        if words:
+            self.message.setText(f"Preparing: {words}…")
 
     def _show_progress(self, done: int, total: int) -> None:
         if total <= 0:

@@ -1,12 +1,17 @@
 """Contribute: the volunteer's page. First run walks through what happens, the token and the model;
-then one big button, live progress, and an honest status line."""
+then one big button, live progress, and an honest status line.
+
+While it contributes, the "Writing now" card follows each answer through its stages (reading the question, with
+progress and a time estimate; writing; checked; saved; sent), the tiles and charts cover the session (Pause and
+Resume keep it; a new Start after the run ended begins a new one), and Pause and Finish say how long they take."""
 
 from __future__ import annotations
 
 import functools
+import json
 import time
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -16,11 +21,11 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QRadioButton,
-    QStackedWidget,
+    QSizePolicy,
+    QStackedLayout,
     QVBoxLayout,
     QWidget,
 )
@@ -29,7 +34,14 @@ from app.charts.live_chart import LiveChart
 from app.errors import user_message
 from app.jobs.contribute import contribute
 from app.jobs.runner import Job, JobRunner
-from app.pages.contribute.model_step import ModelStep
+from app.pages.contribute.answer_view import AnswerView
+from app.pages.contribute.model_step import ModelStep, stage_words
+from app.pages.contribute.progress import (
+    AnswerTracker,
+    Session,
+    duration_text,
+    held_summary,
+)
 from app.widgets import Card, StatTile, StatusLine, heading
 from lemcore.contribute import events as ev
 from lemcore.contribute.engine import ContributeResult
@@ -37,34 +49,123 @@ from lemcore.contribute.governor import PRESETS
 from lemcore.contribute.setup import recommended_model, resolve_generation_model
 from lemcore.events import Event
 from lemcore.generate.engine import TokenChunk
+from lemcore.generate.protocol import PrefillProgress
+from lemcore.models.downloads import DownloadProgress
+from lemcore.models.gguf.convert import ConvertProgress
+from lemcore.models.loading import LoadStage, ModelLoaded
 from lemcore.secrets import TokenStore
-from lemcore.settings import Settings, load_settings, save_settings
+from lemcore.settings import Settings, config_dir, load_settings, save_settings
 
-MODEL_STEP, DASHBOARD = 2, 3
+WELCOME, CONNECT, MODEL_STEP, DASHBOARD = 0, 1, 2, 3
+PREFS_FILE = "contribute-notifications.json"  # the tray-notification choice (app-only: not an engine setting)
 
+TAGLINE = "Help build ethical training data with your computer's spare time."
 WHAT_HAPPENS = (
     "<p>Your computer will write answers to ethical questions, guided by five principles: "
     "<b>sovereignty, privacy, transparency, consent and dignity</b>. The lab uses these answers to teach "
     "small open models to reason about ethics.</p>"
-    "<ul><li>Each answer takes a few seconds to a minute; pausing loses at most the answer being written.</li>"
+    "<ul><li>Each answer takes a few seconds to a few minutes: the model first reads the question (a long one, "
+    "with the principles), then writes. Pausing loses at most the answers being written.</li>"
     "<li>No question is ever done twice: the lab's server hands out work.</li>"
     "<li>By default it runs gently, only on power, and pauses when memory runs low.</li>"
     "<li>Nothing about you is sent except your worker name and the answers.</li></ul>"
 )
+PACES = (("gentle", "Gentle", "Two answers at a time: the computer stays usable."),
+         ("balanced", "Balanced", "Four answers at a time."),
+         ("max", "Maximum", "Eight answers at a time: best when you are not using the computer."))
+
+
+def load_notify_choice() -> bool:
+    try:
+        return bool(json.loads((config_dir() / PREFS_FILE).read_text(encoding="utf-8")).get("milestones", False))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def save_notify_choice(milestones: bool) -> None:
+    path = config_dir() / PREFS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"milestones": milestones}), encoding="utf-8")
+
+
+class _StepLayout(QStackedLayout):
+    """A stacked layout sized by the page shown. (QStackedLayout takes the largest of all its pages, so the
+    dashboard made every first-run step need a wide and tall window, and the window then refused to shrink.)"""
+
+    def _current(self) -> QWidget | None:
+        return self.currentWidget()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        page = self._current()
+        return page.sizeHint() if page is not None else QSize(0, 0)
+
+    def minimumSize(self) -> QSize:  # noqa: N802 - Qt override
+        page = self._current()
+        return page.minimumSizeHint().expandedTo(page.minimumSize()) if page is not None else QSize(0, 0)
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt override
+        page = self._current()
+        layout = page.layout() if page is not None else None
+        return layout is not None and layout.hasHeightForWidth()
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt override
+        # The page's minimum height at this width: the page scroll gives it the room there is beyond that.
+        page = self._current()
+        layout = page.layout() if page is not None else None
+        if layout is None or not layout.hasHeightForWidth():
+            return -1
+        return max(layout.minimumHeightForWidth(width), layout.minimumSize().height())
+
+
+class StepStack(QWidget):
+    """The first-run steps and the dashboard, one shown at a time (the part of QStackedWidget's API we use)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._layout = _StepLayout(self)
+        self.currentChanged = self._layout.currentChanged
+        self._layout.currentChanged.connect(lambda _i: self._layout.invalidate())
+
+    def addWidget(self, page: QWidget) -> int:  # noqa: N802 - QStackedWidget's name
+        return self._layout.addWidget(page)
+
+    def setCurrentIndex(self, index: int) -> None:  # noqa: N802
+        self._layout.setCurrentIndex(index)
+
+    def currentIndex(self) -> int:  # noqa: N802
+        return self._layout.currentIndex()
+
+    def currentWidget(self) -> QWidget | None:  # noqa: N802
+        return self._layout.currentWidget()
+
+    def widget(self, index: int) -> QWidget | None:
+        return self._layout.widget(index)
+
+    def count(self) -> int:
+        return self._layout.count()
 
 
 class ContributePage(QWidget):
     state_changed = Signal(str)  # "idle", "running", "paused", "waiting" (tray icon follows it)
+    # (title, sentence, is_error): the main window shows it in the tray while the window is closed; errors
+    # always, milestones when the volunteer asked for them (`notify_milestones`).
+    notify = Signal(str, str, bool)
 
     def __init__(self, runner: JobRunner, token_store: TokenStore) -> None:
         super().__init__()
         self.runner, self.token_store = runner, token_store
         self.job: Job | None = None
         self.settings = load_settings()
-        self.stack = QStackedWidget()
+        self.stack = StepStack()
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(32, 24, 32, 24)
-        layout.addWidget(heading("Contribute", "Help build ethical training data with your computer's spare time."))
+        layout.setContentsMargins(24, 16, 24, 16)
+        head = heading("Contribute", TAGLINE)
+        # The subtitle: the tagline during the first steps, then what is contributed where (`_refresh_summary`).
+        subtitle = head.findChild(QLabel, "hint")
+        assert subtitle is not None
+        self.summary: QLabel = subtitle
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        layout.addWidget(head)
         layout.addWidget(self.stack, 1)
         self.stack.addWidget(self._build_welcome())
         self.stack.addWidget(self._build_connect())
@@ -72,13 +173,15 @@ class ContributePage(QWidget):
         self.model_step.done.connect(self._model_step_done)
         self.stack.addWidget(_page(self.model_step))
         self.stack.addWidget(self._build_dashboard())
-        self.stack.setCurrentIndex(DASHBOARD if self.settings.first_run_done else 0)
-        self._pending_text: tuple[str, str] | None = None
-        self._text_timer = QTimer(self)
-        self._text_timer.setInterval(150)  # the streaming answer repaints at most ~7 times a second
-        self._text_timer.timeout.connect(self._flush_text)
-        self._text_timer.start()
-        self._t0 = time.monotonic()
+        self.stack.setCurrentIndex(DASHBOARD if self.settings.first_run_done else WELCOME)
+        self.stack.currentChanged.connect(lambda _i: self._refresh_summary())
+        self.session = Session()
+        self.tracker = AnswerTracker(max_tokens=self.settings.max_tokens, reporting=False)
+        self.stopping = ""  # "pause" or "finish" while the job winds down
+        self.last_stop = ""  # how the last run ended: "paused", "error", "done" ("" before any)
+        self.ticker = QTimer(self)
+        self.ticker.setInterval(1000)  # estimates count down, the charts' clock axis reaches the present
+        self.ticker.timeout.connect(self._tick)
         self._refresh_summary()
 
     # -- first run ---------------------------------------------------------------------------------
@@ -89,7 +192,7 @@ class ContributePage(QWidget):
         text.setTextFormat(Qt.TextFormat.RichText)
         nxt = self.next_btn = QPushButton("Next: connect")
         nxt.setObjectName("primary")
-        nxt.clicked.connect(lambda: self.stack.setCurrentIndex(1))
+        nxt.clicked.connect(lambda: self.stack.setCurrentIndex(CONNECT))
         card.body.addWidget(QLabel("<h3>What your computer will do</h3>"))
         card.body.addWidget(text)
         card.body.addWidget(nxt, 0, Qt.AlignmentFlag.AlignLeft)
@@ -107,7 +210,9 @@ class ContributePage(QWidget):
         self.url_edit.setPlaceholderText("Server address from the lab, e.g. https://lab.example:8181")
         self.token_edit = QLineEdit()
         self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
-        self.token_edit.setPlaceholderText("Paste the token the lab gave you (saved in the system keychain)")
+        self.token_edit.setPlaceholderText("Paste the token the lab gave you (kept in the system keychain)")
+        for edit in (self.url_edit, self.token_edit):
+            edit.setMinimumWidth(120)  # long placeholders must not widen the window
         self.connect_msg = QLabel("")
         self.connect_msg.setWordWrap(True)
         self.connect_msg.setObjectName("hint")
@@ -123,7 +228,7 @@ class ContributePage(QWidget):
             card.body.addWidget(w)
         row = QHBoxLayout()
         back = QPushButton("Back")
-        back.clicked.connect(lambda: self.stack.setCurrentIndex(0))
+        back.clicked.connect(lambda: self.stack.setCurrentIndex(WELCOME))
         self.finish_btn = QPushButton("Save and continue")
         self.finish_btn.setObjectName("primary")
         self.finish_btn.clicked.connect(self._finish_first_run)
@@ -181,46 +286,54 @@ class ContributePage(QWidget):
         root = QWidget()
         layout = QVBoxLayout(root)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(5)
         top = QHBoxLayout()
         self.start_btn = QPushButton("Start contributing")
         self.start_btn.setObjectName("hero")
         self.start_btn.clicked.connect(self.start)
         self.pause_btn = QPushButton("Pause")
-        self.pause_btn.setToolTip("Stop now. The answer being written is dropped; nothing finished is lost.")
+        self.pause_btn.setToolTip("Stop now. The answers being written are set aside; nothing finished is lost.")
         self.pause_btn.clicked.connect(self.pause)
         self.finish_btn2 = QPushButton("Finish this answer and stop")
+        self.finish_btn2.setToolTip("Finish the answers being written, then stop.")
         self.finish_btn2.clicked.connect(self.finish)
         top.addWidget(self.start_btn)
         top.addWidget(self.pause_btn)
         top.addWidget(self.finish_btn2)
         top.addStretch(1)
-        self.preset = QComboBox()
-        for key, label in (("gentle", "Gentle (computer stays usable)"), ("balanced", "Balanced"),
-                           ("max", "Maximum (when idle)")):
-            self.preset.addItem(label, key)
-        self.preset.setCurrentIndex(max(0, self.preset.findData(self.settings.preset)))
-        self.preset.currentIndexChanged.connect(self._save_options)
-        top.addWidget(QLabel("Pace:"))
-        top.addWidget(self.preset)
         layout.addLayout(top)
 
         self.status = StatusLine()
         layout.addWidget(self.status)
-        self.summary = QLabel("")
-        self.summary.setObjectName("hint")
-        self.summary.setWordWrap(True)
-        layout.addWidget(self.summary)
 
         tiles = QGridLayout()
-        self.tile_session = StatTile("This session", "0")
-        self.tile_total = StatTile("All time", "0")
-        self.tile_rate = StatTile("Answers / hour", "–")
-        self.tile_tps = StatTile("Tokens / s", "–")
+        self.tile_session = StatTile("Answers this session", "0", compact=True)
+        self.tile_total = StatTile("All time, this computer", "–", compact=True)
+        self.tile_total.setToolTip("Answers this computer has written and kept, in every session (the lab's "
+                                   "count below only has those it has received).")
+        self.tile_rate = StatTile("Answers per hour", "–", compact=True)
+        self.tile_rate.setToolTip("This session's answers per hour spent contributing (pauses not counted).")
+        self.tile_tps = StatTile("Writing speed, tokens/s", "–", compact=True)
+        self.tile_tps.setToolTip("How fast the model writes an answer, in tokens per second: the mean over this "
+                                 "session's answers (the chart beside the answer shows each one).")
         for n, tile in enumerate((self.tile_session, self.tile_total, self.tile_rate, self.tile_tps)):
             tiles.addWidget(tile, 0, n)
+            tiles.setColumnStretch(n, 1)
+            for caption in tile.findChildren(QLabel, "hint"):
+                caption.setWordWrap(True)  # a narrow window wraps the captions instead of scrolling
         layout.addLayout(tiles)
+        self.held_line = QLabel("")
+        self.held_line.setToolTip("The quality check holds back answers that are empty, broken, looping, cut off, "
+                                  "in another language or that recite the principles or the question. They stay "
+                                  "in a separate file on this computer and are never sent as training data.")
+        self.held_line.setObjectName("hint")
+        self.held_line.setWordWrap(True)
+        self.held_line.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.held_line.hide()
+        layout.addWidget(self.held_line)
         fleet_row = QHBoxLayout()
-        fleet_row.addWidget(QLabel("Lab progress:"))
+        self.fleet_label = QLabel("Lab progress:")
+        fleet_row.addWidget(self.fleet_label)
         self.fleet = QProgressBar()
         self.fleet.setRange(0, 1)
         self.fleet.setValue(0)
@@ -228,39 +341,64 @@ class ContributePage(QWidget):
         fleet_row.addWidget(self.fleet, 1)
         layout.addLayout(fleet_row)
 
-        now = Card()
-        now.body.addWidget(QLabel("<b>Writing now</b>"))
-        self.now_prompt = QLabel("Nothing yet. Press Start contributing.")
-        self.now_prompt.setWordWrap(True)
-        self.now_answer = QPlainTextEdit()
-        self.now_answer.setReadOnly(True)
-        self.now_answer.setMaximumBlockCount(200)
-        self.now_answer.setMinimumHeight(90)
-        now.body.addWidget(self.now_prompt)
-        now.body.addWidget(self.now_answer)
-        layout.addWidget(now, 1)
-
-        charts = QHBoxLayout()
-        self.rate_chart = LiveChart("Answers per hour", x_label="minutes")
-        self.rate_series = self.rate_chart.add_series("answers/h", symbol="o")
-        self.tps_chart = LiveChart("Tokens per second", x_label="minutes")
+        work = QHBoxLayout()  # the answer being written, and beside it the session's charts
+        self.now = AnswerView()
+        self.now.show_message("nothing yet", "Press Start contributing.")
+        work.addWidget(self.now, 3)
+        charts = QVBoxLayout()
+        self.rate_chart = LiveChart("Answers this session", time_axis=True, integer_y=True, y_from_zero=True)
+        self.rate_series = self.rate_chart.add_series("answers", color="#2f6fdf")
+        self.tps_chart = LiveChart("Writing speed, tokens/s", time_axis=True, y_from_zero=True)
         self.tps_series = self.tps_chart.add_series("tokens/s", color="#2aa876", symbol="o")
-        charts.addWidget(self.rate_chart)
-        charts.addWidget(self.tps_chart)
-        layout.addLayout(charts)
+        for chart in (self.rate_chart, self.tps_chart):
+            chart.setMinimumHeight(96)
+            chart.setMinimumWidth(200)
+            legend = chart.getPlotItem().legend
+            if legend is not None:
+                legend.hide()  # one series each: the title names it
+            charts.addWidget(chart)
+        work.addLayout(charts, 2)
+        layout.addLayout(work, 1)
 
-        opts = QHBoxLayout()
+        opts = QGridLayout()
+        opts.setContentsMargins(0, 0, 0, 0)
+        self.preset = QComboBox()
+        for n, (key, label, tip) in enumerate(PACES):
+            self.preset.addItem(label, key)
+            self.preset.setItemData(n, tip, Qt.ItemDataRole.ToolTipRole)
+        self.preset.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.preset.setMinimumContentsLength(10)
+        self.preset.setCurrentIndex(max(0, self.preset.findData(self.settings.preset)))
+        self.preset.currentIndexChanged.connect(self._save_options)
+        self.preset.setToolTip("How many answers are written together. Gentle keeps the computer usable. "
+                               "Changed while stopped; applies from the next start.")
+        pace = QHBoxLayout()
+        pace.addWidget(QLabel("Pace:"))
+        pace.addWidget(self.preset)
         self.only_power = QCheckBox("Only when plugged in")
         self.only_power.setChecked(self.settings.only_on_power)
         self.in_use = QCheckBox("Pause while I use the computer")
         self.in_use.setChecked(self.settings.pause_when_in_use)
         for box in (self.only_power, self.in_use):
             box.toggled.connect(self._save_options)
-            opts.addWidget(box)
-        opts.addStretch(1)
+        self.notify_box = QCheckBox("Notify me of milestones")
+        self.notify_box.setToolTip("While the window is closed, the tray icon tells you at 10, 25, 50, 100... "
+                                   "answers this session and when the lab's questions run out. Problems that "
+                                   "stop contributing are always shown there.")
+        self.notify_box.setChecked(load_notify_choice())
+        self.notify_box.toggled.connect(save_notify_choice)
+        opts.addLayout(pace, 0, 0)
+        opts.addWidget(self.only_power, 0, 1)
+        opts.addWidget(self.in_use, 1, 1)
+        opts.addWidget(self.notify_box, 1, 0)
+        opts.setColumnStretch(2, 1)
         layout.addLayout(opts)
         self._set_running(False)
         return root
+
+    @property
+    def notify_milestones(self) -> bool:
+        return self.notify_box.isChecked()
 
     def _save_options(self) -> None:
         s = load_settings()
@@ -272,20 +410,23 @@ class ContributePage(QWidget):
 
     def _refresh_summary(self) -> None:
         s = self.settings = load_settings()
-        where = "offline (answers stay on this computer)" if s.solo or not s.influx_url else f"to {s.influx_url}"
+        if self.stack.currentIndex() != DASHBOARD:
+            self.summary.setText(TAGLINE)
+            return
+        where = "offline (answers stay on this computer)" if _solo(s) else f"to {s.influx_url}"
         if s.model_override:
             model = s.model_override
         else:
-
             model = f"{recommended_model().entry.label}, the model recommended for this computer"
         self.summary.setText(f"Contributing {where} as “{s.effective_worker()}”, with {model}. "
                              "Change this in Settings.")
+        self.fleet_label.setText("Questions answered:" if _solo(s) else "Lab progress:")
 
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)
         self.start_btn.setText("Start contributing" if not running else "Contributing…")
-        self.pause_btn.setEnabled(running)
-        self.finish_btn2.setEnabled(running)
+        self.pause_btn.setEnabled(running and self.stopping != "pause")
+        self.finish_btn2.setEnabled(running and not self.stopping)
         self.preset.setEnabled(not running)
 
     # -- actions -----------------------------------------------------------------------------------
@@ -294,13 +435,22 @@ class ContributePage(QWidget):
             return
         self._save_options()
         self._refresh_summary()
-        self.status.set_state("running", "Starting: loading the model…")
-        self.state_changed.emit("running")
-        self._t0 = time.monotonic()
-        self.rate_chart.clear_all()
-        self.tps_chart.clear_all()
-        self.tile_session.set_value("0")
         settings = load_settings()
+        resume = self.session.open and self.last_stop in ("paused", "error")
+        if not resume:
+            self._new_session()
+        self.session.begin_run(time.time())
+        self.tracker = AnswerTracker(max_tokens=settings.max_tokens, reporting=not _solo(settings))
+        self.now.follow(self.tracker)
+        self.now.show_message("resuming" if resume else "getting ready",
+                              "Opening the question list and the model…")
+        self.status.set_state("running", "Resuming…" if resume else "Starting…")
+        self.status.set_note("")
+        self.state_changed.emit("running")
+        self.stopping = ""
+        self.last_stop = ""
+        self._show_tiles()
+        self._draw_charts()
         self.job = self.runner.start(
             "contribute",
             functools.partial(contribute, settings, self.token_store),
@@ -309,86 +459,271 @@ class ContributePage(QWidget):
             pass_drain=True, pass_models=True, on_event=self.on_event, on_done=self.on_done,
             on_error=self.on_error, on_cancelled=self.on_cancelled)
         self._set_running(True)
+        self.ticker.start()
+
+    def _new_session(self) -> None:
+        self.session = Session()
+        self.rate_chart.clear_all()
+        self.tps_chart.clear_all()
 
     def pause(self) -> None:
-        if self.job is not None:
-            self.job.cancel("paused by you")
-            self.status.set_state("paused", "Pausing…")
+        """Stop now: the answers in flight are set aside. The engine notices at its next check: at once while
+        writing, after the chunk of the question it is reading otherwise (the page says how long)."""
+        if self.job is None or not self.job.running:
+            return
+        self.job.cancel("paused by you")
+        self.stopping = "pause"
+        self._set_running(True)
+        self._say_stopping()
 
     def finish(self) -> None:
-        if self.job is not None:
-            self.job.drain()
-            self.status.set_state("running", "Finishing the answers in progress, then stopping…")
+        """Finish the answers in flight, then stop (the engine takes no new question)."""
+        if self.job is None or not self.job.running:
+            return
+        self.job.drain()
+        self.stopping = "finish"
+        self._set_running(True)
+        self._say_stopping()
+
+    def _say_stopping(self) -> None:
+        now = time.monotonic()
+        if self.stopping == "pause":
+            delay = self.tracker.stop_delay_s(now)
+            if delay is not None and delay >= 1.5:
+                text = (f"Pausing: the model stops after the part of the question it is reading "
+                        f"({duration_text(delay)}). Nothing finished is lost.")
+            else:
+                text = "Pausing… Nothing finished is lost."
+            self.status.set_state("paused", text)
+        elif self.stopping == "finish":
+            flying = len(self.tracker.in_flight())
+            if not flying:
+                self.status.set_state("running", "Stopping: no answer is in progress…")
+                return
+            what = "the answer in progress" if flying == 1 else f"the {flying} answers in progress"
+            estimate = self.tracker.finish_left_s(now)
+            if estimate is None:
+                when = "measuring how long that takes"
+            else:
+                when = duration_text(estimate[0])
+                if estimate[1]:
+                    when = "at most " + when.removeprefix("about ")
+            self.status.set_state("running", f"Finishing {what} ({when}), then stopping. Press Pause to stop now.")
 
     # -- engine events (GUI thread) ------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
+        now = time.monotonic()
+        tracker = self.tracker
         if isinstance(event, TokenChunk):
-            self._pending_text = (str(event.key), event.text)
+            tracker.writing(event.key, event.text, event.tokens, now)
+            self.session.work_started(now)
+            self.now.mark_dirty()
+        elif isinstance(event, PrefillProgress):
+            tracker.reading(event.key, event.done_tokens, event.total_tokens, now)
+            self.session.work_started(now)
+            self.now.mark_dirty()
+        elif isinstance(event, ev.AnswerStarted):
+            tracker.started(event.idx, event.prompt, event.domain, event.seed_id, event.prompt_tokens, now)
+            self.session.work_started(now)
+            self.now.mark_dirty()
         elif isinstance(event, ev.ResponseDone):
-            self.now_prompt.setText(f"<b>{event.domain}</b> · {event.voice} · {_elide(event.prompt, 300)}")
-            self._pending_text = (str(event.idx), event.response)
+            answer = tracker.saved(event.idx, event.tokens, event.seconds, now, prompt=event.prompt,
+                                   domain=event.domain, seed_id=event.seed_id, text=event.response)
+            self.session.answer_done(time.time(), event.tokens, answer.tokens_per_s)
+            if not tracker.reporting:
+                self._count_answered(1)  # offline, a saved answer is an answered question at once
+            self.now.mark_dirty()
+            self._show_tiles()
+            self._draw_charts()
+            self._check_milestone()
+        elif isinstance(event, ev.AnswerHeld):
+            tracker.held(event.idx, tuple(event.reasons), now)
+            self.session.held(event.held_by_reason, event.held_total)
+            self.now.mark_dirty()
+            self._show_held()
+        elif isinstance(event, ev.ReportsSent):
+            if tracker.reporting:
+                self._count_answered(len(tracker.sent(event.idxs)))  # the lab has them now
+            self.session.unreported = event.unreported
+            self.now.mark_dirty()
+            self._show_tiles()
         elif isinstance(event, ev.Rates):
-            self.tile_session.set_value(str(event.session_done))
-            self.tile_total.set_value(str(event.all_time_done))
-            self.tile_rate.set_value(f"{event.responses_per_hour:.0f}")
-            self.tile_tps.set_value(f"{event.tokens_per_s:.1f}")
-            minutes = (time.monotonic() - self._t0) / 60
-            self.rate_series.append(minutes, event.responses_per_hour)
-            self.tps_series.append(minutes, event.tokens_per_s)
-            # One point per finished answer (seconds apart), so drawing now costs nothing and never waits
-            # for the chart timer.
-            self.rate_chart.redraw()
-            self.tps_chart.redraw()
+            self.session.all_time = event.all_time_done
+            self._show_tiles()
         elif isinstance(event, ev.Started):
-            self.tile_total.set_value(str(event.done_local))
+            self.session.all_time = event.done_local
             self._set_fleet(event.done_fleet, event.total)
-            self.status.set_state("running", f"Contributing: {event.remaining} prompts left")
+            if not self.stopping:
+                self.status.set_state("running", f"Contributing: {event.remaining} questions left")
+            self.now.show_message("getting the first question ready",
+                                  "The model reads the principles every answer starts with, then takes a question.")
+            self._show_tiles()
         elif isinstance(event, ev.FleetProgress):
             self._set_fleet(event.completed, event.target)
         elif isinstance(event, ev.StatusChanged):
-            text = event.reason or "Contributing"
-            self.status.set_state(event.state, text)
-            self.state_changed.emit(event.state)
+            if not self.stopping:
+                where = "Contributing to the lab" if self.tracker.reporting else "Contributing offline"
+                self.status.set_state(event.state, event.reason or where)
+                self.state_changed.emit(event.state)
         elif isinstance(event, ev.Notice):
             self.status.set_note(event.message)
+        elif isinstance(event, ev.Finished):
+            self.session.unreported = event.unreported
+        elif isinstance(event, (LoadStage, DownloadProgress, ConvertProgress, ModelLoaded)):
+            self._model_stage(event)
+        if isinstance(event, (TokenChunk, PrefillProgress, ev.AnswerStarted)) and self.now.message is not None:
+            self.now.message = None  # an answer is under way: show it
+            self.now.refresh()
+
+    def _model_stage(self, event: Event) -> None:
+        if isinstance(event, ModelLoaded):
+            self.now.show_message("getting ready", "The model is loaded; preparing the first question…")
+            return
+        words = stage_words(event)
+        if words:
+            self.now.show_message("getting ready", f"Preparing the model: {words}…")
+
+    def _count_answered(self, n: int) -> None:
+        """Between the engine's FleetProgress counts (which also take in other volunteers' answers)."""
+        if n > 0 and self.fleet.maximum() > 1:
+            self.fleet.setValue(min(self.fleet.maximum(), self.fleet.value() + n))
 
     def _set_fleet(self, done: int, target: int) -> None:
         self.fleet.setRange(0, max(1, target))
         self.fleet.setValue(done)
-        self.fleet.setFormat("%v of %m prompts answered (%p%)")
+        if self.tracker.reporting:
+            self.fleet.setFormat("%v of %m questions answered by all volunteers, as the lab counts them (%p%)")
+        else:
+            self.fleet.setFormat("%v of %m questions of this set answered on this computer (%p%)")
 
-    def _flush_text(self) -> None:
-        if self._pending_text is None:
+    def _show_tiles(self) -> None:
+        now = time.monotonic()
+        s = self.session
+        self.tile_session.set_value(str(s.done))
+        if s.all_time is not None:
+            self.tile_total.set_value(str(s.all_time))
+        rate, tps = s.answers_per_hour(now), s.writing_speed()
+        self.tile_rate.set_value(f"{rate:.0f}" if rate is not None else "–")
+        self.tile_tps.set_value(f"{tps:.1f}" if tps is not None else "–")
+        self.tile_total.setToolTip(
+            "Answers this computer has written and kept, in every session"
+            + (f"; {s.unreported} not sent to the lab yet" if s.unreported else "")
+            + ". The lab's count only has the answers it has received.")
+        self._show_held()
+
+    def _show_held(self) -> None:
+        text = held_summary(self.session.held_total, self.session.held_by_reason)
+        self.held_line.setText(text)
+        self.held_line.setVisible(bool(text))
+
+    def _draw_charts(self) -> None:
+        s = self.session
+        if s.started_wall is None:
             return
-        _key, text = self._pending_text
-        self._pending_text = None
-        if self.now_answer.toPlainText() != text:
-            self.now_answer.setPlainText(text)
+        # Answers so far, as steps: flat between answers, one up at each.
+        steps = self.rate_series
+        if steps.n > 2 * len(s.answer_points):
+            steps.clear()
+        for x, y in s.answer_points[(steps.n + 1) // 2:]:
+            if steps.n:
+                steps.append(x, steps.last() or 0.0)
+            steps.append(x, y)
+        speeds = self.tps_series
+        if speeds.n > len(s.speed_points):
+            speeds.clear()
+        for when, speed in s.speed_points[speeds.n:]:
+            speeds.append(when, speed)
+        self._draw_pauses()
+        self._follow_clock()
+        self.rate_chart.redraw()
+        self.tps_chart.redraw()
+
+    def _draw_pauses(self) -> None:
+        s = self.session
+        for chart in (self.rate_chart, self.tps_chart):
+            for band, (start, end) in zip(chart.bands, s.pauses, strict=False):
+                band.setRegion((start, end if end is not None else time.time()))
+            for start, end in s.pauses[len(chart.bands):]:
+                assert start is not None
+                chart.add_band(start, end if end is not None else time.time())
+
+    def _follow_clock(self) -> None:
+        start = self.session.started_wall
+        if start is None:
+            return
+        now = time.time()
+        for chart in (self.rate_chart, self.tps_chart):
+            chart.show_time_span(start, now)
+
+    def _tick(self) -> None:
+        """Once a second while a run is on (and while a pause is shown): estimates, the clock axis."""
+        self.now.mark_dirty()
+        if self.stopping and self.job is not None and self.job.running:
+            self._say_stopping()
+        if self.session.open:
+            self._draw_pauses()
+            self._follow_clock()
+            self._show_tiles()
+        pausing = bool(self.session.pauses) and self.session.pauses[-1][1] is None
+        if (self.job is None or not self.job.running) and not pausing:
+            self.ticker.stop()
+
+    def _check_milestone(self) -> None:
+        n = self.session.milestone()
+        if n is not None:
+            self.notify.emit("LEM Desktop", f"{n} answers written this session. Thank you!", False)
+
+    # -- the end of a run ------------------------------------------------------------------------------
+    def _run_ended(self, how: str) -> None:
+        self.session.end_run(time.monotonic(), time.time(), paused=how == "paused")
+        self.last_stop = how
+        self.stopping = ""
+        self._set_running(False)
+        self._show_tiles()
+        self._draw_charts()
 
     def on_done(self, result: ContributeResult) -> None:
-        self._set_running(False)
         left = result.unreported
+        self.session.unreported = left
+        self._run_ended("done")
         extra = f"; {left} answers are queued and will be sent when the server is back" if left else ""
-        self.status.set_state("idle", f"Stopped: {result.done_this_run} answers this session{extra}.")
+        self.status.set_state("idle", f"Stopped: {self.session.done} answers this session{extra}.")
+        if self.tracker.featured is None:
+            self.now.show_message("nothing", "Stopped. Press Start contributing to begin a new session.")
+        else:
+            self.now.refresh()  # the last answer stays in view, with where it ended (saved, sent, held back)
         self.state_changed.emit("idle")
+        if result.remaining == 0:
+            where = "on this computer" if not self.tracker.reporting else "by the volunteers"
+            self.notify.emit("LEM Desktop", f"Every question in the set is answered {where}. Thank you!", False)
 
     def on_cancelled(self) -> None:
-        self._set_running(False)
-        self._pending_text = None
-        self.now_answer.setPlainText("The answer in progress was set aside; it is written again when you resume.")
+        now = time.monotonic()
+        dropped = self.tracker.set_aside(now)
+        self._run_ended("paused")
+        self.now.mark_dirty()
+        if dropped:
+            self.now.refresh()
+        else:
+            self.now.show_message("paused", "Nothing was in progress.", clear_text=False)
         self.status.set_state("paused", "Paused. Press Start contributing to go on where you left off.")
         self.state_changed.emit("paused")
+        self.ticker.start()  # the pause grows on the charts
 
     def on_error(self, err: BaseException) -> None:
-        self._set_running(False)
+        self.tracker.set_aside(time.monotonic())
+        self._run_ended("error")
         msg = user_message(err)
         if msg:
             self.status.set_state("error", f"{msg[0]}. {msg[1]}")
+            self.now.show_message("stopped by a problem", "See the line above; Start tries again.",
+                                  clear_text=False)
+            self.notify.emit(f"LEM Desktop: {msg[0].lower()}", msg[1], True)
         self.state_changed.emit("idle")
 
 
-def _elide(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _solo(s: Settings) -> bool:
+    return s.solo or not s.influx_url.strip()
 
 
 def _page(card: QFrame) -> QWidget:
