@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.contribute.queue.base import Completion
-from lemcore.contribute.storage import guarded, locked, write_all
+from lemcore.contribute.storage import guarded, immediate_transaction, locked, write_all
 from lemcore.errors import DataError
 
 
@@ -140,19 +140,10 @@ class Journal:
 
     def _insert(self, idx: int, completion: Completion | None) -> None:
         payload = json.dumps(completion.to_dict()) if completion else None
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute("INSERT OR IGNORE INTO done (kind, dataset, idx, completion, reported) "
-                             "VALUES (?,?,?,?,?)", (self.kind, self.dataset, idx, payload, 0 if completion else 1))
-            self._db.execute("DELETE FROM skipped WHERE kind=? AND dataset=? AND idx=?",
-                             (self.kind, self.dataset, idx))
-        except BaseException:
-            try:
-                self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite already rolled back (e.g. after SQLITE_FULL)
-            raise
-        self._db.execute("COMMIT")
+        with immediate_transaction(self._db) as db:
+            db.execute("INSERT OR IGNORE INTO done (kind, dataset, idx, completion, reported) "
+                       "VALUES (?,?,?,?,?)", (self.kind, self.dataset, idx, payload, 0 if completion else 1))
+            db.execute("DELETE FROM skipped WHERE kind=? AND dataset=? AND idx=?", (self.kind, self.dataset, idx))
 
     # -- queries ------------------------------------------------------------------------------------
     def done_set(self) -> set[int]:

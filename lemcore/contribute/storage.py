@@ -164,3 +164,19 @@ def probe_writable(output: Path, fix: str = OUTPUT_FIX) -> None:
     if output.exists():
         with guarded(output, "open the output file for appending", fix):
             os.close(os.open(output, os.O_WRONLY | os.O_APPEND))
+
+
+@contextmanager
+def immediate_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction that takes the database lock at once (BEGIN IMMEDIATE), so two processes sharing
+    the file never interleave; rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite already rolled back (e.g. after SQLITE_FULL)
+        raise
+    db.execute("COMMIT")

@@ -31,8 +31,8 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from lemcore.contribute.queue.base import (
@@ -45,7 +45,7 @@ from lemcore.contribute.queue.base import (
     check_lease,
     new_instance_id,
 )
-from lemcore.contribute.storage import guarded
+from lemcore.contribute.storage import guarded, immediate_transaction
 from lemcore.prompts import PromptItem
 from lemcore.settings import data_dir
 
@@ -108,18 +108,8 @@ class SQLiteQueue:
     def _guard(self, doing: str) -> AbstractContextManager[None]:
         return guarded(self.path, doing, QUEUE_FIX)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            try:
-                self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite already rolled back (e.g. after SQLITE_FULL)
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self._db)
 
     def _migrate(self) -> None:
         with self._transaction() as db:
