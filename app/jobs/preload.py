@@ -10,14 +10,12 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from lemcore.contribute.setup import resolve_generation_model
 from lemcore.models.fit import read_config
-from lemcore.models.loading import resolve_model, supported_architecture
+from lemcore.models.loading import architecture_module, resolve_model
 from lemcore.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -59,23 +57,6 @@ def _settings_model_modules() -> tuple[str, ...]:
     except Exception:  # noqa: BLE001 - only a preload: the job reports whatever is wrong
         log.warning("could not find the chosen model's architecture", exc_info=True)
         return ()
-
-
-def architecture_module(config: dict[str, Any]) -> str | None:
-    """The mlx_lm.models module that builds a model with this config.json (mlx-lm's own lookup), or None
-    when mlx-lm cannot build it (loading the model then reports that)."""
-    if supported_architecture(config) is not None:
-        return None
-    from mlx_lm.utils import MODEL_ARCHITECTURE_REMAPPING, MODEL_REMAPPING  # lazy: mlx_lm loads transformers
-
-    model_type = str(config.get("model_type") or "")
-    architectures = config.get("architectures") or ()
-    for arch in [architectures] if isinstance(architectures, str) else architectures:
-        remapped = MODEL_ARCHITECTURE_REMAPPING.get((model_type, arch))
-        if remapped is not None:
-            return f"mlx_lm.models.{remapped}"
-    module = MODEL_REMAPPING.get(model_type, model_type)
-    return f"mlx_lm.models.{module}" if re.fullmatch(r"\w+", module) else None
 
 
 def model_modules(path_or_id: str) -> tuple[str, ...]:

@@ -120,6 +120,26 @@ def short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:200]}"
 
 
+def architecture_module(config: dict[str, Any]) -> str | None:
+    """The mlx_lm.models module that builds a model with this config.json (mlx-lm's own lookup: the
+    (model_type, architecture) remapping, then the model_type remapping), or None when mlx-lm has none."""
+    from mlx_lm.utils import (  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+        MODEL_ARCHITECTURE_REMAPPING,
+        MODEL_REMAPPING,
+    )
+
+    model_type = str(config.get("model_type") or "")
+    architectures = config.get("architectures") or ()
+    for arch in [architectures] if isinstance(architectures, str) else architectures:
+        remapped = MODEL_ARCHITECTURE_REMAPPING.get((model_type, arch))
+        if remapped is not None:
+            return f"mlx_lm.models.{remapped}"
+    module = MODEL_REMAPPING.get(model_type, model_type)
+    if module and re.fullmatch(r"\w+", module) and importlib.util.find_spec(f"mlx_lm.models.{module}"):
+        return f"mlx_lm.models.{module}"
+    return None
+
+
 def supported_architecture(config: dict[str, Any]) -> str | None:
     """None if mlx-lm can build this architecture, else the model_type it cannot."""
     model_type = str(config.get("model_type") or "")
@@ -128,19 +148,7 @@ def supported_architecture(config: dict[str, Any]) -> str | None:
     for location in (package.submodule_search_locations or []) if package else []:
         if re.fullmatch(r"\w+", model_type) and (Path(location) / "models" / f"{model_type}.py").is_file():
             return None
-    from mlx_lm.utils import (  # lazy: mlx-lm pulls in MLX and transformers (seconds)
-        MODEL_ARCHITECTURE_REMAPPING,
-        MODEL_REMAPPING,
-    )
-
-    architectures = config.get("architectures") or ()
-    for arch in [architectures] if isinstance(architectures, str) else architectures:
-        if (model_type, arch) in MODEL_ARCHITECTURE_REMAPPING:
-            return None
-    module = MODEL_REMAPPING.get(model_type, model_type)
-    if module and re.fullmatch(r"\w+", module) and importlib.util.find_spec(f"mlx_lm.models.{module}"):
-        return None
-    return model_type or "(none)"
+    return None if architecture_module(config) is not None else (model_type or "(none)")
 
 
 def check_model_folder(folder: Path) -> dict[str, Any]:

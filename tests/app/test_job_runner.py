@@ -20,11 +20,12 @@ from PySide6.QtWidgets import QLabel
 import app.jobs.preload as preload
 import app.jobs.runner as runner_module
 from app.jobs.model_cache import ModelCache
-from app.jobs.preload import architecture_module, model_modules
+from app.jobs.preload import model_modules
 from app.jobs.qt_guard import qt_objects_held
 from app.jobs.runner import JobRunner
 from lemcore.errors import Cancelled, SecretStoreError
 from lemcore.events import Event
+from lemcore.models.loading import architecture_module
 
 
 @dataclass(frozen=True)
