@@ -136,7 +136,7 @@ def _influx_reporter(config: TrainConfig, store: TokenStore) -> InfluxTrainRepor
 
 
 @contextmanager
-def _first_ctrl_c_cancels(cancel: CancelToken) -> Iterator[None]:
+def first_ctrl_c_cancels(cancel: CancelToken) -> Iterator[None]:
     """First Ctrl-C: stop at the next step with a resumable checkpoint. Second: interrupt at once.
     (Signal handlers exist only on the main thread; elsewhere Ctrl-C keeps its default.)"""
     if threading.current_thread() is not threading.main_thread():
@@ -190,7 +190,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cancel = CancelToken()
     try:
-        with _first_ctrl_c_cancels(cancel):
+        with first_ctrl_c_cancels(cancel):
             result = train_lora(config, report=report, cancel=cancel)
     finally:
         if influx is not None:

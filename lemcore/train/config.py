@@ -270,13 +270,13 @@ def from_mlx_dict(raw: dict[str, Any], *, source: str = "config") -> TrainConfig
         if key not in known or key in NESTED_KEYS or key in SCHEDULE_KEYS:
             unknown.append(key)
             continue
-        values[key] = _coerce(value, known[key].type, key, source)
+        values[key] = coerce_field(value, known[key].type, key, source)
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}. Remove them; "
                           f"supported: {', '.join(sorted(known))}.")
     for key in NESTED_KEYS:
         if key in values:
-            values[key] = _coerce(values[key], known[key].type, key, source)
+            values[key] = coerce_field(values[key], known[key].type, key, source)
     if "fine_tune_type" in values and values["fine_tune_type"] == "full":
         raise ConfigError(f"{source}: fine_tune_type full is not supported here; use lora or dora.")
     return TrainConfig(**values)
@@ -310,7 +310,8 @@ def _schedule_fields(schedule: Any, source: str) -> dict[str, Any]:
     return out
 
 
-def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
+def coerce_field(value: Any, kind: Any, key: str, source: str) -> Any:
+    """A YAML value as the TrainConfig field's type wants it (PyYAML reads 1e-5 as text)."""
     kind = kind if isinstance(kind, str) else kind.__name__
     try:
         if kind == "float" and isinstance(value, str):
