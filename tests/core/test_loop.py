@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from lemcore.loop.config import EXAMPLE, loop_config, to_spec
 from lemcore.loop.engine import LOCK_FILE, _exclusive, read_loop, resume_loop, run_loop
 from lemcore.loop.events import LoopFinished, LoopStage, LoopStarted
 from lemcore.models.catalog import EMBEDDED_ID
+from lemcore.settings import data_dir
 from lemcore.train.events import TrainStarted, TrainStep
 from tests.bench_items import write_gsm8k
 
@@ -129,6 +132,49 @@ def test_the_whole_loop_runs_and_resumes_after_a_stop(tiny_llama: Path, tmp_path
     assert [e.stage for e in events if isinstance(e, LoopStage) and e.state == "started"] == ["compare"]
 
 
+def test_a_loop_killed_mid_training_resumes_from_its_last_checkpoint(tiny_llama: Path, tmp_path: Path) -> None:
+    """A crash (or a laptop whose battery dies): `lem loop` is killed with SIGKILL while training. The lock goes
+    with the process, and the loop continues from the run's last periodic checkpoint, not from step 0."""
+    spec = _spec(tiny_llama, tmp_path, gold={"count": 0},
+                 data={"sources": [str(_lab_answers(tmp_path))], "gate": False, "split": "domain"})
+    spec["train"].update(iters=400, save_every=2, steps_per_eval=1000)
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    code = ("import mlx.core as mx; mx.disable_compile()\n"  # as the fixture does: no minutes of JIT
+            "from lemcore.cli.main import main\n"
+            f"main(['loop', '-c', {str(path)!r}])")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        checkpoints: list[Path] = []
+        while time.monotonic() < deadline and child.poll() is None:
+            checkpoints = sorted((data_dir() / "runs").glob("loop-*/checkpoints/[0-9]*/state.json"))
+            if len(checkpoints) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(checkpoints) >= 2, "training never saved two checkpoints"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    state = read_loop(tmp_path / "loop")
+    assert state["stages"]["train"]["state"] == "running"
+
+    events: list[Event] = []
+    config = loop_config({**spec, "train": {**spec["train"], "iters": 400}})
+    cancel = CancelToken()
+
+    def stop_soon(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, TrainStep):
+            cancel.cancel()  # one step proves where it restarted; the test need not train 400 steps
+
+    with pytest.raises(Cancelled):
+        run_loop(config, report=stop_soon, cancel=cancel)
+    started = next(e for e in events if isinstance(e, TrainStarted))
+    assert started.resumed and started.start_iteration >= 2
+
+
 def test_a_loop_folder_with_other_settings_or_in_use_is_refused(tiny_llama: Path, tmp_path: Path) -> None:
     folder = tmp_path / "loop"
     folder.mkdir()
@@ -157,14 +203,19 @@ def test_a_loop_folder_with_other_settings_or_in_use_is_refused(tiny_llama: Path
         run_loop(config)
 
 
-def test_cli_runs_a_loop_from_a_yaml_file(tiny_llama: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    answers = tmp_path / "answers.jsonl"  # the lab's gold format: no gold step, the data step reads these
+def _lab_answers(tmp_path: Path) -> Path:
+    """Answers in the lab's gold format: a loop without a gold step reads these."""
+    answers = tmp_path / "answers.jsonl"
     answers.write_text("".join(json.dumps({"idx": i, "seed_id": f"S{i % 4}", "domain": "Ethics", "prompt": f"Q{i}?",
                                            "response": f"A considered answer number {i}."}) + "\n"
                                for i in range(30)))
+    return answers
+
+
+def test_cli_runs_a_loop_from_a_yaml_file(tiny_llama: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     spec = _spec(tiny_llama, tmp_path, gold={"count": 0},
-                 data={"sources": [str(answers)], "gate": False, "split": "domain"})
+                 data={"sources": [str(_lab_answers(tmp_path))], "gate": False, "split": "domain"})
     path = tmp_path / "loop.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["loop", "-c", str(path)]) == 0
