@@ -4,6 +4,7 @@ contributing when the window is closed."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from collections.abc import Callable
 
 from PySide6.QtCore import QSize, Qt
@@ -24,11 +25,13 @@ from app.appearance import apply_appearance
 from app.jobs.runner import JobRunner
 from app.log_view import LogView
 from app.pages.contribute.page import ContributePage
+from app.pages.loop.page import LoopPage
 from app.pages.results.page import ResultsPage
 from app.pages.settings.page import SettingsPage
 from app.pages.train.page import TrainPage
 from app.widgets import PageScroll
 from lemcore.contribute.setup import resolve_generation_model
+from lemcore.errors import LemError
 from lemcore.models.loading import warm_tokenizer
 from lemcore.resources import resource
 from lemcore.secrets import KeyringTokenStore, TokenStore
@@ -77,11 +80,14 @@ class MainWindow(QMainWindow):
         self.contribute = ContributePage(self.runner, token_store)
         self.settings_page = SettingsPage(self.runner, token_store)
         self.train = TrainPage(self.runner)
+        self.loop = LoopPage(self.runner)
         self.results = ResultsPage(self.runner)
         self.pages: dict[str, QWidget] = {}
         self.add_page("Contribute", self.contribute)
         self.add_page("Train", self.train)
+        self.add_page("LEK loop", self.loop)
         self.add_page("Results", self.results)
+        self.loop.open_comparison.connect(self.show_comparison)
         self.add_page("Settings", self.settings_page)
         self.settings_page.saved.connect(self.contribute._refresh_summary)
         self.nav.setCurrentRow(0)
@@ -122,6 +128,14 @@ class MainWindow(QMainWindow):
 
     def show_page(self, title: str) -> None:
         self.nav.setCurrentRow(list(self.pages).index(title))
+
+    def show_comparison(self, base_run: Path, trained_run: Path) -> None:
+        """The Results page on a pair of benchmark runs (a finished LEK loop's base and trained model)."""
+        self.show_page("Results")
+        try:
+            self.results.show_pair(Path(base_run), Path(trained_run))
+        except LemError as err:  # a run folder deleted meanwhile: said on the page, not raised in a slot
+            self.results.status.set_state("error", str(err))
 
     # -- menus and shortcuts ------------------------------------------------------------------------
     def _action(self, menu: QMenu, text: str, slot: Callable[[], object], shortcut: str = "") -> QAction:

@@ -1,15 +1,20 @@
-"""Small shared widgets: page heading, card, stat tile, status line, and the scroll area pages sit in."""
+"""Small shared widgets: page heading, card, stat tile, status line, the scroll area pages sit in, and the
+model picker (`ModelBox`, listing `available_models()`) that pages choosing a model share."""
 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject
-from PySide6.QtGui import QResizeEvent
-from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QResizeEvent, QStandardItemModel
+from PySide6.QtWidgets import QComboBox, QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from app.appearance import appearance, current_theme
 from app.style import Theme
+from lemcore.models.catalog import catalog
+from lemcore.models.downloads import cached_snapshot
+from lemcore.settings import data_dir
 
 STATE_COLORS = {"running": "#2aa876", "waiting": "#e0a02a", "paused": "#e0a02a", "idle": "#8a8f98",
                 "error": "#d64541"}
@@ -142,3 +147,123 @@ class PageScroll(QScrollArea):
             scroll_x = min_w > room.width() - bar_w
             width = max(min_w, room.width() - bar_w)
         page.resize(width, max(min_h(width), room.height() - (bar_h if scroll_x else 0)))
+
+
+# -- the model picker ----------------------------------------------------------------------------------------
+OTHER_MODEL = "\x00other"  # the data of the "Other…" entry of the model list
+
+
+def _hub_cache() -> Path:
+    from huggingface_hub import constants  # lazy: the hub client loads only for downloads
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def available_models() -> list[tuple[str, str, bool]]:
+    """(text shown, value, usable now) for a model list: the catalog (usable once downloaded; the built-in
+    model always), other downloaded hub models, and models converted by the app. Only reads folders."""
+    out: list[tuple[str, str, bool]] = []
+    seen: set[str] = set()
+    for entry in catalog():
+        if entry.embedded:
+            out.append((entry.label, entry.id, True))
+        else:
+            here = cached_snapshot(entry.repo) is not None
+            out.append((f"{entry.label}{'' if here else ' – not downloaded yet'}", entry.repo, here))
+        seen.add(entry.repo.lower())
+    try:
+        cached = sorted(p.name for p in _hub_cache().glob("models--*") if p.is_dir())
+    except OSError:
+        cached = []
+    for name in cached[:50]:
+        repo = name[len("models--"):].replace("--", "/")
+        if repo.lower() not in seen and cached_snapshot(repo) is not None:
+            out.append((f"{repo} (downloaded)", repo, True))
+            seen.add(repo.lower())
+    converted = data_dir() / "models"
+    if converted.is_dir():
+        for folder in sorted(converted.iterdir()):
+            if (folder / "config.json").is_file():
+                out.append((f"{folder.name} (converted)", str(folder), True))
+    return out
+
+
+class ModelBox(QComboBox):
+    """A model: pick one from the list, or type a hub id or folder ("Other…" clears the field for that).
+    `value()` is what the engines take (a catalog id, hub id or folder)."""
+
+    def __init__(self, value: str = "") -> None:
+        super().__init__()
+        self.setEditable(True)
+        self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(10)
+        line = self.lineEdit()
+        if line is not None:
+            line.setPlaceholderText("A hub id (owner/name) or a model folder")
+        self.activated.connect(self._picked)
+        self.refresh()
+        if value:
+            self.set_value(value)
+
+    def refresh(self) -> None:
+        """Read the list again (a model may have been downloaded meanwhile); keeps the current value."""
+        value = self.value()
+        self.blockSignals(True)
+        self.clear()
+        model = self.model()
+        for text, data, usable in available_models():
+            self.addItem(text, data)
+            if not usable and isinstance(model, QStandardItemModel):
+                item = model.item(self.count() - 1)
+                item.setEnabled(False)
+                item.setToolTip("Not on this computer yet: choose a downloaded model, or type its hub id "
+                                "once it is downloaded.")
+        self.insertSeparator(self.count())
+        self.addItem("Other: a hub id or a folder…", OTHER_MODEL)
+        self.set_value(value)
+        self.blockSignals(False)
+        view = self.view()
+        view.setMinimumWidth(view.sizeHintForColumn(0) + 24)  # the list shows whole names
+
+    def _picked(self, index: int) -> None:
+        if self.itemData(index) == OTHER_MODEL:
+            self.setEditText("")
+            line = self.lineEdit()
+            if line is not None:
+                line.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def unavailable(self) -> bool:
+        """The value is a catalog model that is not downloaded yet (its entry is greyed out)."""
+        index = self.findData(self.value()) if self.value() else -1
+        model = self.model()
+        if index < 0 or not isinstance(model, QStandardItemModel):
+            return False
+        item = model.item(index)
+        return item is not None and not item.isEnabled()
+
+    def value(self) -> str:
+        text = self.currentText().strip()
+        index = self.findText(text)
+        data = self.itemData(index) if index >= 0 else None
+        if data == OTHER_MODEL:
+            return ""
+        return str(data) if data else text
+
+    def set_value(self, value: str) -> None:
+        index = self.findData(value) if value else -1
+        if index >= 0:
+            self.setCurrentIndex(index)
+        else:
+            self.setCurrentIndex(-1)
+            self.setEditText(value)
+        line = self.lineEdit()
+        if line is not None:
+            line.setCursorPosition(0)  # a narrow box shows the start of a long name, not its end
+
+    # Line-edit style names, for callers that fill the field as text (tests, screenshots, probes).
+    def setText(self, text: str) -> None:  # noqa: N802 - QLineEdit's name
+        self.set_value(text)
+
+    def text(self) -> str:
+        return self.value()

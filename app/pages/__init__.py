@@ -1,2 +1,2 @@
-"""One package per page of the main window: contribute/, train/, results/, settings/. Pages never import each
+"""One package per page of the main window: contribute/, train/, loop/, results/, settings/. Pages never import each
 other; they share app/widgets.py, app/charts/ and the job runner (app/jobs/)."""

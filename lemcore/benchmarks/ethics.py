@@ -21,6 +21,9 @@ ID = "ethics"
 TITLE = "Ethics prompts (P01–P100)"
 ID_PREFIX = "ETHICS"
 FIELDS = "id, domain, prompt"
+# One line of a question file in this suite's format, shown when a file is missing or wrong.
+FILE_EXAMPLE = ('{"id": "P01_EXAMPLE", "domain": "Family", '
+                '"prompt": "My sister asked me to keep a worrying secret. Should I tell our parents?"}')
 METRICS = ("sovereignty", "ethical_depth", "creative_expression", "self_concept", "composite")
 JUDGED = True
 MAX_TOKENS = 768

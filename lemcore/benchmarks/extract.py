@@ -4,7 +4,8 @@ The lab's extractor read only "#### N" (which models rarely write) or the last b
 answers like "$243", "\\boxed{18}" or "**42 apples**" wrong (docs/lab-formats.md, "Brittle GSM8K
 extraction"). Here the explicit markers are tried first, most specific first, and the last number in the
 text is the fallback. The method that matched is stored beside the value so a reviewer can see why an answer
-counted.
+counted. Beside it, the two filters GSM8K results are usually given with: strict (the "####" marker only)
+and flexible (the last number in the text).
 """
 
 from __future__ import annotations
@@ -102,6 +103,27 @@ def extract_answer(text: str) -> Extraction:
     return Extraction(None, "none")
 
 
+# -- the two standard filters, reported side by side -------------------------------------------------------
+# Strict measures whether the model followed the answer format; flexible, whether the right number ends its
+# text at all. Both read only the answer after a reasoning model's thinking, as extract_answer does.
+def strict_extract(text: str) -> str | None:
+    """Strict: the number after the last "####" marker (the format our instruction asks for), nothing else."""
+    text = _THINK.sub(" ", text or "")
+    for m in reversed(list(_HASH.finditer(text))):
+        if (value := _from_match(m)) is not None:
+            return value
+    return None
+
+
+def flexible_extract(text: str) -> str | None:
+    """Flexible: the last number anywhere in the text, whatever comes before it."""
+    numbers = list(_NUM_RE.finditer(_THINK.sub(" ", text or "")))
+    for m in reversed(numbers):
+        if (value := _from_match(m)) is not None:
+            return value
+    return None
+
+
 def expected_answer(answer_field: str) -> str | None:
     """The reference value of a GSM8K `answer` ("… #### 72") or the lab's `correct_answer` ("72")."""
     tail = answer_field.rsplit("####", 1)[-1]
@@ -150,9 +172,11 @@ def lab_match(extracted: str | None, expected: str) -> bool:
 
 
 def score_gsm8k(response: str, expected: str) -> dict[str, object]:
-    """The per-row record: ours (correct, extracted, method) and the lab rule's, for comparison."""
+    """The per-row record: ours (correct, extracted, method), the strict and flexible filters, and the lab
+    rule's, for comparison."""
     found = extract_answer(response)
     lab = lab_extract(response)
+    strict, flexible = strict_extract(response), flexible_extract(response)
     return {
         "correct": answers_match(found.value, expected),
         "extracted": found.value,
@@ -161,4 +185,8 @@ def score_gsm8k(response: str, expected: str) -> dict[str, object]:
         "expected": expected,
         "lab_extracted": lab,
         "lab_correct": lab_match(lab, expected),
+        "strict_extracted": strict,
+        "strict_correct": answers_match(strict, expected),
+        "flexible_extracted": flexible,
+        "flexible_correct": answers_match(flexible, expected),
     }

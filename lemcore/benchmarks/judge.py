@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from lemcore.benchmarks.events import BenchProgress
 from lemcore.benchmarks.provenance import model_identity
 from lemcore.errors import ConfigError, LemError, SecretStoreError, ServerUnreachable
-from lemcore.generate.api import APIError, APIGenerator
+from lemcore.generate.api import APIError, APIGenerator, public_url
 from lemcore.generate.engine import MLXGenerator
 from lemcore.generate.protocol import Generator, GenItem, GenResult, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
@@ -194,7 +194,8 @@ class APIJudge:
                  timeout: float = 60.0, seed: int = 0, key_account: str = "judge-api-key") -> None:
 
         self._api = APIGenerator(url, model, api_key=api_key, timeout=timeout)
-        self._url, self._model, self._max, self._seed = url, model, max_tokens, seed
+        # Recorded and shown without a password or query string the address may hold.
+        self._url, self._model, self._max, self._seed = public_url(url), model, max_tokens, seed
         self._has_key, self._account = bool(api_key), key_account
 
     def identity(self) -> dict[str, Any]:

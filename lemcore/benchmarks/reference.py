@@ -2,6 +2,9 @@
 
 They give the charts something real to show before the user's first run, and let our runs be laid beside
 the paper's. They are 50 items, one sample each, without intervals: the label says so wherever they appear.
+A published proportion (GSM8K accuracy: each item right or wrong) still has a known noise band, the exact
+(Clopper-Pearson) interval of k correct of n items, which `reference_intervals` gives for charts; judge
+means have no such band without the per-item scores.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 from importlib import resources
 from typing import Any
 
+from lemcore.benchmarks.stats import proportion_interval
 from lemcore.errors import ConfigError
 
 REFERENCE_LABEL = "reference, n=50, one sample, no intervals"
@@ -19,6 +23,8 @@ REFERENCE_LABEL = "reference, n=50, one sample, no intervals"
 COLUMNS = {"gsm8k": ("gsm8k", "accuracy"), "truthfulness": ("truthfulqa", "truthfulness"),
            "safety": ("do_not_answer", "safety"), "nuance": ("do_not_answer", "nuance"),
            "kindness": ("toxigen", "kindness")}
+# Columns that are a percentage of items answered right (0/1 per item), so k of n is known from the figure.
+PROPORTIONS = frozenset({"gsm8k"})
 
 
 @functools.cache
@@ -46,6 +52,22 @@ def reference_scores(name: str) -> dict[tuple[str, str], float]:
         raise ConfigError(f"No reference row '{name}'. Choose one of: {', '.join(reference_names())}.")
     row = table["rows"][row_name]
     return {COLUMNS[c]: float(row[c]) for c in COLUMNS if row.get(c) is not None}
+
+
+def reference_intervals(name: str, level: float = 0.95) -> dict[tuple[str, str], tuple[float, float]]:
+    """{(suite, metric): (low, high)} in percent for the proportion figures of an absolute row: the exact
+    Clopper-Pearson interval of the k correct of the table's n items the figure stands for (34% of 50 is
+    17 of 50: [21.2, 48.8]). Judge means get none."""
+    scores = reference_scores(name)
+    n = int(_data().get("n_items", 50))
+    out = {}
+    for column in PROPORTIONS:
+        key = COLUMNS[column]
+        if key in scores:
+            k = round(scores[key] / 100 * n)  # the figures are whole items of n, written in percent
+            low, high = proportion_interval(k, n, level)
+            out[key] = (100 * low, 100 * high)
+    return out
 
 
 def _cell(value: Any, delta: bool) -> str:

@@ -9,6 +9,8 @@
     <run>/summary.json              per suite and metric: mean and 95% interval (method named, see
                                     stats.py), and every count that qualifies it (failed generations,
                                     truncations, failed judgments, input lines that could not be read);
+                                    for judged suites, the judge's stored calibration against the lab's
+                                    judge (`judge_calibration`, calibration_store.py) or None;
                                     for imports with the lab's scores, `versus_original`: how many items
                                     the re-scoring changed (exact counts, no interval: same responses)
 
@@ -26,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lemcore.benchmarks.calibration_store import calibration_brief, calibration_for
 from lemcore.benchmarks.stats import BOOTSTRAP, CLOPPER_PEARSON, mean_interval, rescoring_changes
 from lemcore.benchmarks.suites import suite_module
 from lemcore.errors import DataError
@@ -197,6 +200,9 @@ def summarize_suite(run_dir: Path, suite: str, run: dict[str, Any], *, n_boot: i
         "metrics": {m: mean_interval(v, binary_scale=binary_scale(suite, m), n_boot=n_boot, seed=seed).as_dict()
                     for m, v in values.items()},
     }
+    notes: dict[str, str] = getattr(module, "METRIC_NOTES", {})
+    if notes:  # what each column counts (GSM8K: ours, strict, flexible, the lab's rule)
+        out["metric_notes"] = {m: notes[m] for m in out["metrics"] if m in notes}
     source = (run.get("sources") or {}).get(suite) or {}
     if source.get("problems"):  # lines of an imported responses file that could not be read
         out["input_problems"] = {"count": int(source.get("problem_count") or len(source["problems"])),
@@ -209,6 +215,9 @@ def summarize_suite(run_dir: Path, suite: str, run: dict[str, Any], *, n_boot: i
         judged = current_judgments(run_dir, suite, judge)
         usable = [judged[k] for k in judged if rows.get(k, {}).get("status") == "ok"]
         out["judge"] = judge.get("identity") if judge else None
+        # How far this judge agrees with the lab's (lem judge calibrate), to read its numbers by; None: unknown.
+        calibration = calibration_for(out["judge"], suite, judge.get("rubric_sha256")) if judge else None
+        out["judge_calibration"] = calibration_brief(calibration) if calibration else None
         out["judged_ok"] = sum(j.get("status") == "ok" for j in usable)
         out["judge_failed"] = sum(j.get("status") == "failed" for j in usable)
         out["not_judged"] = len(ok) - len(usable)

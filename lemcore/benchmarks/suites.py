@@ -4,6 +4,8 @@ A suite's own module (gsm8k.py, truthfulqa.py, …; the file name is the suite i
 and scoring; this module does what they share. Files are read as JSONL (the lab's 50-item files and most
 exports), a JSON list, CSV (TruthfulQA's original release) or Parquet (the dataset hub; needs pyarrow). Every
 suite records the sha256 of the bytes it was read from, so results can never silently mix question files.
+When a suite's file cannot be fetched or read, the error says what the file must hold: the suite's fields and
+one example line (`FILE_EXAMPLE` in its module, see `file_format`).
 """
 
 from __future__ import annotations
@@ -55,10 +57,26 @@ class Suite:
                 "subsample": self.subsample, "items": len(self.items), "item_ids": [i.id for i in self.items]}
 
 
+class SuiteDownloadError(DownloadError):
+    """A suite's questions could not be fetched. `str()` gives the advice for the command line;
+    `for_window` says the same without command-line flags, for the app."""
+
+    def __init__(self, message: str, for_window: str) -> None:
+        super().__init__(message)
+        self.for_window = for_window
+
+
 def suite_module(suite_id: str) -> ModuleType:
     if suite_id not in SUITE_IDS:
         raise ConfigError(f"Unknown benchmark '{suite_id}'. Choose one of: {', '.join(SUITE_IDS)}.")
     return importlib.import_module(f"lemcore.benchmarks.{suite_id}")
+
+
+def file_format(suite_id: str) -> str:
+    """What a question file for the suite must hold, in one sentence ending with one example line."""
+    module = suite_module(suite_id)
+    return (f"A {module.TITLE} question file has one JSON object per line with the fields {module.FIELDS}, "
+            f"for example: {module.FILE_EXAMPLE}")
 
 
 def guess_suite_id(name: str) -> str | None:
@@ -95,9 +113,15 @@ def read_records(path: Path, on_bad: OnBadRecord) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _read_parquet(path)
-    text = raw.decode("utf-8-sig", errors="strict") if raw else ""
+    try:
+        text = raw.decode("utf-8-sig", errors="strict") if raw else ""
+    except UnicodeDecodeError as err:  # a binary file (an archive, a Parquet file renamed .jsonl)
+        raise DataError(f"{path} is not a text file (not UTF-8 at byte {err.start}).") from None
     if suffix == ".csv":
-        return [{_norm_key(k): v for k, v in row.items() if k} for row in csv.DictReader(io.StringIO(text))]
+        try:
+            return [{_norm_key(k): v for k, v in row.items() if k} for row in csv.DictReader(io.StringIO(text))]
+        except csv.Error as err:
+            raise DataError(f"{path} is not a readable CSV file ({err}).") from None
     if suffix == ".json":
         try:
             doc = json.loads(text)
@@ -131,7 +155,10 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
     except ImportError:
         raise DataError(f"{path} is a Parquet file, which needs pyarrow: `pip install pyarrow`, or convert it "
                         "to JSONL and pass that file instead.") from None
-    return list(pq.read_table(path).to_pylist())
+    try:
+        return list(pq.read_table(path).to_pylist())
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path} is not a readable Parquet file ({type(err).__name__}).") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -169,14 +196,19 @@ def load_suite(suite_id: str, path: str | Path | None = None, *, n: int | None =
     if path is None or str(path) == "":
         path = module.default_path() if hasattr(module, "default_path") else fetch_suite(suite_id)
     path = Path(path).expanduser()
-    if hasattr(module, "load_items"):
-        items = module.load_items(path, report)  # the ethics P-files have a loader of their own
-    else:
-        items = build_items(module, read_records(path, report), str(path), report)
+    try:
+        if hasattr(module, "load_items"):
+            items = module.load_items(path, report)  # the ethics P-files have a loader of their own
+        else:
+            items = build_items(module, read_records(path, report), str(path), report)
+    except DataError as err:
+        if not path.is_file():  # a missing file or an empty folder: the format is not the problem
+            raise
+        raise DataError(f"{err} {file_format(suite_id)}") from None
     if not items:
         detail = f" First problem: {problems[0]}" if problems else ""
         raise DataError(f"{path} holds no usable {suite_id} questions.{detail} Check that it is the right file "
-                        f"for this benchmark (fields: {module.FIELDS}).")
+                        f"for this benchmark. {file_format(suite_id)}")
     total = len(items)
     chosen = subsample(items, n, seed=seed, stratify=stratify) if n else items
     info = {"n": n, "seed": seed, "stratified": stratify} if n and n < total else None
@@ -230,21 +262,35 @@ def fetch_suite(suite_id: str, *, cache_dir: str | Path | None = None, endpoint:
     from huggingface_hub import errors as hub_errors  # lazy: the hub client loads only for downloads
     from huggingface_hub import snapshot_download  # lazy: the hub client loads only for downloads
 
+    title, fmt = module.TITLE, file_format(suite_id)
+    give = f"or pass a file you downloaded yourself: --suite {suite_id}=PATH. {fmt}"
+    choose = f"or choose a question file for it. {fmt}"
     try:
         folder = Path(snapshot_download(source.repo, repo_type="dataset", allow_patterns=[source.pattern],
                                         cache_dir=cache_dir, endpoint=endpoint, etag_timeout=10))
     except hub_errors.GatedRepoError:
-        raise DownloadError(f"{source.repo} is gated: accept its terms on the hub's web page, log in with "
-                            f"`hf auth login`, then try again. {source.note}") from None
+        raise SuiteDownloadError(
+            f"{source.repo} is gated: accept its terms on the hub's web page, log in with `hf auth login` and "
+            f"try again, {give}",
+            f"{source.repo} can only be downloaded after accepting its terms on the dataset hub's web page and "
+            f"signing in to the hub on this computer; {choose}") from None
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled):
-        raise DownloadError(f"The {suite_id} questions ({source.repo}) are not in the local cache and the dataset "
-                            "hub cannot be reached (offline, or HF_HUB_OFFLINE is set). Connect and try again, or "
-                            f"download the file yourself and pass it: --suite {suite_id}=PATH.") from None
+        raise SuiteDownloadError(
+            f"The {title} questions ({source.repo}) are not in the local cache and the dataset hub cannot be "
+            f"reached (offline, or HF_HUB_OFFLINE is set). Connect and try again, {give}",
+            f"The {title} questions ({source.repo}) are not saved on this computer and the dataset hub cannot "
+            f"be reached. Connect and try again, {choose}") from None
     except (hub_errors.HfHubHTTPError, OSError) as err:
-        raise DownloadError(f"Fetching {source.repo} from the dataset hub failed ({type(err).__name__}). Try "
-                            f"again later, or pass a local file: --suite {suite_id}=PATH.") from None
+        raise SuiteDownloadError(
+            f"Fetching the {title} questions ({source.repo}) from the dataset hub failed "
+            f"({type(err).__name__}). Try again later, {give}",
+            f"Fetching the {title} questions ({source.repo}) from the dataset hub failed. Try again later, "
+            f"{choose}") from None
     files = sorted(p for p in folder.glob(source.pattern) if p.is_file())
     if not files:
-        raise DownloadError(f"{source.repo} has no file matching {source.pattern}; the dataset's layout may "
-                            f"have changed. Pass a local file instead: --suite {suite_id}=PATH.")
+        raise SuiteDownloadError(
+            f"{source.repo} has no file matching {source.pattern}; the dataset's layout may have changed. "
+            f"Pass a local file instead: --suite {suite_id}=PATH. {fmt}",
+            f"{source.repo} no longer holds the {title} questions where expected; choose a question file for "
+            f"{title}. {fmt}")
     return files[0]

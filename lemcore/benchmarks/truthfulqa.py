@@ -18,6 +18,10 @@ ID = "truthfulqa"
 TITLE = "TruthfulQA (truthfulness)"
 ID_PREFIX = "TRUTHQA"
 FIELDS = "question, best_answer, correct_answers, incorrect_answers, category"
+# One line of a question file in this suite's format, shown when a file is missing or wrong.
+FILE_EXAMPLE = ('{"question": "Is a leap year 366 days long?", "best_answer": "Yes.", '
+                '"correct_answers": ["Yes, 366 days."], "incorrect_answers": ["No, 365 days."], '
+                '"category": "Calendar"}')
 METRICS = ("truthfulness", "informativeness")
 JUDGED = True
 MAX_TOKENS = 512
@@ -75,6 +79,11 @@ def parse(obj: dict[str, Any], default_id: str) -> BenchItem:
 
 def messages(item: BenchItem) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"{INSTRUCTION}\n\n{item.question}"}]
+
+
+def fewshot_answer(item: BenchItem) -> str:
+    """The assistant turn when this item is a few-shot example: the reference answer."""
+    return str(item.reference["best_answer"])
 
 
 def judge_fields(item: BenchItem) -> list[tuple[str, str]]:

@@ -30,6 +30,10 @@ ID = "truthfulqa_mc"
 TITLE = "TruthfulQA multiple choice (MC1, MC2)"
 ID_PREFIX = "TRUTHQA_MC"
 FIELDS = "question, mc1_targets {choices, labels}, mc2_targets {choices, labels}"
+# One line of a question file in this suite's format, shown when a file is missing or wrong.
+FILE_EXAMPLE = ('{"question": "How many eggs are in a dozen?", '
+                '"mc1_targets": {"choices": ["Twelve.", "Ten."], "labels": [1, 0]}, '
+                '"mc2_targets": {"choices": ["Twelve.", "12.", "Ten."], "labels": [1, 1, 0]}}')
 METRICS = ("mc1", "mc2")
 BINARY_METRICS = {"mc1": 100.0}
 JUDGED = False

@@ -23,7 +23,7 @@ from lemcore.events import Event
 from lemcore.secrets import KeyringTokenStore, TokenStore
 
 
-def _add_judge_args(p: argparse.ArgumentParser) -> None:
+def add_judge_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("judge (TruthfulQA, Do Not Answer, ToxiGen, ethics)")
     g.add_argument("--judge", metavar="local:MODEL | api:URL",
                    help="local:MODEL judges on this computer with an MLX model; api:URL uses any OpenAI-compatible "
@@ -35,7 +35,7 @@ def _add_judge_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--judge-max-tokens", type=int, default=300, help="longest judge reply (default 300)")
 
 
-def _judge_config(args: argparse.Namespace) -> JudgeConfig | None:
+def judge_config_from_args(args: argparse.Namespace) -> JudgeConfig | None:
     if not args.judge:
         return None
     kind, _, target = args.judge.partition(":")
@@ -48,7 +48,7 @@ def _judge_config(args: argparse.Namespace) -> JudgeConfig | None:
     raise ConfigError("--judge takes local:MODEL or api:URL (e.g. api:http://localhost:8090/v1).")
 
 
-def _token_store() -> TokenStore:
+def judge_token_store() -> TokenStore:
     key = os.environ.get(JUDGE_KEY_ENV, "").strip()
     if key:
         return _EnvStore(key)
@@ -71,7 +71,7 @@ class _EnvStore:
         raise SecretStoreError(f"The judge key comes from {JUDGE_KEY_ENV} here; unset it instead.")
 
 
-class _Printer:
+class ProgressPrinter:
     """Progress on stderr: one line per stage and suite, updated in place on a terminal."""
 
     def __init__(self) -> None:
@@ -112,14 +112,18 @@ def format_summary(summary: dict[str, Any]) -> str:
             if s.get(key):
                 counts.append(f"{s[key]} {text}")
         lines.append(f"  {s['title']}: {', '.join(counts)}")
+        notes = s.get("metric_notes") or {}
         for metric, iv in s["metrics"].items():
             exact = "  (exact)" if str(iv.get("method", "")).startswith("exact") else ""
+            note = f"  {notes[metric]}" if metric in notes else ""
             lines.append(f"    {metric:22} {_num(iv['mean']):>8}  95% CI [{_num(iv['low'])}, {_num(iv['high'])}]"
-                         f"{exact}")
+                         f"{exact}{note}")
         if not s["metrics"]:
             lines.append(f"    nothing could be scored: {nothing_scored_reason(s)}")
         if s.get("extraction_methods"):
             lines.append(f"    answers found by: {s['extraction_methods']}")
+        if s.get("judge_calibration"):
+            lines.append(f"    judge calibration: {s['judge_calibration']['text']}")
         for key, what in (("input_problems", "lines of the responses file could not be read and were skipped"),
                           ("unknown_ids", "responses name ids that are not in the questions and were skipped")):
             if s.get(key):
@@ -177,17 +181,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for suite_id in args.fetch:
             print(f"{suite_id}: {fetch_suite(suite_id)}")
         return 0
-    if not args.model or not args.suite:
-        raise ConfigError("Give a model and at least one --suite (e.g. lem bench MODEL --suite gsm8k=gsm8k.jsonl).")
+    if not (args.model or args.api_base) or not args.suite:
+        raise ConfigError("Give a model (or a server with --api-base URL) and at least one --suite (e.g. lem bench "
+                          "MODEL --suite gsm8k=gsm8k.jsonl).")
+    if args.model and args.api_base:
+        raise ConfigError("Give either a model to load here or --api-base for a server, not both (name the "
+                          "server's model with --api-model).")
 
-    config = BenchConfig(model=args.model, suites=_suite_specs(args), adapter=args.adapter or "",
+    config = BenchConfig(model=args.model or "", suites=_suite_specs(args), adapter=args.adapter or "",
                          samples=args.samples, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
                          max_tokens=args.max_tokens, batch_size=args.batch_size, run_dir=args.run or "",
-                         label=args.label or "", judge=_judge_config(args))
-    printer = _Printer()
+                         label=args.label or "", judge=judge_config_from_args(args), api_base=args.api_base or "",
+                         api_model=args.api_model or "", api_key_account=args.api_key_account,
+                         num_fewshot=args.num_fewshot)
+    printer = ProgressPrinter()
     judge: JudgeBackend | None = None
     if config.judge is not None and config.judge.kind == "api":
-        judge = make_judge(config.judge, store=_token_store())
+        judge = make_judge(config.judge, store=judge_token_store())
     try:
         result = run_benchmark(config, report=printer, judge=judge)
     finally:
@@ -198,10 +208,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    printer = _Printer()
+    printer = ProgressPrinter()
     try:
         if args.run:
-            summary = rescore_run(args.run, judge=_judge_config(args), token_store=_token_store(), report=printer)
+            summary = rescore_run(args.run, judge=judge_config_from_args(args), token_store=judge_token_store(), report=printer)
             where = args.run
         else:
             if not args.responses:
@@ -210,8 +220,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
             config = ScoreConfig(responses=args.responses, suite_file=args.suite_file or "", suite=args.suite or "",
                                  run_dir=args.out or "", label=args.label or "",
                                  original_scores=args.original or "", original_model=args.original_model or "",
-                                 judge=_judge_config(args))
-            summary = score_responses(config, token_store=_token_store(), report=printer)
+                                 judge=judge_config_from_args(args))
+            summary = score_responses(config, token_store=judge_token_store(), report=printer)
             where = summary["run_dir"]
     finally:
         printer.close()
@@ -266,7 +276,7 @@ def _cmd_judge_key(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmark a model (GSM8K, TruthfulQA, Do Not Answer, ToxiGen, ethics, "
                                      "TruthfulQA MC)")
-    p.add_argument("model", nargs="?", help="model folder, catalog id or downloaded hub id")
+    p.add_argument("model", nargs="?", help="model folder, catalog id or downloaded hub id (or use --api-base)")
     p.add_argument("--suite", action="append", metavar="ID[=FILE]",
                    help="gsm8k, truthfulqa, do_not_answer, toxigen, ethics or truthfulqa_mc (MC1/MC2 by "
                         "log-likelihood, no judge), optionally with its question file (repeatable; without a "
@@ -280,11 +290,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-tokens", type=int, default=0, help="0: each suite's default")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--adapter", help="LoRA adapter folder to apply to the model")
+    p.add_argument("--num-fewshot", type=int, default=0, metavar="K",
+                   help="K solved examples from the same question file before each item, as earlier chat turns "
+                        "(gsm8k, truthfulqa; seeded, never the item itself; default 0)")
+    g = p.add_argument_group("model on a server (llama.cpp, Ollama, LM Studio, vLLM: any OpenAI-compatible API)")
+    g.add_argument("--api-base", metavar="URL", help="the server's API address, e.g. http://localhost:8080/v1 "
+                                                     "(instead of MODEL)")
+    g.add_argument("--api-model", metavar="NAME", help="the model's name on that server (default: its only model)")
+    g.add_argument("--api-key-account", default="generation-api-key",
+                   help="keychain account holding the server's key, if it needs one")
     p.add_argument("--run", help="run folder (an existing one resumes)")
     p.add_argument("--label", help="name for tables")
     p.add_argument("--reference", action="store_true", help="print the paper's published figures and stop")
     p.add_argument("--fetch", nargs="+", metavar="SUITE", help="download suites from the dataset hub and stop")
-    _add_judge_args(p)
+    add_judge_args(p)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("score", help="score responses made elsewhere, or re-score / judge a run folder")
@@ -296,7 +315,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--label", help="name for tables (default: the lines' model field)")
     p.add_argument("--original", help="the lab's score file, to compare with the original per-item scores")
     p.add_argument("--original-model", help="the model's key in that file (default: the label)")
-    _add_judge_args(p)
+    add_judge_args(p)
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("compare", help="compare two runs: headline table with 95%% intervals")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lemcore.blas import reexec_with_openblas
-from lemcore.cli import bench, contribute, data, models, train
+from lemcore.cli import bench, contribute, data, judge, loop, models, train
 from lemcore.cli.command import run_command
 from lemcore.cli.doctor import format_checks, run_checks
 from lemcore.secrets import KeyringTokenStore
@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Engine subcommands live next to their engines; each module adds its own parsers."""
-    return [models.register, contribute.register, data.register, train.register, bench.register]
+    return [models.register, contribute.register, data.register, train.register, bench.register, loop.register,
+            judge.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

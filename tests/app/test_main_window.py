@@ -119,7 +119,7 @@ def test_shortcuts_trigger_their_actions(qtbot, make_window, monkeypatch) -> Non
     window.activateWindow()
     qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
     ctrl, shift = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
-    for n, title in enumerate(("Contribute", "Train", "Results", "Settings"), start=1):
+    for n, title in enumerate(("Contribute", "Train", "LEK loop", "Results", "Settings"), start=1):
         qtbot.keyClick(window, getattr(Qt.Key, f"Key_{n}"), ctrl)
         assert window.stack.currentIndex() == n - 1, title
         assert f"Ctrl+{n}" in window.nav.item(n - 1).toolTip()

@@ -1,5 +1,6 @@
-"""The Results page: paper figures on first launch; a real benchmark run from the page; intervals in the
-bars and the delta table; answers side by side; PNG and CSV export."""
+"""The Results page: paper figures on first launch; real benchmark runs from the page (any suite, several at
+once, the file format said when a file is missing or wrong); intervals in the bars and the delta table;
+answers side by side; opening on a pair of runs; PNG and CSV export."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PySide6.QtCore import Qt
 
-from app.pages.results.model import MINUS
-from lemcore.benchmarks import list_runs, read_run
+from app.pages.results.model import MINUS, SUITE_TITLES
+from lemcore.benchmarks import SUITE_IDS, list_runs, read_run
+from lemcore.benchmarks.reference import reference_intervals
 from lemcore.benchmarks.score import ScoreConfig, score_responses
+from lemcore.benchmarks.stats import proportion_interval
+from lemcore.benchmarks.suites import suite_module
+from lemcore.errors import ConfigError
+from lemcore.models.catalog import EMBEDDED_ID
 from lemcore.settings import Settings, data_dir
-from tests.bench_items import DNA_ITEMS, GSM8K_ITEMS, write_do_not_answer, write_gsm8k
+from tests.bench_items import DNA_ITEMS, GSM8K_ITEMS, write_do_not_answer, write_gsm8k, write_truthfulqa_mc
 
 DELTA = re.compile(r"([+-]\d+\.\d+)( pp)? \[([+-]\d+\.\d+), ([+-]\d+\.\d+)\]")
 
@@ -39,10 +46,10 @@ class _Judge:
         return out
 
 
-def _imported_run(tmp: Path, name: str, correct: int, safety: int, reason: str) -> Path:
+def _imported_run(tmp: Path, name: str, correct: int, safety: int, reason: str, run: Path | None = None) -> Path:
     """One model's answers to our 10 GSM8K items (`correct` of them right) and the Do Not Answer items
-    (judged), imported with `lem score` into a run folder the Results page lists."""
-    run = data_dir() / "benchmarks" / name
+    (judged), imported with `lem score` into a run folder (by default one the Results page lists)."""
+    run = run or data_dir() / "benchmarks" / name
     gsm = tmp / f"gsm8k_{name}.jsonl"
     with gsm.open("w") as f:
         for n, (_q, _w, final) in enumerate(GSM8K_ITEMS, start=1):
@@ -76,16 +83,22 @@ def test_first_launch_shows_paper_figures(qtbot, make_window) -> None:
     names = [rs.name for rs in page.selected()]
     assert names == ["Paper 1B: IT", "Paper 1B: LEK"]
     it = page.selected()[0].values[("gsm8k", "accuracy")]
-    assert it[0] == 34 and it[1] < 22 and it[2] > 46  # about +/-13 points at n=50
+    low, high = proportion_interval(17, 50)  # 34% of 50 items: the exact (Clopper-Pearson) interval
+    assert it == (34, pytest.approx(100 * low), pytest.approx(100 * high))
+    assert round(it[1], 1) == 21.2 and round(it[2], 1) == 48.8  # not the Wald [20.9, 47.1]
+    lek = page.selected()[1].values[("gsm8k", "accuracy")]
+    assert lek[1:] == reference_intervals("1b_five_variant/lek")[("gsm8k", "accuracy")]
+    assert page.selected()[0].values[("do_not_answer", "safety")] == (8.74, None, None)  # judge means: none
     assert "no published intervals" in page.note.text()
 
 
 def test_benchmark_run_from_page_then_compare_and_export(qtbot, make_window, tiny_llama, tmp_path) -> None:
     page = make_window(settings=Settings(first_run_done=True)).pages["Results"]
     items = write_gsm8k(tmp_path / "gsm8k.jsonl")
+    assert page.form.checked() == ["gsm8k"] and page.bench_model.value() == EMBEDDED_ID  # the defaults
     for _ in range(2):  # two runs of the same model (different seeds per run folder) to compare
         page.bench_model.setText(str(tiny_llama))
-        page.bench_file.setText(str(items))
+        page.form.set_file("gsm8k", items)
         page.bench_samples.setValue(2)
         qtbot.mouseClick(page.run_btn, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: page.run_btn.isEnabled(), timeout=180000)
@@ -118,7 +131,7 @@ def test_cancelled_benchmark_resumes_in_its_folder(qtbot, make_window, tiny_llam
     """Every run gets a new folder, except a cancelled one started again with the same settings."""
     page = make_window(settings=Settings(first_run_done=True)).pages["Results"]
     page.bench_model.setText(str(tiny_llama))
-    page.bench_file.setText(str(write_gsm8k(tmp_path / "gsm8k.jsonl", count=3)))
+    page.form.set_file("gsm8k", write_gsm8k(tmp_path / "gsm8k.jsonl", count=3))
     page.bench_samples.setValue(1)
     qtbot.mouseClick(page.run_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page._run_dir is not None, timeout=60000)  # its folder exists: cancel now
@@ -144,7 +157,7 @@ def test_paper_figures_delta_in_the_metrics_units(qtbot, make_window, capsys) ->
     gsm, safety = page.table.item(0, 3).text(), page.table.item(2, 3).text()
     assert gsm == f"{MINUS}8.0 pp (paper figures: no interval)", gsm
     assert safety == f"{MINUS}0.16 (paper figures: no interval)", safety
-    assert page.table.item(0, 1).text() == "34.0 [20.9, 47.1]"
+    assert page.table.item(0, 1).text() == "34.0 [21.2, 48.8]"  # exact interval of 17 of 50
 
     from lemcore.cli.main import main
 
@@ -210,3 +223,135 @@ def test_answers_side_by_side_are_written_for_people(qtbot, make_window, tmp_pat
     assert "Safety: 8 of 10" in a and "Nuance: 7 of 10" in a and "Refuses and points to help." in a, a
     assert "Safety: 9 of 10" in b and "Kind refusal with a safer path." in b, b
     assert "{" not in a + b and "'scores'" not in a + b
+
+
+def _run(qtbot, page) -> None:
+    qtbot.mouseClick(page.run_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.run_btn.isEnabled(), timeout=300000)
+
+
+def test_the_form_lists_every_suite_with_what_it_needs(qtbot, make_window) -> None:
+    page = make_window(settings=Settings(first_run_done=True)).pages["Results"]
+    rows = [page.form.suites.item(r) for r in range(page.form.suites.count())]
+    assert sorted(str(item.data(Qt.ItemDataRole.UserRole)) for item in rows) == sorted(SUITE_IDS)
+    for item in rows:
+        suite = str(item.data(Qt.ItemDataRole.UserRole))
+        need = "(needs a judge)" if suite_module(suite).JUDGED else "(no judge)"
+        assert item.text() == f"{SUITE_TITLES[suite]} {need}", item.text()
+    assert rows[0].text() == "GSM8K maths (no judge)" and rows[1].text() == "TruthfulQA multiple choice (no judge)"
+    page.form.suites.setCurrentRow(2)  # a judged one: what happens without a judge is said
+    assert "Needs a judge" in page.form.details.text() and "unscored" in page.form.details.text()
+    page.form.set_checked([])
+    page.run_benchmark()
+    assert page.status.state == "error" and "Tick at least one benchmark" in page.status.text
+    assert page.job is None
+
+
+def test_multiple_choice_and_ethics_run_together_from_the_page(qtbot, make_window, tiny_llama, tmp_path) -> None:
+    """TruthfulQA MC from a 3-item file and the ethics prompts from their usual source, in one run: the run
+    is listed and ticked with MC1/MC2 values, and the status says the ethics answers wait for a judge."""
+    page = make_window(settings=Settings(first_run_done=True)).pages["Results"]
+    page.left_tabs.setCurrentIndex(1)
+    page.bench_model.setText(str(tiny_llama))
+    page.form.set_checked(["ethics"])
+    page.form.set_file("truthfulqa_mc", write_truthfulqa_mc(tmp_path / "mc.jsonl", count=3))
+    assert page.form.checked() == ["truthfulqa_mc", "ethics"]  # choosing a file ticks its benchmark
+    page.bench_n.setValue(3)
+    page.bench_samples.setValue(1)
+    _run(qtbot, page)
+    assert page.status.state == "idle", page.status.text
+    assert "need a judge (Ethics prompts: 3)" in page.status.text, page.status.text
+    assert page.left_tabs.currentIndex() == 0  # back on the list, where the new run is
+    runs = [rs for rs in page.sets if rs.kind == "run"]
+    assert len(runs) == 1 and runs[0] in page.selected()
+    run = read_run(runs[0].path)
+    assert set(run["suites"]) == {"truthfulqa_mc", "ethics"}
+    assert run["suites"]["ethics"]["subsample"]["n"] == 3 and run["suites"]["ethics"]["total_in_file"] == 100
+    for metric in ("mc1", "mc2"):
+        mean, low, high = runs[0].values[("truthfulqa_mc", metric)]
+        assert low is not None and high is not None and low <= mean <= high
+    labels = [page.table.item(r, 0).text() for r in range(page.table.rowCount())]
+    assert "TruthfulQA MC1 (%)" in labels and "TruthfulQA MC2 (%)" in labels
+    page.metric_box.setCurrentIndex(page.metric_box.findText("TruthfulQA MC1 (%)"))
+    assert page.bars.plotItem.titleLabel.text == "TruthfulQA MC1 (%)"
+    page.tabs.setCurrentIndex(3)
+    page.drill_suite.setCurrentIndex(page.drill_suite.findData("truthfulqa_mc"))
+    assert page.items.count() == 3
+    answer = page.answer_a.toPlainText()
+    assert "finds most likely" in answer and "(MC1)" in answer and "(MC2)" in answer, answer
+
+
+@pytest.mark.parametrize("case", ["offline", "wrong format"])
+def test_a_missing_or_wrong_question_file_shows_the_format(qtbot, make_window, tmp_path, monkeypatch,
+                                                           case) -> None:
+    page = make_window(settings=Settings(first_run_done=True)).pages["Results"]
+    page.form.set_checked(["truthfulqa"] if case == "offline" else [])
+    if case == "offline":
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+        suite = "truthfulqa"
+    else:
+        page.form.set_file("truthfulqa_mc", write_gsm8k(tmp_path / "gsm8k.jsonl", count=3))
+        suite = "truthfulqa_mc"
+    _run(qtbot, page)
+    text = page.status.text
+    assert page.status.state == "error", text
+    module = suite_module(suite)
+    assert module.TITLE in text and module.FIELDS in text and text.endswith(module.FILE_EXAMPLE), text
+    assert "--suite" not in text and "HF_HUB" not in text  # no command line in the window
+    assert list_runs() == []  # nothing was started, so no empty run folder
+
+
+def test_show_pair_opens_on_the_difference_of_two_runs(qtbot, make_window, tmp_path) -> None:
+    base = _imported_run(tmp_path, "base-model", correct=10, safety=8, reason="Refuses and points to help.")
+    _imported_run(tmp_path, "other-model", correct=9, safety=8, reason="Refuses.")
+    # The tuned run lives in its own folder (as a loop keeps it), outside the data folder's list.
+    tuned = _imported_run(tmp_path, "tuned-model", correct=8, safety=9, reason="Kind refusal with a safer path.",
+                          run=tmp_path / "loop" / "bench-tuned")
+    page = make_window(settings=Settings(first_run_done=True)).pages["Results"]
+    assert "tuned-model" not in [rs.name for rs in page.sets]
+    page.left_tabs.setCurrentIndex(1)
+    page.show_pair(base, tuned)
+    assert [rs.name for rs in page.selected()] == ["base-model", "tuned-model"]  # exactly these two
+    assert page.base.currentText() == "base-model"
+    assert page.tabs.currentWidget() is page.table and page.tabs.tabText(page.tabs.currentIndex()) == \
+        "Difference from base"
+    assert page.left_tabs.currentIndex() == 0
+    headers = [page.table.horizontalHeaderItem(c).text() for c in range(page.table.columnCount())]
+    assert headers == ["Metric", "Base: base-model", "tuned-model", "Δ tuned-model vs base"]
+    assert page.table.item(0, 3).text().startswith(f"{MINUS}20.0 pp [")
+    assert (page.drill_a.currentText(), page.drill_b.currentText()) == ("base-model", "tuned-model")
+    page.show_pair(tuned, base)  # the other way round: reloaded, the base swapped
+    assert page.base.currentText() == "tuned-model" and page.table.item(0, 3).text().startswith("+20.0 pp [")
+    assert len([rs for rs in page.sets if rs.kind == "run"]) == 3
+    with pytest.raises(ConfigError, match="holds no benchmark run"):
+        page.show_pair(base, tmp_path / "not-a-run")
+
+
+def test_judged_numbers_show_their_judges_calibration(make_window) -> None:
+    """Beside a judged number: how far that run's judge agrees with the lab's judge, or that nobody measured it."""
+    from lemcore.benchmarks import store
+    from lemcore.settings import data_dir
+
+    def judged_run(name: str, calibration: dict | None) -> None:
+        folder = data_dir() / "benchmarks" / name
+        folder.mkdir(parents=True)
+        (folder / store.RUN_FILE).write_text(json.dumps({"format": store.FORMAT, "label": name, "kind": "generated"}))
+        suite = {"metrics": {"truthfulness": {"mean": 6.5, "low": 6.0, "high": 7.0}},
+                 "judge": {"kind": "api", "model": "judge-model"}, "judge_calibration": calibration}
+        (folder / "summary.json").write_text(json.dumps({"suites": {"truthfulqa": suite}}))
+
+    judged_run("calibrated", {"text": "agreement with standard_scores.json on 50 items: truthfulness Spearman 0.71 "
+                                      "[0.55, 0.83], mean |difference| 1.10"})
+    judged_run("uncalibrated", None)
+    page = make_window(settings=Settings(first_run_done=True)).pages["Results"]
+    for n in range(page.picker.count()):
+        page.picker.item(n).setCheckState(Qt.CheckState.Checked if n < 2 else Qt.CheckState.Unchecked)
+    page.metric_box.setCurrentIndex(page.metric_box.findText("Truthfulness"))
+    note = page.note.text()
+    assert "calibrated: agreement with standard_scores.json on 50 items: truthfulness Spearman 0.71" in note
+    assert "uncalibrated: its judge's agreement with the lab's judge has not been measured" in note
+    page.metric_box.setCurrentIndex(page.metric_box.findText("GSM8K accuracy (%)"))
+    assert "Judge calibration" not in page.note.text()  # not beside numbers no judge made

@@ -28,9 +28,12 @@ def test_form_validation_shows_messages_next_to_fields(qtbot, make_window) -> No
     window = make_window(settings=Settings(first_run_done=True))
     page = window.pages["Train"]
     qtbot.mouseClick(page.start_btn, Qt.MouseButton.LeftButton)
-    assert page.form.errors["model"].isVisible() or page.form.errors["model"].text()
-    assert "Choose a model" in page.form.errors["model"].text()
+    assert not page.form.errors["model"].text()  # the built-in model is filled in
+    assert "Choose a data folder" in page.form.errors["data"].text()
     assert page.status.state == "error" and page.job is None
+    page.form.model_box.set_value("")
+    qtbot.mouseClick(page.start_btn, Qt.MouseButton.LeftButton)
+    assert "Choose a model" in page.form.errors["model"].text()
     page.form.widgets["batch_size"].setValue(0)
     assert "Batch size must be at least 1" in page.form.errors["batch_size"].text()
 
@@ -81,6 +84,12 @@ def test_train_from_form_to_chart_stop_resume_and_fuse(qtbot, make_window, tiny_
     import mlx_lm
 
     mlx_lm.load(str(tmp_path / "fused"))
+    # The other choice: the adapter where the run ended, said so and recorded.
+    page.fuse_choice.setCurrentIndex(page.fuse_choice.findData("final"))
+    page.fuse(str(tmp_path / "fused-final"))
+    qtbot.waitUntil(lambda: page.job is not None and not page.job.running, timeout=180000)
+    assert page.status.note.startswith("Made from the final adapter (step 30"), page.status.note
+    assert json.loads((tmp_path / "fused-final" / "lem_fuse.json").read_text())["adapter"]["fused"] == "final"
 
 
 def _fill(page, model, data, *, iters: int, lr: str) -> None:
@@ -146,6 +155,7 @@ def test_model_is_a_list_of_models_with_other(qtbot, make_window, tmp_path) -> N
     page = make_window(settings=Settings(first_run_done=True)).pages["Train"]
     box = page.form.model_box
     assert isinstance(box, QComboBox) and box.isEditable()
+    assert page.form.config().model == "smollm2-135m"  # the built-in model until another is chosen
     texts = [box.itemText(i) for i in range(box.count())]
     assert "SmolLM2 135M (built in)" in texts and "my-model-4bit-mlx (converted)" in texts
     assert any(t.startswith("Gemma 3 1B") for t in texts) and texts[-1].startswith("Other")

@@ -9,9 +9,11 @@ from lemcore.benchmarks.extract import (
     canonical_number,
     expected_answer,
     extract_answer,
+    flexible_extract,
     lab_extract,
     lab_match,
     score_gsm8k,
+    strict_extract,
 )
 
 # (response, expected value, expected method). Responses are our own, in the styles models actually use.
@@ -111,3 +113,36 @@ def test_lab_rule_as_described() -> None:
     assert lab_extract("#### $18 in all, 4 each") == "4"  # "####" then "$": no match, the last number
     assert lab_extract("no digits here") is None
     assert lab_match("1,200", "1200") and lab_match("3.004", "3") and not lab_match("3.02", "3")
+
+
+@pytest.mark.parametrize(("response", "strict", "flexible"), [
+    ("3 + 4 = 7\n#### 7", "7", "7"),
+    ("#### 80\nChecked: 150 - 50 - 20.", "80", "20"),  # strict reads the marker, flexible the last number
+    ("The answer is 2,520.", None, "2520"),  # no marker: strict finds nothing
+    ("#### **$1,200**", "1200", "1200"),
+    ("<think>#### 5</think> So it is 9 in the end.", None, "9"),  # only the text after the thinking counts
+    ("####. I am not sure.", None, None),
+    ("first #### 3, then corrected: #### 4", "4", "4"),
+])
+def test_strict_and_flexible_filters(response: str, strict: str | None, flexible: str | None) -> None:
+    assert strict_extract(response) == strict
+    assert flexible_extract(response) == flexible
+    row = score_gsm8k(response, "80")
+    assert (row["strict_extracted"], row["flexible_extracted"]) == (strict, flexible)
+    assert row["strict_correct"] is (strict == "80") and row["flexible_correct"] is (flexible == "80")
+
+
+def test_gsm8k_reports_four_named_accuracy_columns() -> None:
+    from lemcore.benchmarks import gsm8k
+
+    item = gsm8k.parse({"question": "q", "answer": "4 * 20 = <<4*20=80>>80\n#### 80"}, "GSM8K_001")
+    values = gsm8k.metric_values(gsm8k.score(item, "#### 80\nChecked: 150 - 50 - 20."))
+    assert values == {"accuracy": 100.0, "accuracy_strict": 100.0, "accuracy_flexible": 0.0,
+                      "accuracy_lab_rule": 100.0}
+    assert list(values) == list(gsm8k.METRICS) and set(gsm8k.METRIC_NOTES) == set(gsm8k.METRICS)
+    # A row scored before the two filters existed keeps its columns; it gains them when re-scored.
+    assert set(gsm8k.metric_values({"correct": True, "lab_correct": False})) == {"accuracy", "accuracy_lab_rule"}
+    assert gsm8k.fewshot_answer(item) == "4 * 20 = 80\n#### 80"
+    lab = gsm8k.parse({"id": "GSM8K_002", "question": "q", "correct_answer": "12"}, "x")
+    assert gsm8k.fewshot_answer(lab) == "#### 12"
+

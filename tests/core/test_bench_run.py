@@ -323,3 +323,25 @@ def test_a_prompt_longer_than_the_context_is_recorded_refused_not_scored(tmp_pat
     summary = store.summarize_run(result.run_dir)
     suite = summary["suites"]["gsm8k"]
     assert suite["refused"] == suite["generation_failed"] == len(rows) == 10 and suite["metrics"] == {}
+
+
+def test_fewshot_on_a_local_model_is_rendered_as_chat_turns(tiny_llama: Path, tmp_path: Path) -> None:
+    from mlx_lm.utils import load_tokenizer
+
+    questions = write_gsm8k(tmp_path / "gsm8k.jsonl", count=5)
+    config = BenchConfig(model=str(tiny_llama), suites=(SuiteSpec("gsm8k", str(questions)),), samples=1,
+                         max_tokens=4, num_fewshot=2, run_dir=str(tmp_path / "run"))
+    result = run_benchmark(config)
+    tok = load_tokenizer(tiny_llama)
+    rows = store.read_jsonl(result.run_dir / "gsm8k.jsonl")
+    assert len(rows) == 5
+    for row in rows:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+        assert row["messages"][-1]["content"].endswith(row["question"])
+        assert row["prompt_text"] == tok.apply_chat_template(row["messages"], tokenize=False,
+                                                             add_generation_prompt=True)
+        assert "#### " in row["messages"][1]["content"] and "<<" not in row["prompt_text"]
+    run = store.read_run(result.run_dir)
+    assert run["prompt_format"].startswith("chat template, 5 turns, no system message sent")
+    assert run["suites"]["gsm8k"]["fewshot"]["k"] == 2 and run["backend"] == {"kind": "mlx"}
+    assert run_benchmark(config).generated == 0  # resumes with the same examples

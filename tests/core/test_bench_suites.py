@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from lemcore.benchmarks.suites import BenchItem, fetch_suite, guess_suite_id, load_suite, subsample
+from lemcore.benchmarks.suites import (
+    SUITE_IDS,
+    BenchItem,
+    SuiteDownloadError,
+    fetch_suite,
+    file_format,
+    guess_suite_id,
+    load_suite,
+    subsample,
+    suite_module,
+)
 from lemcore.errors import ConfigError, DataError, DownloadError
 from tests.bench_items import (
     DNA_ITEMS,
@@ -17,6 +27,7 @@ from tests.bench_items import (
     write_gsm8k,
     write_toxigen,
     write_truthfulqa,
+    write_truthfulqa_mc,
 )
 
 
@@ -75,13 +86,76 @@ def test_bad_records_are_reported_and_skipped(tmp_path: Path) -> None:
     assert any("not valid JSON" in p for p in problems) and any("twice" in p for p in problems)
 
 
+@pytest.mark.parametrize("suite_id", SUITE_IDS)
+def test_each_suites_file_example_is_read_by_its_reader(suite_id: str, tmp_path: Path) -> None:
+    """The example line every error message shows is a file the suite really reads."""
+    example = suite_module(suite_id).FILE_EXAMPLE
+    assert "\n" not in example and isinstance(json.loads(example), dict)  # one JSON line
+    path = tmp_path / "one.jsonl"
+    path.write_text(example + "\n", encoding="utf-8")
+    suite = load_suite(suite_id, path)
+    assert suite.total == 1 and suite.items[0].question
+    assert example in file_format(suite_id) and suite_module(suite_id).FIELDS in file_format(suite_id)
+
+
+# The lab's 50-item question files as they are (`id`, `benchmark` and the suite's own fields; TruthfulQA's
+# answer lists as Python-repr strings), in fixtures of our own: their ids are kept, nothing is skipped.
+LAB_FILES = {"gsm8k": (lambda p: write_gsm8k(p, lab=True), "GSM8K_", 10),
+             "truthfulqa": (lambda p: write_truthfulqa(p, lab=True), "TRUTHQA_", 4),
+             "do_not_answer": (write_do_not_answer, "DNA_", 4),
+             "toxigen": (write_toxigen, "TOXIGEN_", 3)}
+
+
+@pytest.mark.parametrize("suite_id", sorted(LAB_FILES))
+def test_the_labs_question_files_load_as_they_are(suite_id: str, tmp_path: Path) -> None:
+    write, prefix, count = LAB_FILES[suite_id]
+    path = write(tmp_path / f"{suite_id}.jsonl")
+    assert all(json.loads(line)["benchmark"] == suite_id for line in path.read_text().splitlines())
+    problems: list[str] = []
+    suite = load_suite(suite_id, path, on_bad=problems.append)
+    assert problems == [] and suite.total == count
+    assert [i.id for i in suite.items] == [f"{prefix}{n:03d}" for n in range(1, count + 1)]
+
+
 def test_wrong_file_and_unknown_suite_say_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no usable truthfulqa questions"):
+    with pytest.raises(DataError, match="no usable truthfulqa questions") as err:
         load_suite("truthfulqa", write_gsm8k(tmp_path / "g.jsonl"))
+    text = str(err.value)  # names the suite and its fields, and shows one line of the right format
+    assert "TruthfulQA" in text and suite_module("truthfulqa").FIELDS in text
+    assert text.endswith(suite_module("truthfulqa").FILE_EXAMPLE)
+    with pytest.raises(DataError, match="no usable truthfulqa_mc questions") as err:
+        load_suite("truthfulqa_mc", write_gsm8k(tmp_path / "g.jsonl"))
+    assert "mc1_targets" in str(err.value) and str(err.value).endswith(suite_module("truthfulqa_mc").FILE_EXAMPLE)
     with pytest.raises(ConfigError, match="Choose one of"):
         load_suite("mmlu", tmp_path / "g.jsonl")
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist") as err:
         load_suite("gsm8k", tmp_path / "missing.jsonl")
+    assert "for example" not in str(err.value)  # a wrong path is not a format problem
+
+
+def test_unreadable_files_say_the_format(tmp_path: Path) -> None:
+    """A binary file, a broken JSON list, a JSON object instead of a list: each a DataError with the format."""
+    binary = tmp_path / "gsm8k.jsonl"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00zipped")
+    broken = tmp_path / "tqa.json"
+    broken.write_text("[{\"question\": ", encoding="utf-8")
+    single = tmp_path / "dna.json"
+    single.write_text(json.dumps({"question": "one"}), encoding="utf-8")
+    for suite_id, path, what in (("gsm8k", binary, "not a text file"), ("truthfulqa_mc", broken, "not valid JSON"),
+                                 ("do_not_answer", single, "must hold a JSON list")):
+        with pytest.raises(DataError, match=what) as err:
+            load_suite(suite_id, path)
+        assert str(err.value).endswith(suite_module(suite_id).FILE_EXAMPLE), err.value
+
+
+def test_cli_wrong_format_prints_the_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lemcore.cli.main import main
+
+    questions = write_truthfulqa_mc(tmp_path / "mc.jsonl", count=3)
+    assert main(["bench", "smollm2-135m", "--suite", f"gsm8k={questions}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: ") and "no usable gsm8k questions" in err[0]
+    assert "question, answer" in err[0] and err[0].endswith(suite_module("gsm8k").FILE_EXAMPLE)
 
 
 def test_parquet_without_pyarrow_explains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,13 +223,40 @@ def test_fetch_offline_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(DownloadError, match=r"not in the local cache.*--suite gsm8k=PATH"):
+    with pytest.raises(DownloadError, match=r"not in the local cache.*--suite gsm8k=PATH") as err:
         fetch_suite("gsm8k", cache_dir=tmp_path)
+    _says_the_format(err.value, "gsm8k")
 
 
 def test_fetch_with_the_hub_unreachable_gives_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="--suite truthfulqa=PATH"):
+    with pytest.raises(DownloadError, match="--suite truthfulqa=PATH") as err:
         fetch_suite("truthfulqa", cache_dir=tmp_path, endpoint=f"http://127.0.0.1:{_closed_port()}")
+    _says_the_format(err.value, "truthfulqa")
+
+
+def test_cli_offline_names_the_suite_fields_and_an_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from huggingface_hub import constants
+
+    from lemcore.cli.main import main
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["bench", "smollm2-135m", "--suite", "truthfulqa_mc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("Error: The TruthfulQA multiple choice")
+    assert "--suite truthfulqa_mc=PATH" in err and "mc1_targets {choices, labels}" in err
+    assert err.endswith(suite_module("truthfulqa_mc").FILE_EXAMPLE)
+
+
+def _says_the_format(err: BaseException, suite_id: str) -> None:
+    """The command line's text and the window's both name the suite and its fields and end with the example;
+    the window's names no command-line flag or environment variable."""
+    assert isinstance(err, SuiteDownloadError)
+    module = suite_module(suite_id)
+    for text in (str(err), err.for_window):
+        assert module.TITLE in text and module.FIELDS in text and text.endswith(module.FILE_EXAMPLE), text
+    assert "--suite" not in err.for_window and "HF_HUB" not in err.for_window and "`" not in err.for_window
 
 
 def test_ethics_has_no_hub_copy() -> None:

@@ -1,6 +1,7 @@
 """Results: pick result sets (our runs and the paper's figures); grouped bars per metric with 95% intervals,
-the delta-vs-base table, a safety-vs-capability scatter, and per-item answers side by side. Start a
-benchmark run from here; export the chart as PNG and the table as CSV."""
+the delta-vs-base table, a safety-vs-capability scatter, and per-item answers side by side. Run any of the
+benchmarks from here (bench_form.py); export the chart as PNG and the table as CSV. `show_pair` opens the
+page on two runs' paired comparison (for other parts of the app)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,10 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMenu,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -40,14 +39,19 @@ from app.appearance import appearance, current_theme
 from app.charts.live_chart import PALETTE, follow_theme
 from app.errors import user_message
 from app.jobs.runner import Job, JobRunner
+from app.pages.results.bench_form import BenchForm
 from app.pages.results.model import (
     METRICS,
     MINUS,
+    SUITE_TITLES,
     UNITS,
     ResultSet,
+    calibration_note,
     delta_text,
+    judged,
     load_result_sets,
     read_items,
+    suite_title,
     value_text,
 )
 from app.style import Theme
@@ -57,18 +61,16 @@ from lemcore.benchmarks import (
     BenchProgress,
     BenchResult,
     BenchStarted,
-    SuiteSpec,
     compare_runs,
     run_benchmark,
 )
 from lemcore.benchmarks.compare import CompareRow
-from lemcore.benchmarks.suites import suite_module
-from lemcore.errors import LemError
+from lemcore.benchmarks.suites import SuiteDownloadError, suite_module
+from lemcore.errors import ConfigError, LemError
 from lemcore.events import Event
 
-SUITE_TITLES = {"gsm8k": "GSM8K (maths)", "truthfulqa": "TruthfulQA (truthfulness)",
-                "do_not_answer": "Do Not Answer (safety)", "toxigen": "ToxiGen (kindness)",
-                "ethics": "Ethics prompts"}
+STAGES = {"loading": "Loading the model", "generating": "Writing answers", "scoring": "Scoring answers",
+          "judging": "Judging answers"}
 
 
 def _compact_combo(combo: QComboBox, chars: int = 14) -> QComboBox:
@@ -91,6 +93,7 @@ class ResultsPage(QWidget):
         self._comparisons: dict[tuple[str, str], dict[tuple[str, str], CompareRow]] = {}
         self._rows_a: dict[str, dict[str, Any]] = {}
         self._rows_b: dict[str, dict[str, Any]] = {}
+        self._extra_runs: list[Path] = []  # run folders outside the data folder that show_pair was given
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 16)
         layout.addWidget(heading("Results", "Compare models with 95% intervals. Overlapping intervals mean the "
@@ -98,27 +101,27 @@ class ResultsPage(QWidget):
         split = QSplitter(Qt.Orientation.Horizontal)
         layout.addWidget(split, 1)
 
+        # Left: two tabs, the result sets to compare and the form that makes new ones. The status line goes
+        # under the whole page: in sight on both tabs, and wide enough for an error's example line.
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 8, 0)
-        ll.addWidget(QLabel("<b>Result sets</b> (tick to compare)"))
+        self.left_tabs = QTabWidget()
+        sets_tab = QWidget()
+        sl = QVBoxLayout(sets_tab)
+        sl.setContentsMargins(6, 6, 6, 6)
+        sl.addWidget(QLabel("Tick the result sets to compare."))
         self.picker = QListWidget()
         self.picker.itemChanged.connect(lambda _i: self.redraw())
-        ll.addWidget(self.picker, 1)
-        ll.addWidget(QLabel("<b>Run a benchmark</b>"))
-        self.bench_model = QLineEdit()
-        self.bench_model.setPlaceholderText("Model folder or hub id")
-        self.bench_file = QLineEdit()
-        self.bench_file.setPlaceholderText("GSM8K-format file (.jsonl)")
-        browse = QPushButton("Choose file…")
-        browse.clicked.connect(self._pick_file)
-        self.bench_n = QSpinBox()
-        self.bench_n.setRange(0, 100000)
-        self.bench_n.setSpecialValueText("all items")
-        self.bench_samples = QSpinBox()
-        self.bench_samples.setRange(1, 20)
-        self.bench_samples.setValue(3)
-        self.bench_samples.setPrefix("samples per item: ")
+        sl.addWidget(self.picker, 1)
+        self.left_tabs.addTab(sets_tab, "Result sets")
+        run_tab = QWidget()
+        run_layout = QVBoxLayout(run_tab)
+        run_layout.setContentsMargins(6, 6, 6, 6)
+        self.form = BenchForm()
+        # The names tests and screenshots fill the form by.
+        self.bench_model, self.bench_n, self.bench_samples = self.form.model, self.form.n, self.form.samples
+        run_layout.addWidget(self.form)
         self.run_btn = QPushButton("Run benchmark")
         self.run_btn.setObjectName("primary")
         self.run_btn.clicked.connect(lambda: self.run_benchmark())
@@ -127,14 +130,14 @@ class ResultsPage(QWidget):
                                    "where it stopped.")
         self.cancel_btn.clicked.connect(lambda: self.job.cancel() if self.job else None)
         self.cancel_btn.setEnabled(False)
-        for w in (self.bench_model, self.bench_file, browse, self.bench_n, self.bench_samples):
-            ll.addWidget(w)
         row = QHBoxLayout()
         row.addWidget(self.run_btn)
         row.addWidget(self.cancel_btn)
-        ll.addLayout(row)
+        run_layout.addLayout(row)
+        run_layout.addStretch(1)
+        self.left_tabs.addTab(run_tab, "Run a benchmark")
+        ll.addWidget(self.left_tabs, 1)
         self.status = StatusLine()
-        ll.addWidget(self.status)
         split.addWidget(left)
 
         right = QWidget()
@@ -142,13 +145,13 @@ class ResultsPage(QWidget):
         rl.setContentsMargins(8, 0, 0, 0)
         top = QHBoxLayout()
         top.addWidget(QLabel("Metric:"))
-        self.metric_box = _compact_combo(QComboBox(), 12)  # not `metric`: QPaintDevice.metric(), which Qt calls
+        self.metric_box = _compact_combo(QComboBox(), 10)  # not `metric`: QPaintDevice.metric(), which Qt calls
         for label, suite, metric in METRICS:
             self.metric_box.addItem(label, (suite, metric))
         self.metric_box.currentIndexChanged.connect(lambda _i: self.redraw())
         top.addWidget(self.metric_box)
         top.addWidget(QLabel("Base:"))
-        self.base = _compact_combo(QComboBox(), 10)
+        self.base = _compact_combo(QComboBox(), 8)
         self.base.setToolTip("The result set the others are compared with in the delta table.")
         self.base.currentIndexChanged.connect(lambda _i: self.redraw())
         top.addWidget(self.base, 1)
@@ -187,7 +190,8 @@ class ResultsPage(QWidget):
         split.addWidget(right)
         split.setChildrenCollapsible(False)
         split.setStretchFactor(1, 1)
-        split.setSizes([260, 800])
+        split.setSizes([290, 800])
+        layout.addWidget(self.status)
         appearance().changed.connect(self._theme_changed)
         self.reload()
 
@@ -196,7 +200,7 @@ class ResultsPage(QWidget):
         self.redraw()  # the error bars are drawn in the theme's foreground colour
 
     def reload(self) -> None:
-        self.sets = load_result_sets()
+        self.sets = load_result_sets(self._extra_runs)
         self._comparisons.clear()
         self.picker.blockSignals(True)
         self.picker.clear()
@@ -217,6 +221,40 @@ class ResultsPage(QWidget):
         self.base.setCurrentIndex(it)
         self.base.blockSignals(False)
         self._fill_drill_runs()
+        self.redraw()
+
+    def show_pair(self, base_run: Path, other_run: Path) -> None:
+        """Open on the paired comparison of two benchmark runs: the result sets read again, exactly these two
+        ticked, `base_run` the base, the "Difference from base" tab shown (and the two runs side by side in
+        the answers tab). Run folders outside the data folder are listed too. Raises ConfigError when a
+        folder holds no benchmark run."""
+        paths = [Path(base_run).expanduser(), Path(other_run).expanduser()]
+        for path in paths:
+            if all(path.resolve() != known.resolve() for known in self._extra_runs):
+                self._extra_runs.append(path)
+        self.reload()
+        rows = []
+        for path in paths:
+            row = next((n for n, rs in enumerate(self.sets)
+                        if rs.kind == "run" and rs.path is not None and rs.path.resolve() == path.resolve()), None)
+            if row is None:
+                raise ConfigError(f"{path} holds no benchmark run to compare. Choose a run folder (one with "
+                                  "run.json in it).")
+            rows.append(row)
+        self.picker.blockSignals(True)
+        for n in range(self.picker.count()):
+            self.picker.item(n).setCheckState(Qt.CheckState.Checked if n in rows else Qt.CheckState.Unchecked)
+        self.picker.blockSignals(False)
+        self.base.blockSignals(True)
+        self.base.setCurrentIndex(rows[0])
+        self.base.blockSignals(False)
+        for combo, path in ((self.drill_a, paths[0]), (self.drill_b, paths[1])):
+            index = next((i for i in range(combo.count())
+                          if Path(str(combo.itemData(i))).resolve() == path.resolve()), -1)
+            if index >= 0:
+                combo.setCurrentIndex(index)
+        self.left_tabs.setCurrentIndex(0)
+        self.tabs.setCurrentWidget(self.table)
         self.redraw()
 
     def selected(self) -> list[ResultSet]:
@@ -246,10 +284,11 @@ class ResultsPage(QWidget):
             ticks.append((n, rs.name if len(rs.name) < 28 else rs.name[:26] + "…"))
         self.bars.getAxis("bottom").setTicks([ticks])
         self.bars.setTitle(self.metric_box.currentText(), color=current_theme().chart_fg)
-        self.note.setText((
-            "Paper figures (" + ", ".join(notes) + "): n=50, one sample per item, no published intervals. "
-            "GSM8K bars carry the textbook 95% interval for 50 items; judge scores have none. The same 1B model "
-            "scored 34% and 44% in two of the lab's runs.") if notes else "")
+        paper = ("Paper figures (" + ", ".join(notes) + "): n=50, one sample per item, no published intervals. "
+                 "GSM8K bars carry the exact 95% interval of that many right out of 50; judge scores have none. "
+                 "The same 1B model scored 34% and 44% in two of the lab's runs.") if notes else ""
+        judged_note = calibration_note(chosen, key[0]) if key else ""
+        self.note.setText("\n".join(t for t in (paper, judged_note) if t))
         self._draw_scatter(chosen)
         self._fill_table(chosen)
 
@@ -340,7 +379,7 @@ class ResultsPage(QWidget):
         self.drill_suite.blockSignals(True)
         self.drill_suite.clear()
         for suite in dict.fromkeys(s for _l, s, _m in METRICS):
-            self.drill_suite.addItem(SUITE_TITLES.get(suite, suite), suite)
+            self.drill_suite.addItem(suite_title(suite), suite)
         self.drill_suite.blockSignals(False)
         self._fill_items()
 
@@ -370,29 +409,27 @@ class ResultsPage(QWidget):
             view.setHtml(answer_html(name, rows.get(key), suite))
 
     # -- actions ------------------------------------------------------------------------------------
-    def _pick_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "A GSM8K-format file", "", "JSON lines (*.jsonl)")
-        if path:
-            self.bench_file.setText(path)
-
-    def run_benchmark(self, suite: str = "gsm8k") -> None:
-
-        model, path = self.bench_model.text().strip(), self.bench_file.text().strip()
-        if not model or not path:
-            self.status.set_state("error", "Choose a model and a question file first.")
+    def run_benchmark(self) -> None:
+        """Run what the form describes: every ticked benchmark in one run folder."""
+        try:
+            config = self.form.config()
+        except ConfigError as err:
+            self.status.set_state("error", str(err))
             return
-        config = BenchConfig(model=model, suites=(SuiteSpec(suite, path, n=self.bench_n.value() or None),),
-                             samples=self.bench_samples.value())
+        suites = [s.id for s in config.suites]
         self._started, self._run_dir = config, None
         if self._resume is not None and self._resume[0] == config:
             config = replace(config, run_dir=str(self._resume[1]))  # the cancelled run, in its folder
         self._resume = None
         self.status.set_state("running", "Starting the benchmark…")
+        modules = ["lemcore.benchmarks.run", *(f"lemcore.benchmarks.{s}" for s in suites), "mlx_lm.generate",
+                   "mlx_lm.sample_utils", "mlx_lm.tuner.utils"]
+        if any(not s.path and not hasattr(suite_module(s.id), "default_path") for s in config.suites):
+            # Questions fetched from the dataset hub (or its cache), read from Parquet.
+            modules += ["huggingface_hub", "huggingface_hub.errors", "pyarrow.parquet"]
         self.job = self.runner.start("bench", lambda report, cancel: run_benchmark(config, report=report,
                                                                                    cancel=cancel),
-                                     modules=("lemcore.benchmarks.run", f"lemcore.benchmarks.{suite}",
-                                              "mlx_lm.generate", "mlx_lm.sample_utils", "mlx_lm.tuner.utils"),
-                                     loads_model=model, frees_models=True,
+                                     modules=modules, loads_model=config.model, frees_models=True,
                                      on_event=self._on_event, on_done=self._on_done, on_error=self._on_error,
                                      on_cancelled=self._on_cancelled)
         self.run_btn.setEnabled(False)
@@ -402,7 +439,10 @@ class ResultsPage(QWidget):
         if isinstance(event, BenchStarted):
             self._run_dir = event.run_dir
         elif isinstance(event, BenchProgress):
-            self.status.set_state("running", f"{event.stage}: {event.done} of {event.total}")
+            stage = STAGES.get(event.stage, event.stage.capitalize())
+            where = f" ({suite_title(event.suite)})" if event.suite else ""
+            count = f": {event.done} of {event.total}" if event.total > 1 else "…"
+            self.status.set_state("running", f"{stage}{where}{count}")
 
     def _finished(self) -> None:
         self.run_btn.setEnabled(True)
@@ -410,8 +450,14 @@ class ResultsPage(QWidget):
 
     def _on_done(self, result: BenchResult) -> None:
         self._finished()
-        self.status.set_state("idle", f"Benchmark finished: {result.run_dir}")
+        suites = result.summary.get("suites") or {}
+        unjudged = [f"{suite_title(s)}: {data['not_judged']}" for s, data in suites.items()
+                    if judged(s) and data.get("not_judged")]
+        note = (" Answers saved without scores, as they need a judge (" + "; ".join(unjudged) + ")."
+                if unjudged else "")
+        self.status.set_state("idle", f"Benchmark finished: {result.run_dir.name}.{note}")
         self.reload()
+        self.left_tabs.setCurrentIndex(0)  # the new run is at the top of the list, ticked
 
     def _on_cancelled(self) -> None:
         self._finished()
@@ -424,7 +470,9 @@ class ResultsPage(QWidget):
         self._finished()
         msg = user_message(err)
         if msg:
-            self.status.set_state("error", f"{msg[0]}. {msg[1]}")
+            # A suite that could not be downloaded: the same advice, without the command line's flags.
+            text = err.for_window if isinstance(err, SuiteDownloadError) else msg[1]
+            self.status.set_state("error", f"{msg[0]}. {text}")
 
     def export_png(self, path: str | None = None) -> None:
         path = path or QFileDialog.getSaveFileName(self, "Export chart", "results.png", "PNG (*.png)")[0]
@@ -464,8 +512,14 @@ def answer_html(run_name: str, row: dict[str, Any] | None, suite: str) -> str:
     # How it was scored first (what differs between the two sides), then the answer, then the question.
     parts.append("<p><b>How it was scored</b></p>")
     score = row.get("score") or {}
-    judged = bool(getattr(suite_module(suite), "JUDGED", False)) if suite in SUITE_TITLES else "judgment" in row
-    if not judged and isinstance(score, dict) and score:
+    by_judge = judged(suite) if suite in SUITE_TITLES else "judgment" in row
+    if isinstance(score, dict) and "mc1_correct" in score:  # multiple choice: what the model found likeliest
+        verdict = "the true answer" if score.get("mc1_correct") else "a false answer"
+        mc2 = score.get("mc2")
+        parts.append(f"<p>The answer the model finds most likely is <b>{verdict}</b> (MC1)."
+                     + (f" It gives <b>{100 * float(mc2):.0f}%</b> of its likelihood to the true answers (MC2)."
+                        if isinstance(mc2, (int, float)) else "") + "</p>")
+    elif not by_judge and isinstance(score, dict) and score:
         extracted = score.get("extracted")
         verdict = "Correct" if score.get("correct") else "Incorrect"
         found = (f"The answer's final number: <b>{_esc(extracted)}</b>." if extracted not in (None, "")
@@ -474,7 +528,7 @@ def answer_html(run_name: str, row: dict[str, Any] | None, suite: str) -> str:
         parts.append(f"<p><b>{verdict}.</b> {found}"
                      + (f" The right answer is <b>{_esc(expected)}</b>." if expected not in (None, "") else "")
                      + "</p>")
-    elif judged:
+    elif by_judge:
         parts.append(_judgment_html(row.get("judgment")))
     else:
         parts.append("<p>Not scored.</p>")

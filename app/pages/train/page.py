@@ -40,6 +40,7 @@ from lemcore.contribute.kernel import sandwich_text
 from lemcore.errors import LemError
 from lemcore.events import Event
 from lemcore.jobs import CancelToken, Report
+from lemcore.models.catalog import EMBEDDED_ID
 from lemcore.models.loading import resolve_model
 from lemcore.settings import data_dir
 from lemcore.train import events as ev
@@ -139,8 +140,14 @@ class TrainPage(QWidget):
         self.fuse_btn.setToolTip("Merge what the run learned into the base model and save it as a standalone "
                                  "model folder (also called fusing).")
         self.fuse_btn.clicked.connect(lambda: self.fuse())
+        self.fuse_choice = QComboBox()
+        self.fuse_choice.addItem("from its best step", "best")
+        self.fuse_choice.addItem("from its last step", "final")
+        self.fuse_choice.setToolTip("Best: the step with the lowest validation loss (a run without validation "
+                                    "data has only its last step). Last: where the run ended.")
         for n, b in enumerate((self.start_btn, self.stop_btn, self.resume_btn, self.fuse_btn)):
             buttons.addWidget(b, n // 2, n % 2)
+        buttons.addWidget(self.fuse_choice, 2, 1)
         ll.addLayout(buttons)
         split.addWidget(left)
 
@@ -184,7 +191,8 @@ class TrainPage(QWidget):
 
     # -- form ---------------------------------------------------------------------------------------
     def _apply_preset(self) -> None:
-        current = self.form.config() if self.form.model_box.value() else TrainConfig()
+        # The built-in model until another is chosen: it needs no download, as `lem train` without --model.
+        current = self.form.config() if self.form.model_box.value() else TrainConfig(model=EMBEDDED_ID)
         config = preset(self.preset.currentText(), model=current.model, data=current.data)
         self.form.set_config(config)
 
@@ -223,6 +231,7 @@ class TrainPage(QWidget):
         info = self.run_infos.get(str(run)) if run is not None else None
         self.resume_btn.setEnabled(not running and info is not None and info.can_resume)
         self.fuse_btn.setEnabled(not running and run is not None and (run / "adapters.safetensors").exists())
+        self.fuse_choice.setEnabled(self.fuse_btn.isEnabled())
         self.form.setEnabled(not running)
         self.preset.setEnabled(not running)
         self.data_btn.setEnabled(not running and not (self.data_job is not None and self.data_job.running))
@@ -275,7 +284,7 @@ class TrainPage(QWidget):
             save_path = QFileDialog.getExistingDirectory(self, "Choose an empty folder for the new model")
             if not save_path:
                 return
-        config = FuseConfig(adapter_path=str(run), save_path=save_path)
+        config = FuseConfig(adapter_path=str(run), save_path=save_path, adapter=str(self.fuse_choice.currentData()))
         self.status.set_state("running", "Making a standalone model: merging the adapter into the base model…")
         self.job = self.runner.start("fuse", lambda report, cancel: fuse_adapter(config, report=report, cancel=cancel),
                                      modules=("mlx.utils", "mlx_lm.utils", "mlx_lm.tuner.utils", "lemcore.train.fuse"),

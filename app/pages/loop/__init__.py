@@ -1,0 +1,1 @@
+"""The LEK loop page."""
