@@ -133,7 +133,7 @@ def test_shortcuts_trigger_their_actions(qtbot, make_window, monkeypatch) -> Non
     # Start training with an empty form: the page opens and says what is missing (nothing starts).
     qtbot.keyClick(window, Qt.Key.Key_T, ctrl | shift)
     assert window.stack.currentIndex() == 1 and window.train.status.state == "error"
-    assert window.train.job is None and "Choose a model" in window.train.form.errors["model"].text()
+    assert window.train.job is None and "Choose a data folder" in window.train.form.errors["data"].text()
     monkeypatch.setattr(window.train, "stop", lambda: calls.append("stop training"))
     qtbot.keyClick(window, Qt.Key.Key_X, ctrl | shift)
     assert calls[-1] == "stop training"
