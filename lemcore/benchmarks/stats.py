@@ -353,11 +353,3 @@ def rescoring_changes(original: Values, rescored: Values, *, tolerance: float = 
     mean_r = sum(after.values()) / n if n else None
     delta = mean_r - mean_o if mean_o is not None and mean_r is not None else None
     return Changes(n, up + down, up, down, mean_o, mean_r, delta, len(set(do) - set(dr)), len(set(dr) - set(do)))
-
-
-def normal_proportion_interval(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """The textbook (Wald) interval for a proportion: what a bootstrap of n 0/1 items approaches."""
-
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    half = z * (p * (1 - p) / n) ** 0.5
-    return p - half, p + half
