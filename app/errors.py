@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from pathlib import Path
 
 from lemcore.errors import (
@@ -16,6 +18,7 @@ from lemcore.errors import (
     ModelLoadError,
     SecretStoreError,
     ServerUnreachable,
+    StorageError,
 )
 from lemcore.settings import data_dir
 
@@ -29,6 +32,7 @@ _TITLES = [
     (ModelFitError, "This model does not fit in memory"),
     (ModelLoadError, "The model could not be loaded"),
     (DownloadError, "The download did not finish"),
+    (StorageError, "A file on this computer could not be used"),
     (DataError, "A data file has a problem"),
     (ConfigError, "A setting needs attention"),
 ]
@@ -49,6 +53,36 @@ def user_message(err: BaseException) -> tuple[str, str] | None:
             "please include it when you report the problem.")
 
 
+# The engines' sentences serve the command line too, where some advice names a command, a flag or an environment
+# variable. In the window each such aside is said as what to do in the app instead. Pattern -> replacement,
+# applied in order.
+_WINDOW_WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), r) for p, r in (
+    (r"\s*\(or run `lem login`\)", ""),
+    (r"\s*\(Settings, or `lem login`\)", " in Settings"),
+    (r"contribute offline \(Settings, or --solo on the command line\)", "choose to contribute offline in Settings"),
+    (r";? ?on the command line:? `?lem [^)`]*`?", ""),
+    (r"[Cc]hoose an output file on a disk with space that you may write to \(`--output` on the command line, or "
+     r"move the data folder with LEM_DATA_DIR\)",
+     "make room on the disk that holds the data folder, and check that you may write to it (Settings, Open data "
+     "folder)"),
+    (r"\(in the app: ", "("),
+    (r"run `lem login` or paste it in Settings", "paste it in Settings"),
+    (r"[Tt]he InfluxDB server", "the lab's server"),  # the name of its software says nothing to a volunteer
+))
+
+
+def for_the_window(text: str) -> str:
+    """An engine's sentence, said for the window: command-line advice becomes what to do in the app."""
+    for pattern, words in _WINDOW_WORDS:
+        text = pattern.sub(functools.partial(_same_case, words), text)
+    return text
+
+
+def _same_case(words: str, found: re.Match[str]) -> str:
+    """`words`, starting with a capital where the text it replaces did (a sentence's start)."""
+    return words[:1].upper() + words[1:] if found.group(0)[:1].isupper() else words
+
+
 def _for_the_window(err: LemError) -> str:
     """The error's sentence, said for the window: the keychain's advice names an environment variable that
     only the command line can use, so the window says what to do instead."""
@@ -56,7 +90,7 @@ def _for_the_window(err: LemError) -> str:
     if isinstance(err, SecretStoreError) and "INFLUX_TOKEN" in text:
         return ("No system keychain is available, so a token cannot be kept safely on this computer. Install "
                 "and unlock one (on Linux: GNOME Keyring or KWallet), or contribute offline.")
-    return text
+    return for_the_window(text)
 
 
 def log_path() -> Path:

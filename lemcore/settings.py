@@ -52,6 +52,9 @@ class Settings:
     first_run_done: bool = field(default=False, metadata={"help": "The welcome steps were completed."})
     solo: bool = field(default=False, metadata={"help": "Contribute offline even if a server is set."})
     appearance: str = field(default="system", metadata={"help": "system (follow the computer), light or dark."})
+    notify_milestones: bool = field(default=False, metadata={
+        "help": "Tell from the tray icon at answer milestones (10, 25, 50, 100... this session) and when the "
+                "questions run out. Problems are always told."})
 
     @property
     def server_configured(self) -> bool:
@@ -63,6 +66,21 @@ class Settings:
 
 def settings_path() -> Path:
     return config_dir() / "settings.json"
+
+
+# Before `notify_milestones` was a setting, the app kept it in a file of its own beside the settings, as
+# {"milestones": true}. `load_settings` takes it from there while settings.json has no value yet, and the next
+# `save_settings` writes it into settings.json and removes the old file.
+LEGACY_NOTIFY_FILE = "contribute-notifications.json"
+
+
+def _legacy_notify(folder: Path) -> bool | None:
+    try:
+        raw = json.loads((folder / LEGACY_NOTIFY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = raw.get("milestones") if isinstance(raw, dict) else None
+    return value if isinstance(value, bool) else None
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -77,6 +95,12 @@ def load_settings(path: Path | None = None) -> Settings:
         for key, value in raw.items():
             if key in known:
                 setattr(settings, key, value)
+    else:
+        raw = {}
+    if "notify_milestones" not in raw:
+        legacy = _legacy_notify(path.parent)
+        if legacy is not None:
+            settings.notify_milestones = legacy
     if os.environ.get("INFLUX_URL"):
         settings.influx_url = os.environ["INFLUX_URL"]
     if os.environ.get("INFLUX_DB"):
@@ -90,3 +114,7 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(settings), indent=2), encoding="utf-8")
     os.replace(tmp, path)
+    try:
+        (path.parent / LEGACY_NOTIFY_FILE).unlink(missing_ok=True)  # its value is in settings.json now
+    except OSError:
+        pass  # a leftover is harmless: settings.json's value wins from now on

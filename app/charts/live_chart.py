@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QTimer
 
@@ -100,12 +101,14 @@ def follow_theme(widget: pg.PlotWidget, title: str = "") -> None:
 class LiveChart(pg.PlotWidget):
     def __init__(self, title: str = "", *, y_label: str = "", x_label: str = "", hz: float = 10.0,
                  scientific_y: bool = False, time_axis: bool = False, integer_y: bool = False,
-                 y_from_zero: bool = False) -> None:
+                 y_from_zero: bool = False, legend_room: bool = False) -> None:
         # scientific_y: tick labels like 1e-5, and the y axis from 0 to just above the largest value (a
         # constant learning rate is then a visible line, not a flat 0 on a +-0.4 axis).
         # time_axis: x in seconds since the epoch, labelled with the clock; the x range is set by
         # `show_time_span` (at least MIN_TIME_SPAN_S), not fitted to the points.
         # integer_y: whole-number ticks (counts). y_from_zero: the y axis from 0 to just above the largest value.
+        # legend_room: the y axis fitted to the values with room above them for the legend, which sits inside
+        # the plot at the top: no curve runs under its labels.
         axes: dict[str, pg.AxisItem] = {}
         if scientific_y:
             axes["left"] = ScientificAxis("left")
@@ -116,6 +119,7 @@ class LiveChart(pg.PlotWidget):
         super().__init__(axisItems=axes or None)
         self.scientific_y = scientific_y
         self.y_from_zero = scientific_y or y_from_zero
+        self.legend_room = legend_room
         self.time_axis = time_axis
         self.time_span: tuple[float, float] | None = None
         self.title = title
@@ -130,8 +134,11 @@ class LiveChart(pg.PlotWidget):
         # it clips points outside the current view, so a new series would never come into view.
         plot.setDownsampling(auto=True, mode="peak")
         plot.addLegend(offset=(-10, 4), labelTextSize="8pt", verSpacing=-6)
-        if self.y_from_zero:
+        if self.y_from_zero or legend_room:
             plot.enableAutoRange(y=False)
+        if legend_room:
+            plot.getViewBox().sigResized.connect(lambda _view: self._fit_y())  # the legend's share changed
+        if self.y_from_zero:
             plot.setYRange(0, 1e-5 if scientific_y else 1, padding=0)
         if time_axis:
             plot.enableAutoRange(x=False)
@@ -172,13 +179,33 @@ class LiveChart(pg.PlotWidget):
                 self.curves[name].setData(x, y)
                 buf.dirty = False
                 changed = True
-        if changed and self.y_from_zero:
-            self._fit_y_from_zero()
+        if changed and (self.y_from_zero or self.legend_room):
+            self._fit_y()
 
-    def _fit_y_from_zero(self) -> None:
-        top = max((float(buf.view()[1].max()) for buf in self.buffers.values() if buf.n), default=0.0)
-        if top > 0:
-            self.getPlotItem().setYRange(0, top * 1.15, padding=0)
+    def _fit_y(self) -> None:
+        shown = [v[np.isfinite(v)] for v in (buf.view()[1] for buf in self.buffers.values() if buf.n)]
+        shown = [v for v in shown if v.size]
+        if not shown:
+            return
+        high = max(float(v.max()) for v in shown)
+        low = 0.0 if self.y_from_zero else min(float(v.min()) for v in shown)
+        if self.y_from_zero and high <= 0:
+            return
+        span = high - low or abs(high) or 1.0
+        bottom = low if self.y_from_zero else low - 0.05 * span
+        top = high + (0.15 if self.y_from_zero else 0.05) * span
+        if self.legend_room:
+            top += (top - bottom) * self._legend_share()
+        self.getPlotItem().setYRange(bottom, top, padding=0)
+
+    def _legend_share(self) -> float:
+        """The legend's height (with its offset from the top) over the height of the plot below it."""
+        legend = self.getPlotItem().legend
+        view = self.getPlotItem().getViewBox().height()
+        if legend is None or not legend.isVisible() or view <= 0:
+            return 0.0
+        used = legend.boundingRect().height() + 8
+        return used / max(view - used, 0.3 * view)
 
     def show_time_span(self, start: float, end: float) -> None:
         """Show from `start` to `end` (seconds since the epoch), at least MIN_TIME_SPAN_S wide. (Charts over

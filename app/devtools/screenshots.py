@@ -1,11 +1,11 @@
 """Screenshots of every page in its main states, light and dark, for the README and for looking at what users see.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python -m app.devtools.screenshots resources/screenshots
+    QT_QPA_PLATFORM=offscreen .venv/bin/python -m app.screenshots [resources/screenshots]
 
 Runs the real engines: the embedded SmolLM2 model reads and writes real answers for the Contribute shots, taken
-while it works (reading a question, writing an answer) and after (paused); a real LoRA run for the Train shots,
-taken while it trains and after it stopped; errors come from real failures (an address where no server
-listens). Each state is taken twice: `<name>.png` in the light theme and `<name>-dark.png` in the dark one, at
+while it works (reading a question, writing an answer) and after (paused, and its totals); a real LoRA run for
+the Train shots, taken while it trains and after it stopped; errors come from real failures (an address where
+no server listens). Each state is taken twice: `<name>.png` in the light theme and `<name>-dark.png` in the dark one, at
 the same moment. Settings and data go to a temp folder, so your own settings are untouched.
 """
 
@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     page.pause()
     _wait(app, lambda: page.start_btn.isEnabled(), 120)
     shot(window, "contribute-paused")
+    # Today, this week, all time: read from disk once the run has stopped.
+    _wait(app, lambda: page.history is not None and page.history.all_time.saved >= page.session.done, 30)
+    page.side_tabs.setCurrentIndex(1)
+    shot(window, "contribute-totals")
+    page.side_tabs.setCurrentIndex(0)
     window.runner.shutdown()
     window.close()
 

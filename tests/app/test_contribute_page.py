@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 import time
+from collections import Counter
 
 import pytest
 from PySide6.QtCore import Qt
@@ -157,6 +159,16 @@ def test_start_pause_resume_finish_offline(qtbot, make_window, tiny_llama, no_qu
     for word in INTERNAL_WORDS:
         assert word not in _visible_text(page), word
 
+    # Today, this week, all time: read from the files, the same count as the tile (a fresh data folder: all
+    # of it is today's).
+    qtbot.waitUntil(lambda: page.history is not None and page.history.all_time.saved == len(answers), timeout=10000)
+    page.side_tabs.setCurrentIndex(1)
+    assert [cell.text() for cell in page.totals["saved"]] == [str(len(answers))] * 3
+    assert page.tile_total.value.text() == str(len(answers))
+    assert [cell.text() for cell in page.totals["tokens"]] == [f"{sum(a['tokens'] for a in answers):,}"] * 3
+    assert page.totals["time"][0].text() != "0 min" and page.totals["held"][2].text() == "0"
+    assert page.totals_rows["sent"][0].isHidden()  # offline nothing is sent
+
 
 def test_contributing_to_real_server_and_wrong_token(qtbot, make_window, tiny_llama, influx,
                                                      no_quality_gate) -> None:
@@ -196,6 +208,11 @@ def test_contributing_to_real_server_and_wrong_token(qtbot, make_window, tiny_ll
     assert kept and kept[0].history == [READING, WRITING, CHECKING, SAVED, SENT]
     assert any(text == "Checked, saved and sent to the lab" for _k, text in log.stage_lines)
     assert page.tile_total.value.text() == str(len(_answers("volx")))  # this computer, all time
+    # The totals say how many the lab has: every saved answer, once the run is over.
+    qtbot.waitUntil(lambda: page.history is not None and page.history.all_time.sent == len(reported), timeout=10000)
+    assert not page.totals_rows["sent"][0].isHidden()
+    assert [cell.text() for cell in page.totals["sent"]] == [str(len(reported))] * 3
+    assert page.totals["saved"][2].text() == page.tile_total.value.text()
 
 
 def test_held_back_answers_are_counted_in_words(qtbot, make_window, tiny_llama) -> None:
@@ -218,8 +235,17 @@ def test_held_back_answers_are_counted_in_words(qtbot, make_window, tiny_llama) 
     last = log.of(ev.AnswerHeld)[-1]
     text = page.held_line.text()
     assert page.held_line.isVisibleTo(page)
-    assert text.startswith(f"{last.held_total} answers held back")
-    assert all(REASON_TEXT[r] in text for r in last.held_by_reason)
+    assert text.startswith(f"{last.held_total} answers held back this session")
+    # Each answer once, under its first reason: the counts add up to the answers held back.
+    firsts = Counter(e.reasons[0] for e in log.of(ev.AnswerHeld))
+    assert all(f"{REASON_TEXT[r]} ({n})" in text for r, n in firsts.items()), text
+    assert sum(int(n) for n in re.findall(r"\((\d+)\)", text)) == last.held_total
+    # The totals count the held-back file's lines: all of them today (a fresh data folder).
+    held_file = data_dir() / "output" / "gold-volh.jsonl.held.jsonl"
+    on_disk = len(held_file.read_text().splitlines())
+    assert on_disk >= last.held_total
+    qtbot.waitUntil(lambda: page.history is not None and page.history.all_time.held == on_disk, timeout=10000)
+    assert [cell.text() for cell in page.totals["held"]] == [str(on_disk)] * 3
     held = [a for a in page.tracker.answers.values() if a.stage == HELD]
     assert held and page.tracker.stage_text(held[0], time.monotonic()).startswith("Held back by the quality check")
 
@@ -285,8 +311,73 @@ def test_milestones_in_the_tray_only_when_asked(qtbot, make_window) -> None:
     answers(10)
     assert window.notifications == []  # not asked for
     page.notify_box.setChecked(True)
+    assert load_settings().notify_milestones is True  # a setting, saved at once
     answers(15)
     assert [n[1] for n in window.notifications] == ["25 answers written this session. Thank you!"]
-    from app.pages.contribute.page import load_notify_choice
 
-    assert load_notify_choice() is True
+    # The same choice on the Settings page, both ways.
+    settings_page = window.settings_page
+    window.show()
+    window.show_page("Settings")
+    assert settings_page.notify.isChecked()
+    settings_page.notify.setChecked(False)
+    assert load_settings().notify_milestones is False and not page.notify_box.isChecked()
+    window.hide()
+    answers(25)  # 50: not told any more
+    assert len(window.notifications) == 1
+
+
+def test_the_milestone_choice_of_an_older_version_is_kept(qtbot, make_window) -> None:
+    """Older versions kept the choice in a file of their own: it becomes the setting, silently."""
+    from lemcore.settings import LEGACY_NOTIFY_FILE, config_dir, save_settings, settings_path
+
+    save_settings(Settings(first_run_done=True, solo=True))
+    raw = json.loads(settings_path().read_text())
+    del raw["notify_milestones"]  # as an older version wrote it
+    settings_path().write_text(json.dumps(raw))
+    (config_dir() / LEGACY_NOTIFY_FILE).write_text(json.dumps({"milestones": True}))
+    window = make_window()
+    assert window.contribute.notify_box.isChecked() and window.settings_page.notify.isChecked()
+    assert window.contribute.notify_milestones
+    window.contribute.preset.setCurrentIndex(1)  # any change saves the settings: the old file goes
+    assert json.loads(settings_path().read_text())["notify_milestones"] is True
+    assert not (config_dir() / LEGACY_NOTIFY_FILE).exists()
+    assert load_settings().notify_milestones is True
+
+
+def test_the_goal_reached_is_told_from_the_tray(qtbot, make_window, monkeypatch, tmp_path) -> None:
+    """The real engine answers a three-question set (a scripted generator instead of a model) to the end while
+    the window is closed: the tray says so, and the totals count the three answers."""
+    from app.pages.contribute import page as page_module
+    from lemcore.contribute.engine import run_contribution
+    from lemcore.contribute.queue.solo import default_solo_queue_path
+    from lemcore.contribute.setup import open_solo_queue
+    from tests.core.contribute_helpers import ScriptedGenerator, write_prompts
+
+    prompts = write_prompts(tmp_path / "three.jsonl", 3)
+    app_options = page_module.options_from_settings
+    # The app's options with this question set: the run below and the totals both use them.
+    monkeypatch.setattr(page_module, "options_from_settings",
+                        lambda settings: dataclasses.replace(app_options(settings), prompts=prompts))
+
+    def three_questions(settings, token_store, *, models, report, cancel, drain):
+        options = page_module.options_from_settings(settings)
+        queue = open_solo_queue(default_solo_queue_path(), "gold", options.worker, prompts)
+        try:
+            return run_contribution(options.engine_config(), queue, ScriptedGenerator(), report=report,
+                                    cancel=cancel, drain=drain)
+        finally:
+            queue.close()
+
+    monkeypatch.setattr(page_module, "contribute", three_questions)
+    window = make_window(settings=Settings(first_run_done=True, solo=True, worker_name="volg",
+                                           notify_milestones=True, only_on_power=False))
+    page = window.contribute
+    window.hide()
+    page.start()
+    qtbot.waitUntil(lambda: page.start_btn.isEnabled(), timeout=60000)
+    assert page.status.state == "idle" and page.session.done == 3
+    assert window.notifications[-1] == (
+        "LEM Desktop", "Every question in the set is answered on this computer. Thank you!", False)
+    qtbot.waitUntil(lambda: page.history is not None and page.history.today.saved == 3, timeout=10000)
+    assert page.tile_total.value.text() == "3" and page.totals["saved"][0].text() == "3"

@@ -14,6 +14,7 @@ from app.pages.contribute.progress import (
     Session,
     duration_text,
     held_summary,
+    spent_text,
 )
 
 
@@ -109,19 +110,27 @@ def test_session_carries_over_pause_and_counts_held_answers_per_reason() -> None
     s.begin_run(1000.0)
     s.work_started(10.0)
     s.answer_done(1010.0, 300, 12.0)
-    s.held({"repetition": 2}, 2)
+    s.held_answer(("repetition",))
+    s.held_answer(("repetition", "recites_kernel"))  # two faults: counted once, under the first
     s.end_run(70.0, 1060.0, paused=True)  # 60 s of work, then a pause
     assert s.answers_per_hour(70.0) == 60.0 and s.pauses == [[1060.0, None]]
     assert s.writing_speed() == 12.0 and s.tokens_per_s(70.0) == 5.0
     s.begin_run(1120.0)  # resumed a minute later: same session, the pause closed
     assert s.pauses == [[1060.0, 1120.0]] and s.done == 1
     s.work_started(130.0)
-    s.held({"repetition": 1, "empty": 1}, 2)  # the engine counts per run
+    s.held_answer(("repetition", "wrong_language"))
+    s.held_answer(("empty",))
     assert s.held_total == 4 and s.held_by_reason == {"repetition": 3, "empty": 1}
+    assert sum(s.held_by_reason.values()) == s.held_total
     assert held_summary(s.held_total, s.held_by_reason) == (
-        "4 answers held back (kept on this computer, not sent): repeats itself in a loop (3), "
-        "empty or shorter than a sentence (1).")
+        "4 answers held back this session (kept apart on this computer, never sent): repeats itself in a loop "
+        "(3), empty or shorter than a sentence (1).")
     assert s.answers_per_hour(190.0) == 30.0  # 1 answer in 120 s of work: pauses do not count
+
+
+def test_time_spent_in_words() -> None:
+    assert [spent_text(x) for x in (0, 30, 60, 25 * 60 + 59, 3 * 3600 + 5 * 60)] == [
+        "0 min", "< 1 min", "1 min", "25 min", "3 h 05 min"]
 
 
 def test_milestones_are_told_once() -> None:

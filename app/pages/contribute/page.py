@@ -3,12 +3,13 @@ then one big button, live progress, and an honest status line.
 
 While it contributes, the "Writing now" card follows each answer through its stages (reading the question, with
 progress and a time estimate; writing; checked; saved; sent), the tiles and charts cover the session (Pause and
-Resume keep it; a new Start after the run ended begins a new one), and Pause and Finish say how long they take."""
+Resume keep it; a new Start after the run ended begins a new one), and Pause and Finish say how long they take.
+Beside the charts, the Totals tab has today, this week and all time, read from the files on this computer
+(lemcore.contribute.history), so that its "all time" is the tile's count."""
 
 from __future__ import annotations
 
 import functools
-import json
 import time
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
@@ -26,12 +27,13 @@ from PySide6.QtWidgets import (
     QRadioButton,
     QSizePolicy,
     QStackedLayout,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.charts.live_chart import LiveChart
-from app.errors import user_message
+from app.errors import for_the_window, user_message
 from app.jobs.contribute import contribute
 from app.jobs.runner import Job, JobRunner
 from app.pages.contribute.answer_view import AnswerView
@@ -41,12 +43,15 @@ from app.pages.contribute.progress import (
     Session,
     duration_text,
     held_summary,
+    spent_text,
 )
 from app.widgets import Card, StatTile, StatusLine, heading
 from lemcore.contribute import events as ev
 from lemcore.contribute.engine import ContributeResult
 from lemcore.contribute.governor import PRESETS
-from lemcore.contribute.setup import recommended_model, resolve_generation_model
+from lemcore.contribute.history import History, history_for
+from lemcore.contribute.setup import options_from_settings, recommended_model, resolve_generation_model
+from lemcore.errors import LemError
 from lemcore.events import Event
 from lemcore.generate.engine import TokenChunk
 from lemcore.generate.protocol import PrefillProgress
@@ -54,10 +59,10 @@ from lemcore.models.downloads import DownloadProgress
 from lemcore.models.gguf.convert import ConvertProgress
 from lemcore.models.loading import LoadStage, ModelLoaded
 from lemcore.secrets import TokenStore
-from lemcore.settings import Settings, config_dir, load_settings, save_settings
+from lemcore.settings import Settings, load_settings, save_settings
 
 WELCOME, CONNECT, MODEL_STEP, DASHBOARD = 0, 1, 2, 3
-PREFS_FILE = "contribute-notifications.json"  # the tray-notification choice (app-only: not an engine setting)
+TOTALS_DELAY_MS = 1500  # the totals are read again this long after an answer is saved, held back or sent
 
 TAGLINE = "Help build ethical training data with your computer's spare time."
 WHAT_HAPPENS = (
@@ -73,19 +78,16 @@ WHAT_HAPPENS = (
 PACES = (("gentle", "Gentle", "Two answers at a time: the computer stays usable."),
          ("balanced", "Balanced", "Four answers at a time."),
          ("max", "Maximum", "Eight answers at a time: best when you are not using the computer."))
-
-
-def load_notify_choice() -> bool:
-    try:
-        return bool(json.loads((config_dir() / PREFS_FILE).read_text(encoding="utf-8")).get("milestones", False))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def save_notify_choice(milestones: bool) -> None:
-    path = config_dir() / PREFS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"milestones": milestones}), encoding="utf-8")
+# The totals' rows: key, label, what it counts.
+TOTALS_ROWS = (
+    ("saved", "Answers saved", "Answers that passed the quality check and were saved on this computer. “All time” "
+     "is the count of the tile above."),
+    ("sent", "Sent to the lab", "Saved answers the lab's server has received."),
+    ("held", "Held back", "Answers the quality check held back: kept apart on this computer, never sent."),
+    ("tokens", "Tokens written", "Tokens in the saved answers."),
+    ("time", "Time spent", "How long the model worked on answers, reading the questions and writing them. "
+     "Answers written together count once."),
+)
 
 
 class _StepLayout(QStackedLayout):
@@ -307,10 +309,10 @@ class ContributePage(QWidget):
         layout.addWidget(self.status)
 
         tiles = QGridLayout()
-        self.tile_session = StatTile("Answers this session", "0", compact=True)
-        self.tile_total = StatTile("All time, this computer", "–", compact=True)
-        self.tile_total.setToolTip("Answers this computer has written and kept, in every session (the lab's "
-                                   "count below only has those it has received).")
+        self.tile_session = StatTile("Saved this session", "0", compact=True)
+        self.tile_session.setToolTip("Answers written this session that passed the quality check and were "
+                                     "saved (held-back answers are counted below the tiles).")
+        self.tile_total = StatTile("Saved here, all time", "–", compact=True)
         self.tile_rate = StatTile("Answers per hour", "–", compact=True)
         self.tile_rate.setToolTip("This session's answers per hour spent contributing (pauses not counted).")
         self.tile_tps = StatTile("Writing speed, tokens/s", "–", compact=True)
@@ -325,7 +327,9 @@ class ContributePage(QWidget):
         self.held_line = QLabel("")
         self.held_line.setToolTip("The quality check holds back answers that are empty, broken, looping, cut off, "
                                   "in another language or that recite the principles or the question. They stay "
-                                  "in a separate file on this computer and are never sent as training data.")
+                                  "in a separate file on this computer and are never sent as training data. An "
+                                  "answer can have several of these faults: each is counted once, under the "
+                                  "first one found.")
         self.held_line.setObjectName("hint")
         self.held_line.setWordWrap(True)
         self.held_line.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -345,7 +349,11 @@ class ContributePage(QWidget):
         self.now = AnswerView()
         self.now.show_message("nothing yet", "Press Start contributing.")
         work.addWidget(self.now, 3)
-        charts = QVBoxLayout()
+        self.side_tabs = QTabWidget()  # this session's charts, and the totals per day, week and in all
+        self.side_tabs.setDocumentMode(True)
+        session_tab = QWidget()
+        charts = QVBoxLayout(session_tab)
+        charts.setContentsMargins(0, 4, 0, 0)
         self.rate_chart = LiveChart("Answers this session", time_axis=True, integer_y=True, y_from_zero=True)
         self.rate_series = self.rate_chart.add_series("answers", color="#2f6fdf")
         self.tps_chart = LiveChart("Writing speed, tokens/s", time_axis=True, y_from_zero=True)
@@ -357,7 +365,11 @@ class ContributePage(QWidget):
             if legend is not None:
                 legend.hide()  # one series each: the title names it
             charts.addWidget(chart)
-        work.addLayout(charts, 2)
+        self.side_tabs.addTab(session_tab, "This session")
+        self.side_tabs.addTab(self._build_totals(), "Totals")
+        self.side_tabs.setTabToolTip(1, "What this computer has contributed today, this week and in all")
+        self.side_tabs.currentChanged.connect(lambda _i: self.refresh_totals())
+        work.addWidget(self.side_tabs, 2)
         layout.addLayout(work, 1)
 
         opts = QGridLayout()
@@ -385,8 +397,8 @@ class ContributePage(QWidget):
         self.notify_box.setToolTip("While the window is closed, the tray icon tells you at 10, 25, 50, 100... "
                                    "answers this session and when the lab's questions run out. Problems that "
                                    "stop contributing are always shown there.")
-        self.notify_box.setChecked(load_notify_choice())
-        self.notify_box.toggled.connect(save_notify_choice)
+        self.notify_box.setChecked(self.settings.notify_milestones)
+        self.notify_box.toggled.connect(self._save_notify)
         opts.addLayout(pace, 0, 0)
         opts.addWidget(self.only_power, 0, 1)
         opts.addWidget(self.in_use, 1, 1)
@@ -396,9 +408,64 @@ class ContributePage(QWidget):
         self._set_running(False)
         return root
 
+    def _build_totals(self) -> QWidget:
+        """Today, this week, all time: a grid read from the files on this computer (`refresh_totals`)."""
+        box = QWidget()
+        outer = QVBoxLayout(box)
+        outer.setContentsMargins(4, 8, 4, 4)
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(10)
+        grid.setVerticalSpacing(4)
+        for col, period in enumerate(("Today", "This week", "All time"), start=1):
+            head = QLabel(f"<b>{period}</b>")
+            head.setAlignment(Qt.AlignmentFlag.AlignRight)
+            grid.addWidget(head, 0, col)
+        self.totals: dict[str, list[QLabel]] = {}
+        self.totals_rows: dict[str, list[QWidget]] = {}
+        for row, (key, label, tip) in enumerate(TOTALS_ROWS, start=1):
+            name = QLabel(label)
+            name.setToolTip(tip)
+            grid.addWidget(name, row, 0)
+            cells = []
+            for col in range(1, 4):
+                cell = QLabel("–")
+                cell.setAlignment(Qt.AlignmentFlag.AlignRight)
+                cell.setToolTip(tip)
+                grid.addWidget(cell, row, col)
+                cells.append(cell)
+            self.totals[key] = cells
+            self.totals_rows[key] = [name, *cells]
+        grid.setColumnStretch(0, 1)
+        outer.addLayout(grid)
+        self.totals_note = QLabel("")
+        self.totals_note.setObjectName("hint")
+        self.totals_note.setWordWrap(True)
+        self.totals_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        outer.addWidget(self.totals_note)
+        outer.addStretch(1)
+        self.history: History | None = None
+        self.history_job: Job | None = None
+        self.history_again = False  # asked for while a read was under way
+        self.totals_timer = QTimer(self)
+        self.totals_timer.setSingleShot(True)
+        self.totals_timer.setInterval(TOTALS_DELAY_MS)
+        self.totals_timer.timeout.connect(self.refresh_totals)
+        return box
+
     @property
     def notify_milestones(self) -> bool:
-        return self.notify_box.isChecked()
+        """The volunteer's choice (Settings or this page's box), as saved: the tray asks while the window is
+        closed, when this page's box may not have been shown since Settings changed it."""
+        try:
+            return load_settings().notify_milestones
+        except LemError:
+            return self.notify_box.isChecked()
+
+    def _save_notify(self, on: bool) -> None:
+        s = load_settings()
+        s.notify_milestones = on
+        save_settings(s)
+        self.settings = s
 
     def _save_options(self) -> None:
         s = load_settings()
@@ -421,6 +488,63 @@ class ContributePage(QWidget):
         self.summary.setText(f"Contributing {where} as “{s.effective_worker()}”, with {model}. "
                              "Change this in Settings.")
         self.fleet_label.setText("Questions answered:" if _solo(s) else "Lab progress:")
+        if self.notify_box.isChecked() != s.notify_milestones:  # changed on the Settings page
+            self.notify_box.blockSignals(True)
+            self.notify_box.setChecked(s.notify_milestones)
+            self.notify_box.blockSignals(False)
+        self.refresh_totals()
+
+    # -- totals: today, this week, all time ------------------------------------------------------------
+    def refresh_totals(self) -> None:
+        """Read the totals from disk again, on the IO pool (the held-back file can be long); `_show_totals`
+        shows them."""
+        if self.stack.currentIndex() != DASHBOARD:
+            return
+        if self.history_job is not None and self.history_job.running:
+            self.history_again = True
+            return
+        try:
+            options = options_from_settings(load_settings())
+        except LemError:
+            return  # the settings file is unreadable: the page says so when Start is pressed
+        self.history_again = False
+        try:
+            self.history_job = self.runner.start("read-totals", lambda report, cancel: history_for(options),
+                                                 kind="io", on_done=self._show_totals,
+                                                 on_error=self._totals_failed)
+        except RuntimeError:
+            self.totals_timer.stop()  # the app is quitting: nothing more to read
+
+    def _show_totals(self, history: History) -> None:
+        self.history = history
+        solo = _solo(self.settings)
+        for n, (_name, tally) in enumerate(history.periods()):
+            values = {"saved": f"{tally.saved:,}", "sent": f"{tally.sent:,}", "held": f"{tally.held:,}",
+                      "tokens": f"{tally.tokens:,}", "time": spent_text(tally.seconds)}
+            for key, cells in self.totals.items():
+                cells[n].setText(values[key])
+        for widget in self.totals_rows["sent"]:
+            widget.setVisible(not solo)  # offline nothing is sent
+        note = "Counted from the files on this computer."
+        note += (" Offline, answers stay here." if solo
+                 else " The lab's progress bar counts every volunteer's answers, as the lab has them.")
+        if history.undated:
+            older = "answer has" if history.undated == 1 else "answers have"
+            note += f" {history.undated:,} older {older} no time on record: they count in “All time” only."
+        self.totals_note.setText(note)
+        running = self.job is not None and self.job.running
+        saved = history.all_time.saved
+        # While a run goes on, the engine's own count may be a moment ahead of what was read.
+        self.session.all_time = max(saved, self.session.all_time or 0) if running else saved
+        self._show_tiles()
+        if self.history_again:
+            self.refresh_totals()
+
+    def _totals_failed(self, err: BaseException) -> None:
+        msg = user_message(err)
+        self.totals_note.setText(msg[1] if msg else "")
+        if self.history_again:
+            self.refresh_totals()
 
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)
@@ -462,7 +586,7 @@ class ContributePage(QWidget):
         self.ticker.start()
 
     def _new_session(self) -> None:
-        self.session = Session()
+        self.session = Session(all_time=self.session.all_time)
         self.rate_chart.clear_all()
         self.tps_chart.clear_all()
 
@@ -538,7 +662,7 @@ class ContributePage(QWidget):
             self._check_milestone()
         elif isinstance(event, ev.AnswerHeld):
             tracker.held(event.idx, tuple(event.reasons), now)
-            self.session.held(event.held_by_reason, event.held_total)
+            self.session.held_answer(event.reasons)
             self.now.mark_dirty()
             self._show_held()
         elif isinstance(event, ev.ReportsSent):
@@ -566,11 +690,13 @@ class ContributePage(QWidget):
                 self.status.set_state(event.state, event.reason or where)
                 self.state_changed.emit(event.state)
         elif isinstance(event, ev.Notice):
-            self.status.set_note(event.message)
+            self.status.set_note(for_the_window(event.message))
         elif isinstance(event, ev.Finished):
             self.session.unreported = event.unreported
         elif isinstance(event, (LoadStage, DownloadProgress, ConvertProgress, ModelLoaded)):
             self._model_stage(event)
+        if isinstance(event, (ev.ResponseDone, ev.AnswerHeld, ev.ReportsSent)) and not self.totals_timer.isActive():
+            self.totals_timer.start()  # the totals follow, read from disk a moment later
         if isinstance(event, (TokenChunk, PrefillProgress, ev.AnswerStarted)) and self.now.message is not None:
             self.now.message = None  # an answer is under way: show it
             self.now.refresh()
@@ -606,9 +732,10 @@ class ContributePage(QWidget):
         self.tile_rate.set_value(f"{rate:.0f}" if rate is not None else "–")
         self.tile_tps.set_value(f"{tps:.1f}" if tps is not None else "–")
         self.tile_total.setToolTip(
-            "Answers this computer has written and kept, in every session"
+            "Answers saved on this computer (they passed the quality check), in every session"
             + (f"; {s.unreported} not sent to the lab yet" if s.unreported else "")
-            + ". The lab's count only has the answers it has received.")
+            + ". The Totals tab has them per day and week. The lab's progress bar counts every volunteer's "
+            "answers, as the lab has them.")
         self._show_held()
 
     def _show_held(self) -> None:
@@ -681,6 +808,8 @@ class ContributePage(QWidget):
         self._set_running(False)
         self._show_tiles()
         self._draw_charts()
+        self.totals_timer.stop()
+        self.refresh_totals()
 
     def on_done(self, result: ContributeResult) -> None:
         left = result.unreported

@@ -42,14 +42,26 @@ def reasons_text(reasons: Iterable[str]) -> str:
 
 
 def held_summary(total: int, by_reason: Mapping[str, int]) -> str:
-    """'3 answers held back (kept on this computer, not sent): repeats itself in a loop (2), cut off at the token
-    limit (1).' (this session's answers the quality check did not pass; one answer may have several reasons)"""
+    """'3 answers held back this session (kept apart on this computer, never sent): repeats itself in a loop (2),
+    cut off at the token limit (1).' `by_reason` counts each answer once, under its first reason (the check can
+    find several), so the parts add up to `total`."""
     if total <= 0:
         return ""
     parts = ", ".join(f"{REASON_TEXT.get(r, r.replace('_', ' '))} ({n})"
                       for r, n in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])) if n > 0)
     noun = "answer" if total == 1 else "answers"
-    return f"{total} {noun} held back (kept on this computer, not sent)" + (f": {parts}." if parts else ".")
+    return (f"{total} {noun} held back this session (kept apart on this computer, never sent)"
+            + (f": {parts}." if parts else "."))
+
+
+def spent_text(seconds: float) -> str:
+    """Time spent, for the totals: '0 min', '< 1 min', '25 min', '3 h 05 min'."""
+    if seconds <= 0:
+        return "0 min"
+    if seconds < 60:
+        return "< 1 min"
+    minutes = int(seconds // 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 @dataclass
@@ -403,10 +415,8 @@ class Session:
     pauses: list[list[float | None]] = field(default_factory=list)  # [start, end] in epoch seconds
     answer_points: list[tuple[float, int]] = field(default_factory=list)  # (epoch seconds, answers so far)
     speed_points: list[tuple[float, float]] = field(default_factory=list)  # (epoch seconds, tokens/s)
-    held_prior: Counter[str] = field(default_factory=Counter)  # held back in earlier runs of the session
-    held_run: dict[str, int] = field(default_factory=dict)  # ... and in this run (the engine counts per run)
-    held_prior_total: int = 0
-    held_run_total: int = 0
+    held_total: int = 0  # answers held back by the quality check
+    held_by_reason: Counter[str] = field(default_factory=Counter)  # each held answer under its first reason
     milestones_told: set[int] = field(default_factory=set)
 
     @property
@@ -429,9 +439,6 @@ class Session:
         if self.run_work_from is not None:
             self.active_s += max(0.0, now - self.run_work_from)
             self.run_work_from = None
-        self.held_prior.update(self.held_run)
-        self.held_prior_total += self.held_run_total
-        self.held_run, self.held_run_total = {}, 0
         if paused:
             self.pauses.append([wall, None])
 
@@ -442,18 +449,13 @@ class Session:
         if tokens_per_s is not None:
             self.speed_points.append((wall, tokens_per_s))
 
-    def held(self, by_reason: Mapping[str, int], total: int) -> None:
-        self.held_run, self.held_run_total = dict(by_reason), total
-
-    @property
-    def held_total(self) -> int:
-        return self.held_prior_total + self.held_run_total
-
-    @property
-    def held_by_reason(self) -> Counter[str]:
-        counts = Counter(self.held_prior)
-        counts.update(self.held_run)
-        return counts
+    def held_answer(self, reasons: Iterable[str]) -> None:
+        """One answer held back. Counted once, under the first of its reasons (the quality check lists the
+        most basic fault first: broken or empty, then repetition, recitation, language), so the counts per
+        reason add up to the answers held back."""
+        first = next(iter(reasons), "")
+        self.held_total += 1
+        self.held_by_reason[first or "other"] += 1
 
     def active_seconds(self, now: float) -> float:
         running = now - self.run_work_from if self.run_work_from is not None else 0.0

@@ -1,11 +1,12 @@
-"""Settings: server, worker name, token (set / replace / remove, never shown), model, limits, folders."""
+"""Settings: server, worker name, token (set / replace / remove, never shown), model, limits, appearance,
+notifications, folders."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -23,6 +24,7 @@ from app.appearance import MODE_LABELS, MODES, apply_appearance
 from app.errors import user_message
 from app.jobs.runner import JobRunner
 from app.widgets import Card, heading
+from lemcore.errors import LemError
 from lemcore.jobs import CancelToken, Report
 from lemcore.secrets import TokenStore
 from lemcore.settings import config_dir, data_dir, load_settings, save_settings
@@ -88,7 +90,7 @@ class SettingsPage(QWidget):
 
         look = Card()
         lform = QFormLayout()
-        look.body.addWidget(QLabel("<b>Appearance</b>"))
+        look.body.addWidget(QLabel("<b>Appearance and notifications</b>"))
         look.body.addLayout(lform)
         self.appearance = QComboBox()
         for mode in MODES:
@@ -98,19 +100,17 @@ class SettingsPage(QWidget):
                                    "when it changes. Applied at once.")
         self.appearance.currentIndexChanged.connect(self._appearance_changed)
         lform.addRow("Colours", self.appearance)
+        self.notify = QCheckBox("Tell me from the tray icon when I reach answer milestones")
+        self.notify.setChecked(s.notify_milestones)
+        self.notify.setToolTip("While the window is closed, the tray icon tells you at 10, 25, 50, 100... answers "
+                               "this session and when the lab's questions run out. Saved at once; the same choice as "
+                               "“Notify me of milestones” on the Contribute page.")
+        self.notify.toggled.connect(self._notify_changed)
+        notify_hint = QLabel("Problems that stop contributing are always shown there.")
+        notify_hint.setObjectName("hint")
+        lform.addRow("Notifications", self.notify)
+        lform.addRow("", notify_hint)
         layout.addWidget(look)
-
-        folders = Card()
-        folders.body.addWidget(QLabel("<b>Folders</b>"))
-        row = QHBoxLayout()
-        for label, path in (("Open data folder", data_dir()), ("Open settings folder", config_dir())):
-            btn = QPushButton(label)
-            btn.setToolTip(str(path))
-            btn.clicked.connect(lambda _=False, p=path: self._open(p))
-            row.addWidget(btn)
-        row.addStretch(1)
-        folders.body.addLayout(row)
-        layout.addWidget(folders)
 
         bottom = QHBoxLayout()
         self.save_btn = QPushButton("Save settings")
@@ -120,6 +120,13 @@ class SettingsPage(QWidget):
         self.message.setObjectName("hint")
         bottom.addWidget(self.save_btn)
         bottom.addWidget(self.message, 1)
+        # The folders, on the same row (a card of their own would make the page scroll at 900x600).
+        for label, path in (("Open data folder", data_dir()), ("Open settings folder", config_dir())):
+            btn = QPushButton(label)
+            btn.setToolTip(f"{path} (answers, runs and the log are in the data folder)" if path == data_dir()
+                           else str(path))
+            btn.clicked.connect(lambda _=False, p=path: self._open(p))
+            bottom.addWidget(btn)
         layout.addLayout(bottom)
         layout.addStretch(1)
         self.refresh_token_state()
@@ -143,6 +150,26 @@ class SettingsPage(QWidget):
         s = load_settings()
         s.appearance = mode
         save_settings(s)
+
+    def _notify_changed(self, on: bool) -> None:
+        s = load_settings()
+        if s.notify_milestones == on:
+            return
+        s.notify_milestones = on
+        save_settings(s)
+        self.saved.emit()  # the Contribute page shows the same choice
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        # The Contribute page may have changed the milestone choice meanwhile.
+        try:
+            on = load_settings().notify_milestones
+        except LemError:
+            on = self.notify.isChecked()  # an unreadable settings file is reported where it is saved
+        if self.notify.isChecked() != on:
+            self.notify.blockSignals(True)
+            self.notify.setChecked(on)
+            self.notify.blockSignals(False)
+        super().showEvent(event)
 
     def refresh_token_state(self) -> None:
         store = self.token_store  # the job runs on a worker thread: no widget in its closure
