@@ -295,10 +295,10 @@ def _bench(run: _Run, stage: str, model: str, label: str) -> str:
 
 
 def _label(run: _Run, role: str) -> str:
-    """The name the Results page lists a run under: the role first, so the pair reads apart in a narrow list."""
+    """The name the Results page lists a run under: before/after first, so the pair reads apart in a narrow list."""
     created = datetime.fromisoformat(run.state.data["created"]).astimezone()
     model = Path(run.config.base_model.rstrip("/")).name or run.config.base_model
-    return f"{role}: {model} (loop {created:%d %b %H:%M})"
+    return f"{role} training ({model}, loop {created:%d %b %H:%M})"
 
 
 def _compare(run: _Run) -> tuple[str, Comparison]:
@@ -338,9 +338,9 @@ def run_loop(config: LoopConfig, *, report: Report = no_report, cancel: CancelTo
             "dataset": lambda: _dataset(run),
             "train": lambda: _train(run),
             "fuse": lambda: _fuse(run),
-            "bench_base": lambda: _bench(run, "bench_base", config.base_model, _label(run, "Base")),
+            "bench_base": lambda: _bench(run, "bench_base", config.base_model, _label(run, "Before")),
             "bench_trained": lambda: _bench(run, "bench_trained", state.stage("fuse")["model"],
-                                            _label(run, "Trained")),
+                                            _label(run, "After")),
         }
         for stage in stages:
             if stage == "compare":

@@ -70,4 +70,9 @@ def test_a_loop_from_the_page_ends_on_the_results_pair(qtbot, make_window, tiny_
     ticked = {rs.path for rs in results.selected()}
     assert ticked == {page.result.base_run, page.result.trained_run}
     assert results.tabs.tabText(results.tabs.currentIndex()) == "Difference from base"
+    # Only what the pair was benchmarked on, with the difference beside it.
+    assert results.table.rowCount() == 1 and results.table.item(0, 0).text().startswith("GSM8K")
+    assert results.table.horizontalHeaderItem(1).text().startswith("Base: Before training (")
+    assert results.table.item(0, 3).text()  # the paired difference
+    assert results.metric_box.currentText().startswith("GSM8K")
     window.grab().save(str(tmp_path / "loop-results.png"))

@@ -243,5 +243,5 @@ def test_the_whole_loop_on_the_built_in_model(tmp_path: Path) -> None:
     assert fused["model_type"] == "llama"
     row = result.comparison.rows[0]
     assert row.suite == "gsm8k" and row.difference is not None
-    assert store.read_run(result.base_run)["label"].startswith(f"Base: {EMBEDDED_ID} (loop ")
-    assert store.read_run(result.trained_run)["label"].startswith(f"Trained: {EMBEDDED_ID} (loop ")
+    assert store.read_run(result.base_run)["label"].startswith(f"Before training ({EMBEDDED_ID}, loop ")
+    assert store.read_run(result.trained_run)["label"].startswith(f"After training ({EMBEDDED_ID}, loop ")

@@ -254,6 +254,13 @@ class ResultsPage(QWidget):
             if index >= 0:
                 combo.setCurrentIndex(index)
         self.left_tabs.setCurrentIndex(0)
+        pair = [self.sets[r] for r in rows]
+        common = next((n for n, (_l, suite, metric) in enumerate(METRICS)
+                       if all((suite, metric) in rs.values for rs in pair)), -1)
+        if common >= 0:  # the bars show a metric the pair has
+            self.metric_box.blockSignals(True)
+            self.metric_box.setCurrentIndex(common)
+            self.metric_box.blockSignals(False)
         self.tabs.setCurrentWidget(self.table)
         self.redraw()
 
@@ -316,9 +323,12 @@ class ResultsPage(QWidget):
             headers += [rs.name, f"Δ {rs.name} vs base"]
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
-        self.table.setRowCount(len(METRICS))
+        shown = [rs for rs in (base, *others) if rs is not None]
+        # Only the metrics some shown set has: a pair benchmarked on one suite is not lost among empty rows.
+        metrics = [m for m in METRICS if any((m[1], m[2]) in rs.values for rs in shown)] or list(METRICS)
+        self.table.setRowCount(len(metrics))
         rows = {rs.spec: self.comparison(base, rs) for rs in others} if base is not None else {}
-        for r, (label, suite, metric) in enumerate(METRICS):
+        for r, (label, suite, metric) in enumerate(metrics):
             unit = UNITS.get((suite, metric), "")
             cells = [label, value_text(base.values.get((suite, metric)), unit) if base else ""]
             for rs in others:
