@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from lemcore import hardware, secrets
 from lemcore.errors import LemError
 from lemcore.influx import InfluxClient, InfluxTarget
 from lemcore.secrets import TokenStore, resolve_token
 from lemcore.settings import Settings, load_settings
+from lemcore.train.config import TrainConfig
+from lemcore.train.hosts import HostList
+from lemcore.train.preflight import Probe, check_hosts, run_probe
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,22 @@ def _influx_check(settings: Settings, store: TokenStore) -> Check:
         return Check("FAIL", "InfluxDB", str(err))
     return Check("OK", "InfluxDB", f"{target.url} answers (version {version}), token accepted, "
                  f"database {target.db!r}")
+
+
+def host_checks(hosts: HostList, *, model: str = "", data: str = "", port: int | None = None,
+                probe: Probe = run_probe) -> list[Check]:
+    """`lem doctor --hosts`: the pre-flight of a multi-machine run alone, one line per machine (one per problem).
+    With `model`/`data`, also whether each machine has them."""
+    config = TrainConfig(model=model, data=str(Path(data).expanduser().resolve()) if data else "") \
+        if model or data else None
+    result = check_hosts(hosts, config=config, port=port, probe=probe)
+    checks: list[Check] = []
+    for host in result.hosts:
+        name = f"{host.host} (rank {host.rank})"
+        if host.ok:
+            checks.append(Check("OK", name, host.summary))
+        checks.extend(Check("FAIL", name, problem) for problem in host.problems)
+    return checks
 
 
 def format_checks(checks: list[Check]) -> str:

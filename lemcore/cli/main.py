@@ -10,12 +10,14 @@ from collections.abc import Callable, Sequence
 from lemcore.blas import reexec_with_openblas
 from lemcore.cli import bench, contribute, data, judge, loop, models, train
 from lemcore.cli.command import run_command
-from lemcore.cli.doctor import format_checks, run_checks
+from lemcore.cli.doctor import format_checks, host_checks, run_checks
 from lemcore.secrets import KeyringTokenStore
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    checks = run_checks()
+    hosts = train.host_list(args)
+    checks = run_checks() if hosts is None else \
+        host_checks(hosts, model=args.model or "", data=args.data or "", port=args.port)
     print(format_checks(checks))
     return 1 if any(c.status == "FAIL" for c in checks) else 0
 
@@ -37,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lem", description="LEM Desktop engines from the command line.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("doctor", help="check this machine: OS, chip, memory, MLX, keychain, server")
+    p = sub.add_parser("doctor", help="check this machine: OS, chip, memory, MLX, keychain, server; with --hosts, "
+                       "the machines of a multi-machine training run")
+    train.add_host_flags(p)
+    p.add_argument("--model", help="with --hosts: check that every machine has this model")
+    p.add_argument("--data", help="with --hosts: check that every machine has this data folder")
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("login", help="save the lab's InfluxDB token in the system keychain")

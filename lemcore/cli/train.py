@@ -27,9 +27,18 @@ from lemcore.settings import load_settings
 from lemcore.train.config import PRESETS, TrainConfig, load_yaml, preset
 from lemcore.train.data import check_data
 from lemcore.train.engine import resume_config, train_lora
-from lemcore.train.events import CheckpointSaved, EvalDone, TrainFinished, TrainStarted, TrainStep
+from lemcore.train.events import (
+    CheckpointSaved,
+    EvalDone,
+    HostChecked,
+    TrainFinished,
+    TrainStarted,
+    TrainStep,
+)
 from lemcore.train.fuse import ADAPTER_CHOICES, FuseConfig, FuseStage, fuse_adapter
+from lemcore.train.hosts import BACKENDS, HostList, load_hostfile, parse_hosts
 from lemcore.train.influx import InfluxTrainReporter
+from lemcore.train.launch import train_on_hosts
 
 _SKIP = {"resume_from"}  # has its own --resume flag
 
@@ -83,6 +92,9 @@ class ProgressPrinter:
             print(event.message, flush=True)
         elif isinstance(event, FuseStage):
             print(f"{event.stage} ...", flush=True)
+        elif isinstance(event, HostChecked):
+            state = f"ready ({event.summary})" if event.ok else "not ready"
+            print(f"Machine {event.host} (rank {event.rank}): {state}", flush=True)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -188,16 +200,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if influx is not None:
             influx(event)
 
+    hosts = host_list(args)
     cancel = CancelToken()
     try:
         with first_ctrl_c_cancels(cancel):
-            result = train_lora(config, report=report, cancel=cancel)
+            if hosts is None:
+                result = train_lora(config, report=report, cancel=cancel)
+            else:
+                result = train_on_hosts(config, hosts, report=report, cancel=cancel, backend=args.backend or "",
+                                        port=args.port)
     finally:
         if influx is not None:
             influx.close()
     print(f"Adapter: {result.adapter_file}" + (f" (best: {result.best_adapter_dir})" if result.best_adapter_dir
                                                else ""))
     return 0
+
+
+def host_list(args: argparse.Namespace) -> HostList | None:
+    """The machines from --hosts or --hostfile; None for a run on this machine only."""
+    if args.hosts and args.hostfile:
+        raise ConfigError("Give either --hosts or --hostfile, not both.")
+    if args.hostfile:
+        return load_hostfile(args.hostfile)
+    return parse_hosts(args.hosts) if args.hosts else None
+
+
+def add_host_flags(p: argparse.ArgumentParser) -> None:
+    """--hosts, --hostfile, --port (shared with `lem doctor`)."""
+    p.add_argument("--hosts", metavar="H1,H2", help="train on several machines (SSH names or addresses, this one "
+                   "first; 127.0.0.1 is this machine). The batch size is the total, split over the machines")
+    p.add_argument("--hostfile", metavar="FILE", help="the machines as an mlx.launch JSON hostfile")
+    p.add_argument("--port", type=int, help="first network port of the ring (default: a free one)")
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
@@ -225,6 +259,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--print-command", action="store_true", help="print the equivalent `mlx_lm lora` command")
     p.add_argument("--save-config", metavar="FILE", help="write the resulting config as YAML")
     p.add_argument("--influx", action="store_true", help="report to the lab's InfluxDB (Settings + keychain)")
+    add_host_flags(p)
+    p.add_argument("--backend", choices=BACKENDS, help="MLX's distributed backend for --hosts (default: ring, "
+                   "or the hostfile's)")
     _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
 

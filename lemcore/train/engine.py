@@ -13,18 +13,28 @@ as an uninterrupted one (the trainer counts iterations from 1 on every call).
 
 from __future__ import annotations
 
+import json
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lemcore.errors import Cancelled, ConfigError, DataError, ModelFitError
+from lemcore.errors import Cancelled, ConfigError, DataError, LemError, ModelFitError, ModelLoadError
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.train.config import TrainConfig, load_yaml
 from lemcore.train.data import DataReport, load_training_data
+from lemcore.train.distributed import (
+    World,
+    agree,
+    broadcast_bytes,
+    broadcast_parameters,
+    current_world,
+    shard_loss,
+)
 from lemcore.train.events import CheckpointSaved, TrainStarted
 from lemcore.train.memory import (
     MemoryEstimate,
@@ -36,6 +46,9 @@ from lemcore.train.memory import (
 )
 from lemcore.train.resume import (
     ADAPTER_FILE,
+    CHECKPOINT_FILES,
+    STATE_FILE,
+    Checkpoint,
     RunState,
     TrainingDiverged,
     curve_differences,
@@ -44,7 +57,14 @@ from lemcore.train.resume import (
     save_checkpoint,
     write_adapter_config,
 )
-from lemcore.train.run import CONFIG_FILE, MetricsLog, load_base_model, new_run_dir, snapshot_config
+from lemcore.train.run import (
+    CONFIG_FILE,
+    MetricsLog,
+    NoMetrics,
+    load_base_model,
+    new_run_dir,
+    snapshot_config,
+)
 from lemcore.train.session import Session, Stop
 
 _one_run = threading.Lock()  # mlx-lm's trainer patches classes process-wide: one run at a time
@@ -88,9 +108,108 @@ def train_lora(config: TrainConfig, *, report: Report = no_report, cancel: Cance
         _one_run.release()
 
 
+@dataclass(frozen=True)
+class _Ready:
+    """What a rank has once its model and data are loaded and checked, before any training state exists."""
+
+    checkpoint: Checkpoint | None  # rank 0 only when resuming (the others receive its files)
+    model: Any
+    data: DataReport
+    train_set: Any
+    valid_set: Any
+    layers: int
+    shape: ModelShape
+    memory: MemoryEstimate
+    limit: int
+
+
 def _train(config: TrainConfig, report: Report, cancel: CancelToken) -> TrainResult:
+    world = current_world()
+    if world.distributed:
+        if config.batch_size % world.size:
+            raise ConfigError(f"Batch size {config.batch_size} cannot be split evenly over {world.size} machines. "
+                              f"Use a multiple of {world.size}.")
+        if not world.main:
+            report = no_report  # rank 0 alone reports (and writes the run folder)
+    problem: LemError | None = None
+    ready: _Ready | None = None
+    try:
+        ready = _prepare(config, cancel, world)
+    except LemError as err:
+        if not world.distributed:
+            raise
+        problem = err
+    if world.distributed:
+        facts = agree(world, problem, {"data": ready.data.fingerprint, "shape": asdict(ready.shape)}
+                      if ready else {})
+        _check_same_inputs(world, config, facts)
+    assert ready is not None  # a failed _prepare raised above, on every rank
+    checkpoint, model, data, train_set, valid_set = (ready.checkpoint, ready.model, ready.data, ready.train_set,
+                                                     ready.valid_set)
+
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    import mlx.optimizers as optim  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    from mlx_lm.tuner.utils import (  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+        build_schedule,
+        linear_to_lora_layers,
+    )
+
+    mx.eval(model.parameters())
+    mx.random.seed(config.seed)  # same adapter initialisation as `mlx_lm lora` with this seed
+    model.freeze()
+    linear_to_lora_layers(model, ready.layers, config.lora_parameters(), use_dora=config.fine_tune_type == "dora")
+    schedule = config.schedule_dict()
+    lr = build_schedule(schedule) if schedule else config.learning_rate
+    opt_class = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD, "adafactor": optim.Adafactor}
+    optimizer = opt_class[config.optimizer](learning_rate=lr)
+
+    resumed = bool(config.resume_from)
+    if world.main:
+        run_dir = checkpoint.run_dir if checkpoint else new_run_dir(config)
+        snapshot_config(run_dir, config, checkpoint.iteration if checkpoint else None)
+        write_adapter_config(run_dir, config, ready.layers)
+    else:
+        run_dir = Path(config.adapter_path)  # on rank 0's machine; the other ranks write nothing
+    if checkpoint:
+        restore(checkpoint, model, optimizer)
+        state = checkpoint.state
+    else:
+        state = RunState(data_fingerprint=data.fingerprint)
+    if world.distributed:
+        state = _same_start_everywhere(world, checkpoint, resumed, model, optimizer, state)
+    metrics = MetricsLog(run_dir) if world.main else NoMetrics()
+    if checkpoint:
+        metrics.write("resume", iteration=checkpoint.iteration, checkpoint=str(checkpoint.path))
+    session = Session(config, model, optimizer, run_dir, state, train_set, valid_set, metrics, report, cancel,
+                      resumed=resumed, world=world)
+    trainable = sum(v.size for _, v in flat_tree(model.trainable_parameters()))
+    memory, limit = ready.memory, ready.limit
+    report(TrainStarted(run_dir=run_dir, model=config.model, start_iteration=state.iteration,
+                        total_iters=config.iters, train_examples=len(train_set),
+                        valid_examples=len(valid_set) if valid_set is not None else 0,
+                        trainable_parameters=int(trainable),
+                        total_parameters=int(sum(v.size for _, v in flat_tree(model.parameters()))),
+                        estimated_peak_gb=memory.total_gb, usable_memory_gb=limit / 2**30,
+                        resumed=resumed, warnings=data.warnings))
+    started = time.monotonic()
+    try:
+        status = _finish_run(session, config, model, optimizer, train_set, run_dir)
+    finally:
+        metrics.close()
+    best = run_dir / "best"
+    return TrainResult(status=status, run_dir=run_dir, adapter_file=run_dir / ADAPTER_FILE,
+                       best_adapter_dir=best if world.main and best.is_dir() else None, iterations=state.iteration,
+                       train_loss=session.last_train_loss, val_loss=state.last_val_loss,
+                       best_val_loss=state.best_val_loss, best_iteration=state.best_iteration,
+                       trained_tokens=state.trained_tokens, seconds=time.monotonic() - started, data=data,
+                       memory=memory)
+
+
+def _prepare(config: TrainConfig, cancel: CancelToken, world: World) -> _Ready:
+    """Find the checkpoint (rank 0), load the model and data, check the layers and the memory guard (each rank
+    for its own slice of the batch). Raises the LemError a user sees."""
     checkpoint = None
-    if config.resume_from:
+    if config.resume_from and world.main:
         checkpoint = find_checkpoint(config.resume_from)
         before = load_yaml(checkpoint.run_dir / CONFIG_FILE)
         if diffs := curve_differences(before, config):
@@ -100,13 +219,6 @@ def _train(config: TrainConfig, report: Report, cancel: CancelToken) -> TrainRes
             raise ConfigError(f"That run already reached iteration {checkpoint.iteration} of {config.iters}. "
                               "Raise the iterations to continue it.")
     cancel.check()
-
-    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
-    import mlx.optimizers as optim  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
-    from mlx_lm.tuner.utils import (  # lazy: mlx-lm pulls in MLX and transformers (seconds)
-        build_schedule,
-        linear_to_lora_layers,
-    )
 
     model, tokenizer, model_config = load_base_model(config.model, cancel=cancel)
     data, train_set, valid_set = load_training_data(
@@ -123,52 +235,41 @@ def _train(config: TrainConfig, report: Report, cancel: CancelToken) -> TrainRes
     shape = ModelShape.from_model(model, model_config)
     longest = max((s.longest or 0) for s in data.splits.values())
     limit = usable_bytes()
-    memory = check_fits(shape, config, longest, limit) if config.memory_guard else \
-        estimate_peak(shape, config, longest)
+    # Each rank holds its slice of the batch: that is what must fit on its machine.
+    mine = config.with_changes(batch_size=config.batch_size // world.size) if world.distributed else config
+    memory = check_fits(shape, mine, longest, limit) if config.memory_guard else estimate_peak(shape, mine, longest)
     cancel.check()
+    return _Ready(checkpoint, model, data, train_set, valid_set, layers, shape, memory, limit)
 
-    mx.eval(model.parameters())
-    mx.random.seed(config.seed)  # same adapter initialisation as `mlx_lm lora` with this seed
-    model.freeze()
-    linear_to_lora_layers(model, layers, config.lora_parameters(), use_dora=config.fine_tune_type == "dora")
-    schedule = config.schedule_dict()
-    lr = build_schedule(schedule) if schedule else config.learning_rate
-    opt_class = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD, "adafactor": optim.Adafactor}
-    optimizer = opt_class[config.optimizer](learning_rate=lr)
 
-    run_dir = checkpoint.run_dir if checkpoint else new_run_dir(config)
-    snapshot_config(run_dir, config, checkpoint.iteration if checkpoint else None)
-    write_adapter_config(run_dir, config, layers)
-    if checkpoint:
-        restore(checkpoint, model, optimizer)
-        state = checkpoint.state
-    else:
-        state = RunState(data_fingerprint=data.fingerprint)
-    metrics = MetricsLog(run_dir)
-    if checkpoint:
-        metrics.write("resume", iteration=checkpoint.iteration, checkpoint=str(checkpoint.path))
-    session = Session(config, model, optimizer, run_dir, state, train_set, valid_set, metrics, report, cancel,
-                      resumed=checkpoint is not None)
-    trainable = sum(v.size for _, v in flat_tree(model.trainable_parameters()))
-    report(TrainStarted(run_dir=run_dir, model=config.model, start_iteration=state.iteration,
-                        total_iters=config.iters, train_examples=len(train_set),
-                        valid_examples=len(valid_set) if valid_set is not None else 0,
-                        trainable_parameters=int(trainable),
-                        total_parameters=int(sum(v.size for _, v in flat_tree(model.parameters()))),
-                        estimated_peak_gb=memory.total_gb, usable_memory_gb=limit / 2**30,
-                        resumed=checkpoint is not None, warnings=data.warnings))
-    started = time.monotonic()
-    try:
-        status = _finish_run(session, config, model, optimizer, train_set, run_dir)
-    finally:
-        metrics.close()
-    best = run_dir / "best"
-    return TrainResult(status=status, run_dir=run_dir, adapter_file=run_dir / ADAPTER_FILE,
-                       best_adapter_dir=best if best.is_dir() else None, iterations=state.iteration,
-                       train_loss=session.last_train_loss, val_loss=state.last_val_loss,
-                       best_val_loss=state.best_val_loss, best_iteration=state.best_iteration,
-                       trained_tokens=state.trained_tokens, seconds=time.monotonic() - started, data=data,
-                       memory=memory)
+def _check_same_inputs(world: World, config: TrainConfig, facts: list[dict[str, Any]]) -> None:
+    """Every rank must train on rank 0's data and model (each loads its own copy): the same on every rank."""
+    for rank, got in enumerate(facts[1:], start=1):
+        if got["data"] != facts[0]["data"]:
+            raise DataError(f"The training data in {config.data} on {world.where(rank)} is not the same as on "
+                            f"{world.where(0)}. Copy the same files to every machine, then start again.")
+        if got["shape"] != facts[0]["shape"]:
+            raise ModelLoadError(f"The model {config.model} on {world.where(rank)} is not the same as on "
+                                 f"{world.where(0)}. Put the same model on every machine, then start again.")
+
+
+def _same_start_everywhere(world: World, checkpoint: Checkpoint | None, resumed: bool, model: Any,
+                           optimizer: Any, state: RunState) -> RunState:
+    """Every rank starts from rank 0's adapter: its checkpoint when resuming (the files are sent, since the
+    run folder is on rank 0's disk only), else its freshly initialised weights. Returns the run state."""
+    if not resumed:
+        broadcast_parameters(world, model)
+        return state
+    blobs = {name: (checkpoint.path / name).read_bytes() for name in CHECKPOINT_FILES} if checkpoint else None
+    files = broadcast_bytes(world, blobs)
+    if world.main:
+        return state
+    with tempfile.TemporaryDirectory(prefix="lem-resume-") as tmp:
+        for name, raw in files.items():
+            (Path(tmp) / name).write_bytes(raw)
+        received = Checkpoint(Path(tmp), RunState.from_json(json.loads(files[STATE_FILE])))
+        restore(received, model, optimizer)
+    return received.state
 
 
 def _finish_run(session: Session, config: TrainConfig, model: Any, optimizer: Any, train_set: Any,
@@ -192,9 +293,10 @@ def _finish_run(session: Session, config: TrainConfig, model: Any, optimizer: An
         raise
     if status == "complete":
         session.validate_now()
-    mx.save_safetensors(str(run_dir / ADAPTER_FILE), dict(flat_tree(model.trainable_parameters())))
-    path = save_checkpoint(run_dir, model, optimizer, state)
-    session.report(CheckpointSaved(iteration=state.iteration, path=path, reason="final"))
+    if session.world.main:
+        mx.save_safetensors(str(run_dir / ADAPTER_FILE), dict(flat_tree(model.trainable_parameters())))
+        path = save_checkpoint(run_dir, model, optimizer, state)
+        session.report(CheckpointSaved(iteration=state.iteration, path=path, reason="final"))
     status = "complete" if status == "complete" else "early_stopped"
     message = (f"Finished {state.iteration} iterations." if status == "complete" else
                f"Stopped early at iteration {state.iteration}: no better validation loss for "
@@ -218,9 +320,12 @@ def _run_trainer(session: Session, config: TrainConfig, model: Any, optimizer: A
                         max_seq_length=config.max_seq_length, adapter_file=str(run_dir / ADAPTER_FILE),
                         grad_checkpoint=config.grad_checkpoint,
                         grad_accumulation_steps=config.grad_accumulation_steps)
+    # Over several machines each rank's loss is weighted by the global batch's tokens (distributed.py); on one
+    # machine mlx-lm's own loss runs, unchanged.
+    loss = {"loss": shard_loss} if session.world.distributed else {}
     with _quiet_trainer(model):
         train(model=model, optimizer=optimizer, train_dataset=train_set, val_dataset=None, args=args,
-              iterate_batches=session.iterate_batches, training_callback=session.callback())
+              iterate_batches=session.iterate_batches, training_callback=session.callback(), **loss)
     return "complete"
 
 

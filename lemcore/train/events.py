@@ -2,7 +2,9 @@
 
 Order within a run: TrainStarted, then EvalDone (iteration 0, if there is a validation set), then per step a
 TrainStep, with EvalDone and CheckpointSaved after the step they belong to, and finally TrainFinished (also on
-cancel, early stop, divergence or a memory stop; then the engine raises or returns).
+cancel, early stop, divergence or a memory stop; then the engine raises or returns). A run over several
+machines adds HostChecked (one per machine, before TrainStarted) and HostStatus (one per machine after each
+reported step); a lost machine ends it with TrainFinished status "host_lost".
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class CheckpointSaved(Event):
 
 @dataclass(frozen=True)
 class TrainFinished(Event):
-    status: str  # "complete", "early_stopped", "cancelled", "diverged" or "out_of_memory"
+    status: str  # "complete", "early_stopped", "cancelled", "diverged", "out_of_memory" or "host_lost"
     iteration: int
     total_iters: int
     train_loss: float | None
@@ -73,3 +75,25 @@ class TrainFinished(Event):
     best_iteration: int | None
     run_dir: Path
     message: str
+
+
+# -- runs over several machines (train/launch.py, train/preflight.py) ----------------------------------------
+
+@dataclass(frozen=True)
+class HostChecked(Event):
+    """One machine's pre-flight result, before a run over several machines (and from `lem doctor --hosts`)."""
+    rank: int
+    host: str
+    ok: bool
+    summary: str  # "mlx 0.32.4, mlx-lm 0.32.2, lem 0.1.0; 12.0 GB free" when it answered, else ""
+    problems: tuple[str, ...]  # each names the machine and what to do
+
+
+@dataclass(frozen=True)
+class HostStatus(Event):
+    """One machine of a running multi-machine run, sent with each reported step (every steps_per_report)."""
+    rank: int
+    host: str
+    iteration: int
+    free_memory_gb: float
+    peak_memory_gb: float  # MLX's peak on that machine

@@ -176,9 +176,19 @@ class MemoryWatch:
             return None
         self._next = now + self.interval
 
-        free = psutil.virtual_memory().available
+        free = free_memory_bytes()
         if free >= self.low_bytes:
             return None
-        return (f"Memory ran low ({free / GB:.1f} GB free): the run stopped at a checkpoint before the system "
-                "would kill it. Close other applications, or resume with gradient checkpointing or a smaller "
-                "batch size.")
+        return low_memory_message(free)
+
+
+def free_memory_bytes() -> int:
+    return int(psutil.virtual_memory().available)
+
+
+def low_memory_message(free: int, where: str = "") -> str:
+    """Why a run stopped for memory; `where` names the machine in a run over several."""
+    on = f" on {where}" if where else ""
+    return (f"Memory ran low{on} ({free / GB:.1f} GB free): the run stopped at a checkpoint before the system "
+            "would kill it. Close other applications, or resume with gradient checkpointing or a smaller "
+            "batch size.")

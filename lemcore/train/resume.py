@@ -37,6 +37,7 @@ ADAPTER_FILE = "adapters.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 ADAPTER_CONFIG = "adapter_config.json"
+CHECKPOINT_FILES = (ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE)  # what `restore` reads
 
 # Settings that shape the loss curve: a resumed run must keep them (grad_checkpoint, reporting and the number
 # of iterations may change; iters only matters for a cosine schedule, whose decay length it sets).
@@ -182,7 +183,9 @@ def find_checkpoint(path: Path | str) -> Checkpoint:
     if (path / STATE_FILE).is_file():
         folder = path
     else:
-        found = sorted(p for p in (path / CHECKPOINTS).glob("[0-9]*") if (p / STATE_FILE).is_file()) \
+        # Only finished checkpoints: a process killed while saving leaves a "<iteration>.tmp" folder behind.
+        found = sorted(p for p in (path / CHECKPOINTS).glob("[0-9]*")
+                       if p.name.isdigit() and (p / STATE_FILE).is_file()) \
             if (path / CHECKPOINTS).is_dir() else []
         if not found:
             raise ConfigError(f"{path} holds no checkpoint to resume from. Pick a run folder that has a "

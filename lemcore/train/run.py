@@ -78,6 +78,19 @@ class MetricsLog:
         self._file.close()
 
 
+class NoMetrics(MetricsLog):
+    """The metrics log of ranks other than 0 in a run over several machines: rank 0 alone writes the run."""
+
+    def __init__(self) -> None:  # no file, on purpose
+        pass
+
+    def write(self, kind: str, **fields: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     """The run's records in order. After a resume from iteration k, the earlier records past k (steps the
     checkpoint did not keep) are dropped, so the log reads as one continuous run."""

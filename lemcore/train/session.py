@@ -17,8 +17,17 @@ import numpy as np
 
 from lemcore.jobs import CancelToken, Report
 from lemcore.train.config import TrainConfig
-from lemcore.train.events import CheckpointSaved, EvalDone, TrainFinished, TrainStep
-from lemcore.train.memory import MemoryWatch
+from lemcore.train.distributed import (
+    SINGLE,
+    STOP_CANCEL,
+    STOP_MEMORY,
+    STOP_NONE,
+    World,
+    exchange_status,
+    loss_tokens,
+)
+from lemcore.train.events import CheckpointSaved, EvalDone, HostStatus, TrainFinished, TrainStep
+from lemcore.train.memory import MemoryWatch, free_memory_bytes, low_memory_message
 from lemcore.train.resume import (
     BatchOrder,
     RunState,
@@ -51,6 +60,10 @@ def batch_indices(dataset: Any, batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
 
 
+def padded_width(longest: int, max_seq_length: int) -> int:
+    return min(1 + PAD_TO * ((longest + PAD_TO - 1) // PAD_TO), max_seq_length)
+
+
 def collate(dataset: Any, indices: list[int], max_seq_length: int) -> tuple[Any, Any]:
     """Token ids padded to 1 + a multiple of 32 (capped at max_seq_length), and (offset, length) pairs."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
@@ -58,8 +71,7 @@ def collate(dataset: Any, indices: list[int], max_seq_length: int) -> tuple[Any,
     items = [dataset[j] for j in indices]
     seqs = [item[0] for item in items]
     offsets = [item[1] for item in items]
-    longest = max(len(s) for s in seqs)
-    width = min(1 + PAD_TO * ((longest + PAD_TO - 1) // PAD_TO), max_seq_length)
+    width = padded_width(max(len(s) for s in seqs), max_seq_length)
     arr = np.zeros((len(seqs), width), np.int32)
     lengths = []
     for row, seq in enumerate(seqs):
@@ -72,10 +84,11 @@ def collate(dataset: Any, indices: list[int], max_seq_length: int) -> tuple[Any,
 class Session:
     def __init__(self, config: TrainConfig, model: Any, optimizer: Any, run_dir: Path, state: RunState,
                  train_set: Any, valid_set: Any, metrics: MetricsLog, report: Report, cancel: CancelToken,
-                 *, resumed: bool) -> None:
+                 *, resumed: bool, world: World = SINGLE) -> None:
         self.config, self.model, self.optimizer, self.run_dir = config, model, optimizer, run_dir
         self.state, self.train_set, self.valid_set = state, train_set, valid_set
         self.metrics, self.report, self.cancel, self.resumed = metrics, report, cancel, resumed
+        self.world = world
         self.start_iteration = state.iteration
         self.base_tokens = state.trained_tokens
         self.last_train_loss: float | None = None
@@ -104,20 +117,38 @@ class Session:
         return _Callback()
 
     def iterate_batches(self, dataset: Any, batch_size: int, max_seq_length: int, loop: bool = False,
-                        seed: int | None = None, comm_group: Any = None) -> Iterator[tuple[Any, Any]]:
+                        seed: int | None = None, comm_group: Any = None) -> Iterator[tuple[Any, ...]]:
         import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
+        # Every rank builds the same global batches in the same order and takes its own rows of each (a single
+        # process takes them all).
+        world = self.world
         batches = batch_indices(dataset, batch_size)
         if not loop:  # validation: the same batches every time, so successive losses compare
             for i in np.random.RandomState(self.config.seed).permutation(len(batches)):
-                yield collate(dataset, batches[i], max_seq_length)
+                yield collate(dataset, world.shard(batches[i]), max_seq_length)
             return
         order = BatchOrder(len(batches), self.config.seed, self.state)
         while True:
             self._between_steps()
-            batch = collate(dataset, batches[order.next()], max_seq_length)
+            rows = batches[order.next()]
+            batch = collate(dataset, world.shard(rows), max_seq_length)
             mx.random.seed(step_seed(self.config.seed, self.state.iteration + 1))
-            yield batch
+            if world.distributed:
+                tokens = self._global_tokens(dataset, rows, max_seq_length)
+                weight = world.size / tokens if tokens else float("nan")  # NaN like 0/0 on one machine
+                yield (*batch, mx.array(weight, dtype=mx.float32))
+            else:
+                yield batch
+
+    def _global_tokens(self, dataset: Any, rows: list[int], max_seq_length: int) -> int:
+        """Tokens the loss covers in the whole global batch, counted as each rank pads its own slice."""
+        total = 0
+        for rank in range(self.world.size):
+            items = [dataset[j] for j in rows[rank::self.world.size]]
+            width = padded_width(max(len(item[0]) for item in items), max_seq_length)
+            total += loss_tokens([(item[1], min(len(item[0]), max_seq_length)) for item in items], width)
+        return total
 
     def on_step(self, info: dict[str, Any]) -> None:
         st, cfg = self.state, self.config
@@ -155,7 +186,11 @@ class Session:
             self._first_call = False
             if not self.resumed:
                 self.validate_now()
-            if self.cancel.cancelled:
+            if self.world.distributed:
+                self._share_status()
+                if self._stop is not None and self._stop[0] == "memory":
+                    raise Stop(*self._stop)
+            if self.cancel.cancelled or self._stop is not None:
                 raise Stop("cancel", f"Cancelled before training began (iteration {k}).")
             return
         if k % cfg.steps_per_eval == 0:
@@ -166,12 +201,34 @@ class Session:
             self.checkpoint("periodic")
         if self._stop is None and self.cancel.cancelled:
             self._stop = ("cancel", "")
+        if self.world.distributed:
+            self._share_status()
         if self._stop is not None and k % cfg.grad_accumulation_steps == 0:
             reason, message = self._stop
             message = message or f"Cancelled at iteration {k}. Resume with: lem train --resume {self.run_dir}"
             if self.last_checkpoint != k:
                 self.checkpoint(reason)
             raise Stop(reason, message)
+
+    def _share_status(self) -> None:
+        """Over several machines: tell every rank of a stop on any rank (cancel reaches rank 0 only, low memory
+        any rank), so all stop after the same step; rank 0 reports each machine's memory."""
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+
+        world, k = self.world, self.state.iteration
+        reason = self._stop[0] if self._stop is not None else ""
+        code = STOP_MEMORY if reason == "memory" else STOP_CANCEL if reason == "cancel" else STOP_NONE
+        rows = exchange_status(world, code, free_memory_bytes(), mx.get_peak_memory() / 1e9)
+        low = [(rank, free) for rank, (c, free, _) in enumerate(rows) if c == STOP_MEMORY]
+        if low:
+            rank, free = low[0]
+            self._stop = ("memory", low_memory_message(int(free * 2**30), world.where(rank)))
+        elif any(c == STOP_CANCEL for c, _, _ in rows):
+            self._stop = ("cancel", "")
+        if k == self.start_iteration or k % self.config.steps_per_report == 0:
+            for rank, (_, free, peak) in enumerate(rows):
+                self.report(HostStatus(rank=rank, host=world.where(rank), iteration=k, free_memory_gb=free,
+                                       peak_memory_gb=peak))
 
     def validate_now(self) -> None:
         """Measure the validation loss at the current iteration (once per iteration)."""
@@ -193,11 +250,14 @@ class Session:
         self.report(EvalDone(iteration=k, val_loss=val_loss, val_seconds=self._eval_seconds,
                              best_val_loss=float(self.state.best_val_loss or val_loss),
                              best_iteration=int(self.state.best_iteration or 0), improved=improved))
-        if improved:
+        if improved and self.world.main:
             path = save_best(self.run_dir, self.model, self.state)
             self.report(CheckpointSaved(iteration=k, path=path, reason="best"))
 
     def checkpoint(self, reason: str) -> Path:
+        if not self.world.main:  # rank 0 alone writes the run folder
+            self.last_checkpoint = self.state.iteration
+            return self.run_dir
         path = save_checkpoint(self.run_dir, self.model, self.optimizer, self.state)
         self.last_checkpoint = self.state.iteration
         self.metrics.write("checkpoint", iteration=self.state.iteration, path=str(path), reason=reason)

@@ -308,3 +308,19 @@ def test_influx_gets_the_labs_shape_and_a_dead_server_never_blocks(
     result = train_lora(config(tiny_llama, memo_data, tmp_path / "d", iters=4, steps_per_eval=2), report=timed)
     reporter.close(timeout=1)
     assert result.status == "complete" and slowest < 0.05 and reporter.failures >= 1
+
+
+def test_a_checkpoint_cut_short_is_never_resumed_from(trained: dict[str, Any], tmp_path: Path) -> None:
+    """A process killed while saving (e.g. a machine of a multi-machine run lost) leaves `<iteration>.tmp`
+    behind, with or without its state file: resuming takes the last finished checkpoint."""
+    import shutil
+
+    from lemcore.train.resume import find_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    half = run / "checkpoints" / "0000040.tmp"
+    shutil.copytree(run / "checkpoints" / "0000030", half)
+    (half / "adapters.safetensors").write_bytes(b"cut")
+    checkpoint = find_checkpoint(run)
+    assert checkpoint.path.name == "0000030" and checkpoint.iteration == 30
