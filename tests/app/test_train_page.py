@@ -217,3 +217,36 @@ def test_use_contributed_answers_builds_data_and_fills_the_field(qtbot, make_win
     card = json.loads((folder / "data_card.json").read_text())
     assert sum(card["examples"].values()) == 60 and card["gate"]["kernel_checked"]
     assert "data" not in page.form.config().problems(check_paths=True)
+
+
+def test_two_machines_from_the_page_with_live_metrics(qtbot, make_window, tiny_llama, tmp_path, monkeypatch,
+                                                      uncompiled_mlx) -> None:
+    """Two ranks on this machine stand in for two Macs: Check asks each, Start trains on both through
+    mlx.launch, the chart and each machine's line move while it runs, and the run finishes as a local one does."""
+    monkeypatch.setenv("MLX_DISABLE_COMPILE", "1")  # the ranks, as the test process: no minutes of JIT
+    window = make_window(settings=Settings(first_run_done=True))
+    page = window.pages["Train"]
+    _fill(page, tiny_llama, _chat_data(tmp_path / "data"), iters=20, lr="1e-03")
+    page.form.widgets["batch_size"].setValue(3)
+    page.machines.mode.setCurrentIndex(page.machines.mode.findData("several"))
+    page.machines.hosts_edit.setText("127.0.0.1, 127.0.0.1")
+    assert "cannot be shared by 2 computers" in page.machines.batch.text()
+    page.form.widgets["batch_size"].setValue(4)
+    assert page.machines.batch.text() == "Batch 4 per step: 2 on each of 2 computers."
+
+    page.check_machines()
+    qtbot.waitUntil(lambda: page.machine_job is not None and not page.machine_job.running, timeout=120000)
+    lines = page.machines.report.text().splitlines()
+    assert len(lines) == 2 and all(line.startswith("✓ 127.0.0.1: ready (") for line in lines), lines
+    assert page.status.text == "All 2 computers are ready."
+
+    page.start()
+    qtbot.waitUntil(lambda: page.chart.raw.n >= 2, timeout=180000)  # live, while both train
+    assert page.t_iter.value.text().endswith("/ 20")
+    # Each machine's own line: its step and memory, while the run goes on.
+    qtbot.waitUntil(lambda: page.machines.report.text().count("● 127.0.0.1 (rank ") == 2, timeout=60000)
+    assert "(rank 0): step " in page.machines.report.text() and "GB free" in page.machines.report.text()
+    qtbot.waitUntil(lambda: page.job is not None and not page.job.running, timeout=180000)
+    assert page.last_finished is not None and page.last_finished.status == "complete", page.status.text
+    assert page.status.text.startswith("Finished: all 20 steps done."), page.status.text
+    assert (page.run_dir / "adapters.safetensors").is_file()

@@ -84,6 +84,10 @@ def describe_run(run: Path, records: list[dict[str, Any]] | None = None) -> RunI
         return info("error", f"stopped at step {step}: memory ran low",
                     f"Stopped at step {step}{of}: the computer was running out of memory. Lower the batch size "
                     "or the longest example length, then Resume.", True)
+    if status == "host_lost":
+        return info("error", f"stopped at step {step}: a computer dropped out",
+                    f"Stopped at step {step}{of}: one of the computers training together stopped or could not be "
+                    "reached. Check it, then Resume (on the same computers, or fewer).", has_checkpoint)
     if status == "diverged":
         return info("error", f"stopped at step {step}: the loss blew up",
                     f"Stopped at step {step}{of}: the loss grew far above its usual level, so the model was "

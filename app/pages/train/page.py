@@ -35,6 +35,7 @@ from app.errors import user_message
 from app.jobs.runner import Job, JobRunner
 from app.pages.train.form import TrainForm
 from app.pages.train.history import RunInfo, describe_run, stopped_text
+from app.pages.train.machines import MachinesBox
 from app.widgets import StatTile, StatusLine, heading
 from lemcore.contribute.kernel import sandwich_text
 from lemcore.errors import LemError
@@ -48,6 +49,8 @@ from lemcore.train.config import TrainConfig, load_yaml, preset
 from lemcore.train.dataset import DatasetConfig, DatasetResult, DataStage, build_dataset
 from lemcore.train.engine import TrainResult, resume_config, train_lora
 from lemcore.train.fuse import FuseConfig, FuseResult, FuseStage, fuse_adapter
+from lemcore.train.launch import train_on_hosts
+from lemcore.train.preflight import check_hosts
 from lemcore.train.run import read_metrics
 
 IDLE_TEXT = "Choose a model and a data folder, then press Start training."
@@ -76,6 +79,7 @@ class TrainPage(QWidget):
         self.runner = runner
         self.job: Job | None = None
         self.data_job: Job | None = None
+        self.machine_job: Job | None = None
         self.run_dir: Path | None = None
         self.last_finished: ev.TrainFinished | None = None
         self.run_infos: dict[str, RunInfo] = {}
@@ -109,9 +113,19 @@ class TrainPage(QWidget):
         top.addWidget(files)
         ll.addLayout(top)
         self.form = TrainForm()
+        self.machines = MachinesBox()
+        self.machines.check_requested.connect(self.check_machines)
+        # The form and the machines scroll together: a small window keeps the buttons below in view.
+        fields = QWidget()
+        fl = QVBoxLayout(fields)
+        fl.setContentsMargins(0, 0, 4, 0)
+        fl.addWidget(self.form)
+        fl.addWidget(self.machines)
+        fl.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setWidget(self.form)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # fields narrow, not scroll
+        scroll.setWidget(fields)
         ll.addWidget(scroll, 1)
         self.data_btn = QPushButton("Use contributed answers")
         self.data_btn.setToolTip("Make training data from the answers this computer contributed: answers that "
@@ -185,6 +199,7 @@ class TrainPage(QWidget):
         split.setSizes([440, 660])
 
         self.form.changed.connect(self._validate)
+        self.form.changed.connect(lambda: self.machines.set_batch_size(self.form.config().batch_size))
         self._apply_preset()
         self.refresh_history()
         self._set_running(False)
@@ -244,13 +259,28 @@ class TrainPage(QWidget):
                 self.status.set_state("error", "Some fields need attention (marked in red).")
                 return
             config = self.form.config()
+        try:
+            hosts = self.machines.hosts()
+        except LemError as err:
+            self._error(err)
+            return
         self.chart.clear()
         self.last_finished = None
         self.run_dir = None
         self._clear_tiles()
         self.status.set_note("")
-        self.status.set_state("running", "Starting: loading the model and checking the data…")
-        self.job = self.runner.start("train", lambda report, cancel: train_lora(config, report=report, cancel=cancel),
+        if hosts is None:
+            self.status.set_state("running", "Starting: loading the model and checking the data…")
+
+            def job(report: Report, cancel: CancelToken) -> TrainResult:
+                return train_lora(config, report=report, cancel=cancel)
+        else:
+            self.status.set_state("running", f"Starting: asking the {len(hosts)} computers whether they are "
+                                  "ready, then loading the model on each…")
+
+            def job(report: Report, cancel: CancelToken) -> TrainResult:
+                return train_on_hosts(config, hosts, report=report, cancel=cancel)
+        self.job = self.runner.start("train", job,
                                      modules=("mlx.optimizers", "mlx_lm.tuner.trainer", "mlx_lm.tuner.utils",
                                               "mlx_lm.tuner.datasets", "lemcore.train.engine"),
                                      loads_model=config.model, frees_models=True,
@@ -340,8 +370,35 @@ class TrainPage(QWidget):
         self._error(err)
 
     # -- events -------------------------------------------------------------------------------------
+    def check_machines(self) -> None:
+        """Ask each machine whether it is ready for this form's run (a job: SSH may take seconds per machine)."""
+        if self.machine_job is not None and self.machine_job.running:
+            return
+        try:
+            hosts = self.machines.hosts()
+        except LemError as err:
+            self.machines.show_message(str(err))
+            return
+        if hosts is None:
+            return
+        config = self.form.config()
+        probe_config = config if not config.problems(check_paths=False) else None
+        self.machines.show_message(f"Asking {len(hosts)} computers…")
+        self.machine_job = self.runner.start(
+            "check-machines", lambda report, cancel: check_hosts(hosts, config=probe_config, report=report),
+            kind="io", modules=("lemcore.train.preflight",), on_event=self.on_event,
+            on_done=lambda result: self.status.set_state(
+                "idle" if result.ok else "error",
+                f"All {len(result.hosts)} computers are ready." if result.ok else
+                "Some computers are not ready: see the list under Machines."),
+            on_error=lambda err: self.machines.show_message(str(err)))
+
     def on_event(self, event: Event) -> None:
-        if isinstance(event, ev.TrainStep):
+        if isinstance(event, ev.HostChecked):
+            self.machines.show_checked(event)
+        elif isinstance(event, ev.HostStatus):
+            self.machines.show_status(event)
+        elif isinstance(event, ev.TrainStep):
             self.chart.add_train(event.iteration, event.train_loss, event.learning_rate)
             self.t_iter.set_value(f"{event.iteration} / {event.total_iters}")
             self.t_tps.set_value(f"{event.tokens_per_second:.0f}")
