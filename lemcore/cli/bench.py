@@ -104,7 +104,10 @@ def _num(value: Any, digits: int = 2) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"{summary.get('label')}  (samples per item: {summary.get('samples')})"]
+    suites = list(summary.get("suites", {}).values())
+    # Multiple-choice suites score each item once, whatever --samples says: name the samples only when used.
+    sampled = any(int(s.get("rows") or 0) > int(s.get("items") or 0) for s in suites)
+    lines = [f"{summary.get('label')}" + (f"  (samples per item: {summary.get('samples')})" if sampled else "")]
     for s in summary.get("suites", {}).values():
         counts = [f"{s['items']} items", f"{s['rows']} responses"]
         for key, text in (("generation_failed", "failed generations"), ("truncated", "truncated"),
