@@ -10,7 +10,8 @@ the ones that refuse the answer (`reasons`). Checks, each with its reason name:
 - `empty`: nothing, or less than a sentence; `broken`: a stored generation error (`ERROR: ...`) or text
   that is mostly control characters or replacement characters (a decoding failure).
 - `repetition`: a loop: many repeated word n-grams, one long passage said twice, or text that compresses far
-  better than prose does.
+  better than prose does; or the generator ended the answer because it looped (`looped=True`, from
+  `GenResult.stopped_loop`: the loop was cut short, so the text alone may not show it).
 - `recites_kernel`: long verbatim runs of the kernel or axiom texts, or a copy of one of the kernel's
   headings (small models open answers with "LEM DESKTOP ETHICS KERNEL (version 1.0 ..."); `recites_prompt`:
   the answer is mostly the prompt said back.
@@ -284,7 +285,7 @@ class QualityGate:
         self._reference = ngram_set(references, thresholds.recite_ngram)
         self._headings = headings(references, thresholds.heading_min_upper, thresholds.heading_min_words)
 
-    def check(self, prompt: str, answer: str, *, truncated: bool | None = None) -> Verdict:
+    def check(self, prompt: str, answer: str, *, truncated: bool | None = None, looped: bool = False) -> Verdict:
         t = self.thresholds
         flags: list[str] = []
         measures: dict[str, float] = {}
@@ -295,6 +296,9 @@ class QualityGate:
             flags.append(EMPTY)
         if truncated:
             flags.append(TRUNCATED)
+        if looped:  # the generator saw the loop and ended it: no need to find it again
+            flags.append(REPETITION)
+            measures["loop_stopped"] = 1
         if flags and flags[0] in (BROKEN, EMPTY):
             return self._verdict(flags, measures)
 
@@ -304,8 +308,10 @@ class QualityGate:
         span = longest_repeated_span(tokens)
         squeeze = compression_ratio(text)
         measures.update(ngram_repeat=round(ratio, 3), repeated_span=span, compression=round(squeeze, 3))
-        if ((len(tokens) >= t.min_words_for_ratio and ratio > t.max_ngram_repeat) or span >= t.max_repeated_span
-                or (len(text.encode("utf-8")) >= t.min_bytes_for_compression and squeeze < t.min_compression)):
+        if not looped and ((len(tokens) >= t.min_words_for_ratio and ratio > t.max_ngram_repeat)
+                           or span >= t.max_repeated_span
+                           or (len(text.encode("utf-8")) >= t.min_bytes_for_compression
+                               and squeeze < t.min_compression)):
             flags.append(REPETITION)
 
         run, share = copied_runs(tokens, self._reference, t.recite_ngram)

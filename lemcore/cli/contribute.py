@@ -9,9 +9,14 @@ from pathlib import Path
 from lemcore.contribute import events as ev
 from lemcore.contribute.engine import ContributeResult, default_output, load_work
 from lemcore.contribute.journal import held_output, lost_output
-from lemcore.contribute.setup import ContributionOptions, build_contribution
+from lemcore.contribute.setup import (
+    REPETITION_CONTEXT,
+    REPETITION_PENALTY,
+    ContributionOptions,
+    build_contribution,
+    guarded_sampling,
+)
 from lemcore.events import Event
-from lemcore.generate.protocol import Sampling
 from lemcore.quality import REASON_TEXT
 from lemcore.settings import load_settings
 
@@ -46,7 +51,9 @@ def _options(args: argparse.Namespace, kind: str) -> ContributionOptions:
         server_url="" if args.solo else (args.influx or settings.influx_url).strip(), db=settings.influx_db,
         lease_s=args.lease, backend=args.backend, model=args.model, batch_size=args.batch_size,
         api_url=args.api_url, api_model=args.api_model,
-        sampling=Sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed),
+        sampling=guarded_sampling(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
+                                  repetition_penalty=args.repetition_penalty,
+                                  repetition_context=args.repetition_context, stop_loops=not args.no_loop_stop),
         limit=args.limit, target=args.target, prompts=Path(args.prompts) if args.prompts else None,
         output=Path(args.output) if args.output else None,
         axioms_path=Path(args.axioms) if getattr(args, "axioms", None) else None,  # gold only
@@ -101,6 +108,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=REPETITION_PENALTY,
+                   help=f"make recently used tokens less likely (default {REPETITION_PENALTY}; 1 = off, the lab's "
+                        "sampling)")
+    p.add_argument("--repetition-context", type=int, default=REPETITION_CONTEXT,
+                   help=f"how many recent tokens the penalty looks at (default {REPETITION_CONTEXT})")
+    p.add_argument("--no-loop-stop", action="store_true",
+                   help="write answers that fall into a loop out to --max-tokens (default: end them at once; "
+                        "the quality gate holds them back either way)")
     p.add_argument("--batch-size", type=int, default=8, help="answers generated together (MLX)")
     p.add_argument("--lease", type=float, default=120.0, help="seconds a claim lasts without renewal (1 to 3600)")
     p.add_argument("--prompts", default="", help="prompt file (lab format)")

@@ -426,10 +426,14 @@ class _Worker:
             "model": self.model_name, "worker": self.config.worker, "tokens": result.tokens,
             "prompt_tokens": result.prompt_tokens, "truncated": result.truncated,
             "temperature": self.config.sampling.temperature, "max_tokens": self.config.sampling.max_tokens,
+            "repetition_penalty": self.config.sampling.repetition_penalty,
+            "repetition_context": self.config.sampling.repetition_context,
+            "stop_loops": self.config.sampling.stop_loops, "stopped_loop": result.stopped_loop,
             "instance": self.instance,
         })
         if self.gate is not None:
-            quality = self.gate.check(item.prompt, result.text, truncated=result.truncated)
+            quality = self.gate.check(item.prompt, result.text, truncated=result.truncated,
+                                      looped=result.stopped_loop)
             if not quality.passed:
                 self.hold(item, record, quality.reasons, quality.measures)
                 return

@@ -9,6 +9,10 @@ A prompt that does not fit the model's context (its tokens plus `max_tokens` bey
 was trained on, `max_position_embeddings` in its config) is refused as soon as it is tokenized: never prefilled,
 it holds up no other sequence, and its `GenResult` carries the reason in `refused`.
 
+The repetition guard (`Sampling.repetition_penalty`, `Sampling.stop_loops`; lemcore.generate.sampling): the
+penalty is applied on both sampling paths, and a sequence that ends in an exact loop is removed from the batch
+at once, its `GenResult.stopped_loop` set, so its slot goes to the next prompt.
+
 MLX and mlx-lm are imported inside the functions that use them, so importing this module stays light.
 """
 
@@ -33,7 +37,7 @@ from lemcore.generate.protocol import WAIT, Feed, Messages, PrefillProgress
 from lemcore.generate.protocol import GenItem as GenItem
 from lemcore.generate.protocol import GenResult as GenResult
 from lemcore.generate.protocol import Sampling as Sampling
-from lemcore.generate.sampling import SamplingModel, cpu_sampler
+from lemcore.generate.sampling import SamplingModel, cpu_sampler, loop_period
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.loading import ModelLoaded, load_model
 
@@ -268,18 +272,23 @@ class MLXGenerator:
 
     def _batch_generator(self, sampling: Sampling) -> Any:
         from mlx_lm.generate import BatchGenerator
-        from mlx_lm.sample_utils import make_sampler
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
         model: Any = self.model
         fast = cpu_sampler(sampling.temperature, sampling.top_p)
         if fast is not None:  # sample inside the model call (why: lemcore.generate.sampling)
-            model = SamplingModel(self.model, fast)
-            sampler = model.take
+            model = SamplingModel(self.model, fast, penalty=sampling.repetition_penalty,
+                                  context=sampling.repetition_context)
+            sampler, processors = model.take, model.processors()
         else:
             sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1 else 0.0)
+            processors = (make_logits_processors(repetition_penalty=sampling.repetition_penalty,
+                                                 repetition_context_size=sampling.repetition_context)
+                          if sampling.repetition_penalty != 1.0 else [])
         eos = [[t] for t in sorted(self.tokenizer.eos_token_ids)]
         return BatchGenerator(model, max_tokens=sampling.max_tokens, stop_tokens=eos, sampler=sampler,
-                              completion_batch_size=self.batch_size, prefill_batch_size=self.batch_size)
+                              logits_processors=processors, completion_batch_size=self.batch_size,
+                              prefill_batch_size=self.batch_size)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(
@@ -333,7 +342,10 @@ class MLXGenerator:
                                             prompt_text=text, refused=refused))
                         continue
                     cache = self._prefill(ids, cancel, functools.partial(_report_prefill, report, item.key, len(ids)))
-                    (uid,) = gen.insert([ids[-1:]], [sampling.max_tokens], caches=[cache])
+                    # With a penalty, BatchGenerator's token history starts with the prompt, as in mlx-lm's
+                    # own generate: the first answer tokens are penalised for the prompt's last ones too.
+                    history = [ids[:-1]] if sampling.repetition_penalty != 1.0 else None
+                    (uid,) = gen.insert([ids[-1:]], [sampling.max_tokens], caches=[cache], all_tokens=history)
                     slots[uid] = _Slot(item, started, text, len(ids))
                     if on_tick is not None:  # a prefill takes seconds on a CPU: keep the leases fresh
                         on_tick()
@@ -354,7 +366,10 @@ class MLXGenerator:
                         continue
                     if resp.finish_reason != "stop":
                         slot.ids.append(resp.token)
-                    if resp.finish_reason is not None:
+                    looped = sampling.stop_loops and resp.finish_reason is None and loop_period(slot.ids) > 0
+                    if looped:  # the rest would be more of the loop: free the slot now
+                        gen.remove([resp.uid])
+                    if resp.finish_reason is not None or looped:
                         del slots[resp.uid]
                         finished += 1
                         on_result(GenResult(
@@ -362,6 +377,7 @@ class MLXGenerator:
                             prompt_tokens=slot.prompt_tokens, tokens=len(slot.ids),
                             seconds=time.perf_counter() - slot.started,
                             truncated=resp.finish_reason == "length", prompt_text=slot.prompt_text,
+                            stopped_loop=looped,
                         ))
                 if on_tick is not None:
                     on_tick()

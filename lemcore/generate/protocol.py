@@ -21,10 +21,21 @@ Messages = list[dict[str, str]]  # chat messages: [{"role": ..., "content": ...}
 
 @dataclass(frozen=True)
 class Sampling:
+    """How answers are sampled. The defaults are the lab's (temperature 0.3, no top-p, 512 tokens) with no
+    repetition guard, so benchmarks and judges stay comparable with the lab's runs; contribution turns the
+    guard on (lemcore.contribute.setup, `guarded_sampling`)."""
+
     temperature: float = 0.3
     top_p: float = 1.0
     max_tokens: int = 512
     seed: int | None = None
+    # mlx-lm's repetition penalty: the logits of tokens among the last `repetition_context` are divided by it
+    # (multiplied, where negative) before sampling. 1.0 = off, the lab's sampling.
+    repetition_penalty: float = 1.0
+    repetition_context: int = 20
+    # End an answer as soon as it ends in an exact loop (lemcore.generate.sampling, `loop_period`); its result
+    # says so (`GenResult.stopped_loop`). Backends that cannot watch tokens (an API) ignore it.
+    stop_loops: bool = False
 
     def validate(self) -> None:
         if self.max_tokens < 1:
@@ -33,6 +44,10 @@ class Sampling:
             raise ConfigError("temperature must be between 0 and 5 (0 = greedy, the lab uses 0.3).")
         if not 0 < self.top_p <= 1:
             raise ConfigError("top-p must be in (0, 1].")
+        if not 1 <= self.repetition_penalty <= 3:
+            raise ConfigError("repetition penalty must be between 1 and 3 (1 = off, the lab's sampling).")
+        if not 1 <= self.repetition_context <= 4096:
+            raise ConfigError("repetition context must be between 1 and 4096 tokens.")
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,9 @@ class GenResult:
     # Not generated, and why (e.g. the prompt does not fit the model's context): `text` is empty and the item
     # is not done. Callers record it as skipped and tell the user; "" for every generated answer.
     refused: str = ""
+    # Ended early because it ended in a loop (`Sampling.stop_loops`): neither cut at the limit nor finished.
+    # The quality gate refuses it as a repetition without looking again.
+    stopped_loop: bool = False
 
 
 @dataclass(frozen=True)

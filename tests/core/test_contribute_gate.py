@@ -188,6 +188,68 @@ def test_cli_holds_back_a_tiny_models_nonsense(tmp_path, tiny_llama) -> None:
     assert "--no-quality-gate" in help_text and "(1 to 3600)" in help_text
 
 
+class LoopStoppingGenerator(ScriptedGenerator):
+    """ScriptedGenerator whose answers for `stopped` keys come back as the engine ends a loop: a clean text (the
+    loop was cut short before it showed), `stopped_loop` set."""
+
+    def __init__(self, stopped, **kw) -> None:
+        super().__init__(**kw)
+        self.stopped = set(stopped)
+
+    def run(self, feed, sampling, on_result, **kw) -> int:
+        from dataclasses import replace
+
+        def mark(result):
+            on_result(replace(result, stopped_loop=True) if result.key in self.stopped else result)
+
+        return super().run(feed, sampling, mark, **kw)
+
+
+def test_an_answer_the_generator_ended_in_a_loop_is_held_as_a_repetition(tmp_path) -> None:
+    prompts = write_prompts(tmp_path / "p.jsonl", 4)
+    out = tmp_path / "o.jsonl"
+    queue = SQLiteQueue(tmp_path / "q.sqlite", "gold", "w", prompt_set=prompt_set_hash(prompts))
+    sampling = Sampling(max_tokens=64, repetition_penalty=1.2, repetition_context=30, stop_loops=True)
+    config = config_for(tmp_path, prompts, out)
+    config.sampling = sampling
+    result = run_contribution(config, queue, LoopStoppingGenerator({1, 3}))
+    queue.close()
+
+    assert (result.done_this_run, result.held, result.held_by_reason) == (2, 2, {REPETITION: 2})
+    held = {r["idx"]: r for r in lines_of(out.with_name(out.name + ".held.jsonl"))}
+    assert sorted(held) == [1, 3]
+    for row in held.values():  # the text alone passes: the gate took the generator's word for the loop
+        assert row["held"] == [REPETITION] and row["quality"]["loop_stopped"] == 1
+        assert row["quality"]["ngram_repeat"] < 0.3 and row["stopped_loop"] is True
+    for row in lines_of(out):  # the guard's settings are recorded with every answer, beside the temperature
+        assert row["stopped_loop"] is False and row["temperature"] == 0.3
+        assert (row["repetition_penalty"], row["repetition_context"], row["stop_loops"]) == (1.2, 30, True)
+
+
+def test_cli_runs_the_guard_by_default_and_the_labs_sampling_when_asked(tmp_path, tiny_llama) -> None:
+    from lemcore.contribute.setup import REPETITION_CONTEXT, REPETITION_PENALTY
+
+    prompts = write_prompts(tmp_path / "p.jsonl", 2)
+    kernel = write_small_kernel(tmp_path / "k")
+    recorded = {}
+    for name, flags in (("guard", []), ("lab", ["--repetition-penalty", "1", "--no-loop-stop"])):
+        out = tmp_path / f"{name}.jsonl"
+        cmd = worker_cmd(tiny_llama, prompts, out, name, kernel, extra=["--max-tokens", "4", *flags])
+        run = subprocess.run(cmd, env=worker_env(tmp_path / name), capture_output=True, text=True, timeout=300,
+                             cwd=ROOT)
+        assert run.returncode == 0, run.stderr
+        rows = lines_of(out)
+        assert len(rows) == 2
+        recorded[name] = {(r["repetition_penalty"], r["repetition_context"], r["stop_loops"]) for r in rows}
+    assert recorded == {"guard": {(REPETITION_PENALTY, REPETITION_CONTEXT, True)},
+                        "lab": {(1.0, REPETITION_CONTEXT, False)}}
+    assert REPETITION_PENALTY > 1
+    help_text = " ".join(subprocess.run([sys.executable, "-m", "lemcore.cli.main", "expand", "--help"],
+                                        env=worker_env(tmp_path), capture_output=True, text=True, timeout=60,
+                                        cwd=ROOT).stdout.split())
+    assert "--repetition-penalty" in help_text and "--no-loop-stop" in help_text and "1 = off" in help_text
+
+
 def test_cli_summary_names_the_files_beside_the_output(tmp_path) -> None:
     from lemcore.cli.contribute import _summary
     from lemcore.contribute.engine import ContributeResult
