@@ -105,7 +105,8 @@ def _show_refused(config: DatasetConfig, per_reason: int) -> None:
                 continue
             if not isinstance(record, dict) or not isinstance(record.get("response"), str):
                 continue
-            verdict = gate.check(str(record.get("prompt", "")), record["response"], truncated=record.get("truncated"))
+            verdict = gate.check(str(record.get("prompt", "")), record["response"], truncated=record.get("truncated"),
+                                 looped=record.get("stopped_loop") is True)
             fresh = [r for r in verdict.reasons if shown.get(r, 0) < per_reason]
             if not fresh:
                 continue

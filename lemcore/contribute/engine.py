@@ -435,7 +435,7 @@ class _Worker:
             quality = self.gate.check(item.prompt, result.text, truncated=result.truncated,
                                       looped=result.stopped_loop)
             if not quality.passed:
-                self.hold(item, record, quality.reasons, quality.measures)
+                self.hold(item, record, quality.reasons, quality.measures, completion.time_ns)
                 return
         self.absorb_lost()
         lost = self.lost_in_flight.pop(idx, None)
@@ -457,11 +457,12 @@ class _Worker:
         self.accept(record, completion, result)
 
     def hold(self, item: PromptItem, record: dict[str, Any], reasons: tuple[str, ...],
-             measures: dict[str, float]) -> None:
+             measures: dict[str, float], time_ns: int) -> None:
         """An answer the quality gate refused: on disk in the held file, noted as skipped, never done or
-        reported; its claim is given up so that another worker (or model) may try the prompt."""
+        reported; its claim is given up so that another worker (or model) may try the prompt. Dated by its own
+        `time_ns`, so the Contribute page's totals keep it in its day after the prompt is answered again."""
         idx = item.idx
-        self.journal.hold(record, {"held": list(reasons), "quality": measures})
+        self.journal.hold(record, {"held": list(reasons), "quality": measures, "time_ns": time_ns})
         self.journal.skip(idx, "quality: " + "; ".join(REASON_TEXT.get(r, r) for r in reasons))
         self.held.add(idx)
         self.held_by_reason.update(reasons)

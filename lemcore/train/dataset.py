@@ -137,6 +137,7 @@ class _Answer:
     truncated: bool | None
     model: str
     order: int  # position in reading order
+    looped: bool = False  # the generator ended it for repeating itself (our `stopped_loop` field)
 
 
 # -- reading ---------------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def _read(files: list[Path], cancel: CancelToken, counts: Counter[str]) -> tuple
                 domain=str(record.get("domain") or ""), idx=idx if isinstance(idx, int) and not isinstance(idx, bool)
                 else None, prompt=prompt.strip(), response=response.strip(),
                 truncated=truncated if isinstance(truncated, bool) else None, model=str(record.get("model") or ""),
-                order=len(answers)))
+                order=len(answers), looped=record.get("stopped_loop") is True))
             used += 1
         sources.append({"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw),
                         "lines": len(lines), "answers_read": used})
@@ -395,7 +396,7 @@ def select_answers(config: DatasetConfig, *, report: Report = no_report, cancel:
         if n % 256 == 0:
             cancel.check()
         if config.gate:
-            verdict = gate.check(a.prompt, a.response, truncated=a.truncated)
+            verdict = gate.check(a.prompt, a.response, truncated=a.truncated, looped=a.looped)
             tally.add(verdict)
             if not verdict.passed:
                 continue

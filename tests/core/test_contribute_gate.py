@@ -83,6 +83,7 @@ def test_held_answers_stay_off_the_output_and_the_server(tmp_path, influx) -> No
         assert row["held"] == [REPETITION] and row["quality"]["ngram_repeat"] > 0.9
         assert row["kind"] == "gold" and row["prompt_set"] == prompt_set_hash(prompts)
         assert row["response"].startswith("I will share it with care.") and row["instance"] == queue.instance
+        assert abs(row["time_ns"] / 1e9 - time.time()) < 600  # dated by its own finish, for the totals
     assert not out.with_name(out.name + ".lost.jsonl").exists()
 
     reports = server_reports(influx)

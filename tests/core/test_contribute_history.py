@@ -52,8 +52,8 @@ def test_periods_follow_the_local_calendar_across_a_clock_change() -> None:
 
 
 def test_counts_agree_with_the_journal_and_held_answers_are_counted_once(tmp_path) -> None:
-    """A run with the real quality gate: saved answers, held ones; a second run answers the held prompts, so the
-    first run's held lines lose the journal's note of when they were held."""
+    """A run with the real quality gate: saved answers, held ones; a second run answers the held prompts (the
+    journal forgets their hold; the held lines keep their own time)."""
     n = 8
     prompts = write_prompts(tmp_path / "p.jsonl", n)
     dataset = prompt_set_hash(prompts)
@@ -74,7 +74,7 @@ def test_counts_agree_with_the_journal_and_held_answers_are_counted_once(tmp_pat
     history = contribution_history(out, "gold", dataset)
     assert history.all_time.saved == on_record == first.done_local_total == 6  # the engine's own "all time"
     assert history.today.saved == history.week.saved == 5  # the adopted line has no time
-    assert history.all_time.held == history.today.held == 2  # dated by the journal's note of the hold
+    assert history.all_time.held == history.today.held == 2  # dated by their own time
     assert history.undated == 1
     assert history.all_time.sent == 5  # reported to this computer's queue; the lab's line was never ours to send
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -88,8 +88,8 @@ def test_counts_agree_with_the_journal_and_held_answers_are_counted_once(tmp_pat
     assert second.done_this_run == 2
     history = contribution_history(out, "gold", dataset)
     assert history.all_time.saved == second.done_local_total == 8
-    assert history.all_time.held == 2 and history.today.held == 0  # no time on record any more
-    assert history.today.saved == 7 and history.undated == 3
+    assert history.all_time.held == history.today.held == 2  # held lines carry their own time
+    assert history.today.saved == 7 and history.undated == 1  # only the lab's line has none
 
     # A day and a half later: nothing today; this week still has them unless a new week began.
     finished = time.time()
