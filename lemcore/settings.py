@@ -52,6 +52,9 @@ class Settings:
     first_run_done: bool = field(default=False, metadata={"help": "The welcome steps were completed."})
     solo: bool = field(default=False, metadata={"help": "Contribute offline even if a server is set."})
     appearance: str = field(default="system", metadata={"help": "system (follow the computer), light or dark."})
+    repetition_guard: bool = field(default=True, metadata={
+        "help": "Steer answers away from repeating themselves and end one that loops (off: the lab's plain "
+                "sampling, temperature 0.3 only)."})
     notify_milestones: bool = field(default=False, metadata={
         "help": "Tell from the tray icon at answer milestones (10, 25, 50, 100... this session) and when the "
                 "questions run out. Problems are always told."})

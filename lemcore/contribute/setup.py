@@ -120,7 +120,8 @@ def options_from_settings(settings: Settings) -> ContributionOptions:
         kind=GOLD, worker=settings.effective_worker(),
         server_url="" if settings.solo else settings.influx_url.strip(), db=settings.influx_db,
         model=settings.model_override, batch_size=PRESETS.get(settings.preset, 2),
-        sampling=guarded_sampling(max_tokens=settings.max_tokens),
+        sampling=guarded_sampling(max_tokens=settings.max_tokens) if settings.repetition_guard
+        else Sampling(max_tokens=settings.max_tokens),
         pause_rules=GovernorRules(only_on_power=settings.only_on_power,
                                   pause_when_in_use=settings.pause_when_in_use,
                                   min_free_memory_gb=settings.min_free_memory_gb),

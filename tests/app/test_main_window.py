@@ -203,3 +203,15 @@ def test_no_keychain_is_said_in_the_windows_words(qtbot, make_window) -> None:
     state = window.settings_page.token_state
     qtbot.waitUntil(lambda: "keychain" in state.text(), timeout=10000)
     assert "INFLUX_TOKEN" not in state.text() and "contribute offline" in state.text(), state.text()
+
+
+def test_the_repetition_guard_is_a_setting_the_contribute_run_uses(make_window) -> None:
+    from lemcore.contribute.setup import options_from_settings
+
+    window = make_window(settings=Settings(first_run_done=True))
+    page = window.settings_page
+    assert page.guard.isChecked()  # on by default: more answers pass the quality gate
+    page.guard.setChecked(False)
+    page.save()
+    assert load_settings().repetition_guard is False
+    assert options_from_settings(load_settings()).sampling.repetition_penalty == 1.0  # the lab's plain sampling

@@ -120,6 +120,11 @@ def test_options_from_settings_are_the_apps_run() -> None:
     assert options.engine_config().pause_check is not None
     settings.solo = True
     assert options_from_settings(settings).server_url == ""
+    # The repetition guard is on unless the volunteer turns it off; off is the lab's plain sampling.
+    assert options.sampling.repetition_penalty > 1 and options.sampling.stop_loops
+    settings.repetition_guard = False
+    plain = options_from_settings(settings).sampling
+    assert (plain.repetition_penalty, plain.stop_loops, plain.temperature, plain.max_tokens) == (1.0, False, 0.3, 64)
 
 
 def test_legacy_token_import_is_reported_as_a_notice(tmp_path, monkeypatch) -> None:

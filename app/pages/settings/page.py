@@ -84,8 +84,14 @@ class SettingsPage(QWidget):
         self.min_free.setRange(0.5, 64)
         self.min_free.setSuffix(" GB")
         self.min_free.setValue(s.min_free_memory_gb)
+        self.guard = QCheckBox("Keep answers from going round in circles (recommended)")
+        self.guard.setChecked(s.repetition_guard)
+        self.guard.setToolTip("Small models often repeat a sentence until they run out of room. This steers the "
+                              "model away from repeating itself and stops an answer that loops, so more answers "
+                              "are good enough to send. Off: the lab's plain settings.")
         cform.addRow("Model (hub id or folder)", self.model)
         cform.addRow("Pause when free memory is below", self.min_free)
+        cform.addRow("Answers", self.guard)
         layout.addWidget(compute)
 
         look = Card()
@@ -140,6 +146,7 @@ class SettingsPage(QWidget):
         s.influx_url, s.influx_db = url, self.db.text().strip() or "training"
         s.worker_name, s.solo = self.worker.text().strip(), self.solo.isChecked()
         s.model_override, s.min_free_memory_gb = self.model.text().strip(), self.min_free.value()
+        s.repetition_guard = self.guard.isChecked()
         save_settings(s)
         self.message.setText("Saved.")
         self.saved.emit()
