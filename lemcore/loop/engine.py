@@ -44,6 +44,7 @@ from lemcore.contribute.setup import (
     make_generator,
     open_solo_queue,
 )
+from lemcore.contribute.storage import guarded
 from lemcore.errors import ConfigError, DataError
 from lemcore.generate.protocol import Sampling
 from lemcore.jobs import CancelToken, Report, no_report
@@ -56,6 +57,7 @@ from lemcore.train.engine import resume_config, train_lora
 from lemcore.train.fuse import FuseConfig, fuse_adapter
 from lemcore.train.resume import find_checkpoint
 
+LOOP_FIX = "Free some space or choose a loop folder on a disk you may write to, then continue the loop"
 STATE_FILE = "loop.json"
 LOCK_FILE = ".loop.lock"
 FORMAT = 1
@@ -141,7 +143,9 @@ class _State:
         return state
 
     def save(self) -> None:
-        store.write_json(self.folder / STATE_FILE, self.data)
+        # A full or read-only disk is said in words; what the stages made so far stays, and Continue resumes.
+        with guarded(self.folder / STATE_FILE, "save the loop's progress", LOOP_FIX):
+            store.write_json(self.folder / STATE_FILE, self.data)
 
     def stage(self, name: str) -> dict[str, Any]:
         stage: dict[str, Any] = self.data["stages"].setdefault(name, {"state": "pending"})
@@ -305,7 +309,8 @@ def _compare(run: _Run) -> tuple[str, Comparison]:
     base, trained = run.state.stage("bench_base")["run_dir"], run.state.stage("bench_trained")["run_dir"]
     comparison = compare_runs(base, trained)
     text = format_comparison(comparison)
-    (run.folder / "comparison.txt").write_text(text + "\n", encoding="utf-8")
+    with guarded(run.folder / "comparison.txt", "save the comparison", LOOP_FIX):
+        (run.folder / "comparison.txt").write_text(text + "\n", encoding="utf-8")
     run.state.update("compare", text=text)
     detail = comparison.rows[0].label + ": " + _delta_words(comparison) if comparison.rows else "no metric in common"
     return detail, comparison
@@ -326,7 +331,8 @@ def run_loop(config: LoopConfig, *, report: Report = no_report, cancel: CancelTo
     cancel = cancel or CancelToken()
     started = time.monotonic()
     folder = Path(config.folder).expanduser() if config.folder else new_loop_folder(config)
-    folder.mkdir(parents=True, exist_ok=True)
+    with guarded(folder, "make the loop folder", LOOP_FIX):
+        folder.mkdir(parents=True, exist_ok=True)
     with _exclusive(folder):
         state = _State.open(folder, config)
         run = _Run(config, state, report, cancel, cache)

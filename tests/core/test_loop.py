@@ -203,6 +203,35 @@ def test_a_loop_folder_with_other_settings_or_in_use_is_refused(tiny_llama: Path
         run_loop(config)
 
 
+def test_a_full_disk_is_said_in_words_and_the_loop_continues_later(tiny_llama: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from lemcore.errors import StorageError
+
+    config = loop_config(_spec(tiny_llama, tmp_path, gold={"count": 0},
+                               data={"sources": [str(_lab_answers(tmp_path))], "gate": False, "split": "domain"}))
+    real = store.write_json
+    full = {"on": False}
+
+    def write_json(path: Path, obj: Any) -> None:
+        if full["on"] and path.name == "loop.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, obj)
+
+    monkeypatch.setattr(store, "write_json", write_json)
+
+    def fill_disk_in_training(event: Event) -> None:
+        if isinstance(event, TrainStep) and event.iteration >= 2:
+            full["on"] = True  # the stage's end cannot be recorded
+
+    with pytest.raises(StorageError, match="disk holding .*loop.json is full"):
+        run_loop(config, report=fill_disk_in_training)
+    full["on"] = False  # space freed
+    result = run_loop(config)  # continues: training had finished, so only its record was missing
+    assert result.comparison.rows and (result.fused_model / "config.json").is_file()
+
+
 def _lab_answers(tmp_path: Path) -> Path:
     """Answers in the lab's gold format: a loop without a gold step reads these."""
     answers = tmp_path / "answers.jsonl"
