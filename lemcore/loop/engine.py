@@ -56,6 +56,7 @@ from lemcore.train.dataset import DatasetConfig, build_dataset
 from lemcore.train.engine import resume_config, train_lora
 from lemcore.train.fuse import FuseConfig, fuse_adapter
 from lemcore.train.resume import find_checkpoint
+from lemcore.train.run import METRICS_FILE, read_metrics
 
 LOOP_FIX = "Free some space or choose a loop folder on a disk you may write to, then continue the loop"
 STATE_FILE = "loop.json"
@@ -248,12 +249,18 @@ def _one_line(text: str) -> str:
 
 
 def _trained(run_dir: Path, iters: int) -> bool:
-    """The run finished every step (its final adapter is written after the last step's checkpoint)."""
+    """The run ended for good: every step done, or stopped early because validation stopped improving (its
+    metrics end with that), with its final adapter written. A stopped or crashed run is not."""
+    if not (run_dir / "adapters.safetensors").is_file():
+        return False
+    records = read_metrics(run_dir) if (run_dir / METRICS_FILE).is_file() else []
+    last = records[-1] if records else {}
+    if last.get("type") == "finished" and last.get("status") in ("complete", "early_stopped"):
+        return True
     try:
-        checkpoint = find_checkpoint(run_dir)
+        return find_checkpoint(run_dir).iteration >= iters
     except ConfigError:
         return False
-    return (run_dir / "adapters.safetensors").is_file() and checkpoint.iteration >= iters
 
 
 def _train(run: _Run) -> str:
