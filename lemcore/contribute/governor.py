@@ -6,6 +6,8 @@ contribution engine asks before claiming new work, so an answer in progress alwa
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -14,11 +16,15 @@ from dataclasses import dataclass
 
 import psutil
 
+from lemcore.models.fit import machine_batch
+
 PRESETS = {
-    # batch size (answers generated together) per preset; gentle keeps the computer usable
+    # batch size (answers generated together) per preset; gentle keeps the computer usable. Maximum is this
+    # machine's full-speed batch from its cores and memory (lemcore/models/fit.py, `machine_batch`).
     "gentle": 2,
     "balanced": 4,
-    "max": 8,
+    "max": machine_batch(psutil.virtual_memory().total, os.cpu_count() or 1,
+                         metal=sys.platform == "darwin" and platform.machine() == "arm64"),
 }
 
 

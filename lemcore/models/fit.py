@@ -38,6 +38,11 @@ DROPPED_PREFIXES = ("vision_tower", "multi_modal_projector", "audio_tower", "vis
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2,
                 "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 _TORCH_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+# Answers generated together at full speed on a CPU, by total memory (docs/platform-notes.md, "Batched
+# generation"): on a 2-core, 23 GB machine our engine wrote 889 gold answers an hour at 16 in flight against
+# fewer at the 2/4/8 presets. Smaller machines get fewer so the caches leave room for the rest of the computer.
+CPU_BATCH_BY_MEMORY = ((16 * GB, 16), (8 * GB, 8), (0, 4))
+METAL_BATCH = 8  # not measured above 8 on Metal yet: the preset it had
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class FitReport(Event):
     batch: int
     context: int
     words: str
+    full_speed_batch: int = 0  # answers at once at full speed on this machine (0 = not worked out)
 
     @property
     def fits(self) -> bool:
@@ -118,6 +124,27 @@ def metal_working_set() -> int | None:
     return int(size) if size else None
 
 
+def machine_batch(total_ram: int, cores: int, *, metal: bool = False) -> int:
+    """Answers generated together at full speed on a machine with this memory and these cores (the table
+    above). A single core gets at most 8: each decoding step takes twice as long, and so does every answer."""
+    if metal:
+        return METAL_BATCH
+    batch = next(b for floor, b in CPU_BATCH_BY_MEMORY if total_ram >= floor)
+    return min(batch, 8) if cores < 2 else batch
+
+
+def full_speed_batch(needs: ModelNeeds, hw: Hardware, *, cores: int, context: int = DEFAULT_CONTEXT,
+                     metal: bool = False, gpu_limit: int | None = None) -> int:
+    """`machine_batch`, halved until this model's weights and caches for that many answers fit comfortably
+    (within the share of usable memory that leaves other apps room); at least 1."""
+    batch = machine_batch(hw.total_ram, cores, metal=metal)
+    room = TIGHT_FRACTION * usable_memory(hw, gpu_limit)
+    fixed = needs.weight_bytes + WORKING_FIXED + int(WORKING_FRACTION * needs.weight_bytes)
+    while batch > 1 and fixed + needs.kv.bytes_for(batch, context) > room:
+        batch //= 2
+    return batch
+
+
 def assess_fit(
     needs: ModelNeeds,
     hw: Hardware,
@@ -125,8 +152,11 @@ def assess_fit(
     batch: int = 1,
     context: int = DEFAULT_CONTEXT,
     gpu_limit: int | None = None,
+    cores: int | None = None,
+    metal: bool = False,
 ) -> FitReport:
-    """Compare what `needs` takes with what `hw` can give. Pure arithmetic: no I/O."""
+    """Compare what `needs` takes with what `hw` can give. Pure arithmetic: no I/O. With `cores` given, the
+    report also carries the batch that runs at full speed here (`full_speed_batch`)."""
     kv = needs.kv.bytes_for(batch, context)
     working = WORKING_FIXED + int(WORKING_FRACTION * needs.weight_bytes)
     needed = needs.weight_bytes + kv + working
@@ -154,6 +184,8 @@ def assess_fit(
         name=needs.name, verdict=verdict, needed_bytes=needed, weight_bytes=needs.weight_bytes, kv_bytes=kv,
         working_bytes=working, usable_bytes=usable, total_bytes=hw.total_ram,
         available_bytes=hw.available_ram, batch=batch, context=context, words=arithmetic + advice,
+        full_speed_batch=0 if cores is None else full_speed_batch(needs, hw, cores=cores, context=context,
+                                                                  metal=metal, gpu_limit=gpu_limit),
     )
 
 

@@ -18,7 +18,9 @@ from lemcore.models.fit import (
     KVShape,
     ModelNeeds,
     assess_fit,
+    full_speed_batch,
     kv_shape_from_config,
+    machine_batch,
     needs_from_folder,
     require_fit,
     usable_memory,
@@ -170,3 +172,42 @@ def test_check_fit_for_catalog_ids_and_folders(tiny_llama: Path, hf_cache: Path)
     assert check_fit("gemma-3-27b", hw=mac(32), gpu_limit=0).verdict == GREEN
     assert check_fit(str(tiny_llama), hw=mac(8), batch=8, gpu_limit=0).batch == 8
 
+
+
+def linux(ram_gb: float) -> Hardware:
+    return Hardware("Debian 13", "x86_64 (test CPU)", False, False, int(ram_gb * GB), int(ram_gb * GB))
+
+
+def test_full_speed_batch_by_cores_memory_and_model() -> None:
+    assert machine_batch(23 * GB, 2) == 16  # the measured machine: 16 in flight beat the 2/4/8 presets
+    assert machine_batch(12 * GB, 4) == 8 and machine_batch(6 * GB, 4) == 4
+    assert machine_batch(64 * GB, 1) == 8  # one core: every step, and so every answer, takes longer
+    assert machine_batch(64 * GB, 8, metal=True) == 8
+    small = ModelNeeds("S", 300 * 1024**2, KVShape(30, 3, 64, 4), "test")
+    assert full_speed_batch(small, linux(23), cores=2) == 16
+    # A 12B model's caches for 16 x 4K tokens do not fit next to its weights in 16 GB: halved until they do.
+    big = ModelNeeds("Test 12B", 6 * GB, KVShape(48, 8, 256, 2), "test")
+    batch = full_speed_batch(big, linux(16), cores=8)
+    assert 1 <= batch < 8
+    assert assess_fit(big, linux(16), batch=batch, cores=8).verdict != RED
+    assert assess_fit(big, linux(16), batch=batch * 2).needed_bytes > 0.85 * usable_memory(linux(16))
+    report = assess_fit(small, linux(23), cores=2)
+    assert report.full_speed_batch == 16 and assess_fit(small, linux(23)).full_speed_batch == 0
+
+
+def test_contribute_maximum_preset_and_fit_command_use_the_machine_batch(
+        tiny_llama: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    import psutil
+
+    from lemcore.cli.main import main
+    from lemcore.contribute.governor import PRESETS
+    from lemcore.models.fit import metal_working_set
+
+    metal = metal_working_set() is not None
+    assert PRESETS["max"] == machine_batch(psutil.virtual_memory().total, os.cpu_count() or 1, metal=metal)
+    assert PRESETS["gentle"] < PRESETS["balanced"] <= PRESETS["max"]
+    assert main(["models", "fit", str(tiny_llama), "--ram", "6"]) == 0
+    out = capsys.readouterr().out
+    assert f"Full speed here: {4 if not metal else 8} answers generated at once" in out

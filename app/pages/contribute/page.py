@@ -75,9 +75,11 @@ WHAT_HAPPENS = (
     "<li>By default it runs gently, only on power, and pauses when memory runs low.</li>"
     "<li>Nothing about you is sent except your worker name and the answers.</li></ul>"
 )
-PACES = (("gentle", "Gentle", "Two answers at a time: the computer stays usable."),
-         ("balanced", "Balanced", "Four answers at a time."),
-         ("max", "Maximum", "Eight answers at a time: best when you are not using the computer."))
+PACES = (("gentle", "Gentle", f"{PRESETS['gentle']} answers at a time: the computer stays usable."),
+         ("balanced", "Balanced", f"{PRESETS['balanced']} answers at a time."),
+         # Maximum is measured per machine (lemcore/models/fit.py): 16 on this kind of CPU, 8 on a Mac's GPU.
+         ("max", "Maximum", f"{PRESETS['max']} answers at a time, the fastest on this computer: best when you "
+                            "are not using it."))
 # The totals' rows: key, label, what it counts.
 TOTALS_ROWS = (
     ("saved", "Answers saved", "Answers that passed the quality check and were saved on this computer. “All time” "

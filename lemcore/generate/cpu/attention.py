@@ -7,7 +7,8 @@ decoding step. For prefill chunks the score and value products stay in MLX (mult
 softmax runs in place on the evaluated scores through NumPy's vectorised `exp2` (about 300 M/s here), split
 across the cores; a 512-token chunk over 1.7K keys took 210 ms with MLX ops, 63-77 ms this way. For decoding
 steps (a few query rows per sequence) NumPy does the whole attention, the batch split across the cores: 16
-sequences over 1.8K positions, 14 -> 8.3 ms per layer. Equal to MLX's fused attention to float32 rounding
+sequences over 1.8K positions, 14 -> 8.3 ms per layer, then keys times queries rather than queries times
+keys for the scores: 5.4 -> 3.3 ms per layer over 1.7K positions. Equal to MLX's fused attention to float32 rounding
 (tests/core/test_cpu_attention.py).
 """
 
@@ -85,7 +86,10 @@ def _attention_few_rows(rows: Any, keys: Any, values: Any, mask: Any, length: in
     mask_5d = _mask_5d(mask, kv_heads, group_rows // length)
 
     def part(lo: int, hi: int) -> Any:
-        scores = np.matmul(q[lo:hi], k[lo:hi].swapaxes(-1, -2))
+        # Keys times queries, (span x dim) @ (dim x rows), then transposed into place: with a few rows, BLAS
+        # runs this shape much faster than queries times keys, same values (16 sequences x 3 kv heads over
+        # 1.7K positions, bool padding mask, 2 cores: 5.4 -> 3.3 ms per layer, median of 40 alternating runs).
+        scores = np.ascontiguousarray(np.matmul(k[lo:hi], q[lo:hi].swapaxes(-1, -2)).swapaxes(-1, -2))
         part_mask = mask_5d[lo:hi] if mask_5d is not None and mask_5d.shape[0] == b else mask_5d
         _mask_in_place(scores, mask, part_mask, length)
         denominators = _exp2_rows(scores.reshape(-1, scores.shape[-1]))
