@@ -24,7 +24,6 @@ import json
 import os
 import re
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from lemcore.benchmarks.calibration_store import calibration_brief, calibration_
 from lemcore.benchmarks.stats import BOOTSTRAP, CLOPPER_PEARSON, mean_interval, rescoring_changes
 from lemcore.benchmarks.suites import suite_module
 from lemcore.errors import DataError
+from lemcore.folders import new_stamped_folder
 from lemcore.settings import data_dir
 
 RUN_FILE = "run.json"
@@ -47,18 +47,8 @@ def new_run_dir(label: str, *, prefix: str = "") -> Path:
     atomic mkdir, so two processes never get the same folder. Resuming is only ever asked for explicitly,
     by passing an existing folder (`lem bench --run`, `BenchConfig.run_dir`).
     """
-    root = data_dir() / "benchmarks"
-    root.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9._+-]+", "-", label).strip("-")[:60] or "run"
-    base = f"{prefix}{datetime.now():%Y%m%d-%H%M%S}-{slug}"
-    folder, n = root / base, 1
-    while True:
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            n += 1
-            folder = root / f"{base}-{n}"
+    return new_stamped_folder(data_dir() / "benchmarks", slug, prefix=prefix)
 
 
 def rows_path(run_dir: Path, suite: str) -> Path:

@@ -46,6 +46,7 @@ from lemcore.contribute.setup import (
 )
 from lemcore.contribute.storage import guarded
 from lemcore.errors import ConfigError, DataError
+from lemcore.folders import new_stamped_folder
 from lemcore.generate.protocol import Sampling
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.loop.config import LoopConfig, loop_config, to_spec
@@ -84,18 +85,8 @@ def loops_root() -> Path:
 def new_loop_folder(config: LoopConfig) -> Path:
     """A new folder under <data folder>/loops named after the time and the base model (atomic mkdir, so two
     loops started in the same second get two folders)."""
-    root = loops_root()
-    root.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(config.base_model.rstrip("/")).name).strip("-")[:40] or "model"
-    base = root / f"{datetime.now():%Y%m%d-%H%M%S}-{slug}"
-    folder, n = base, 1
-    while True:
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            n += 1
-            folder = base.with_name(f"{base.name}-{n}")
+    return new_stamped_folder(loops_root(), slug)
 
 
 def read_loop(folder: Path | str) -> dict[str, Any]:

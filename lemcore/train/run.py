@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lemcore.errors import ConfigError, ModelLoadError
+from lemcore.folders import new_stamped_folder
 from lemcore.jobs import CancelToken
 from lemcore.models.embedded import ensure_embedded_model
 from lemcore.models.loading import check_model_folder, resolve_model
@@ -40,16 +41,7 @@ def new_run_dir(config: TrainConfig) -> Path:
         return folder
 
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(config.model.rstrip("/")).name).strip("-") or "model"
-    base = data_dir() / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-    base.parent.mkdir(parents=True, exist_ok=True)
-    folder, n = base, 1
-    while True:  # a run started in the same second has the name: take the next (mkdir is atomic)
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            n += 1
-            folder = base.with_name(f"{base.name}-{n}")
+    return new_stamped_folder(data_dir() / "runs", name)  # a run in the same second gets -2 (atomic mkdir)
 
 
 def snapshot_config(run_dir: Path, config: TrainConfig, resumed_at: int | None) -> Path:

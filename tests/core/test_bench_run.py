@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from lemcore import folders
 from lemcore.benchmarks import store
 from lemcore.benchmarks.compare import compare_runs, format_comparison
 from lemcore.benchmarks.events import BenchFinished, BenchProgress, BenchRow, BenchStarted, JudgeRow
@@ -126,7 +127,7 @@ class _FrozenClock(datetime):
 def test_runs_started_in_the_same_second_get_their_own_folders(tiny_llama: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Run folders are named to the second; a second run in the same second must not resume the first."""
-    monkeypatch.setattr(store, "datetime", _FrozenClock)
+    monkeypatch.setattr(folders, "datetime", _FrozenClock)
     questions = write_gsm8k(tmp_path / "gsm8k.jsonl", count=3)
     config = BenchConfig(model=str(tiny_llama), suites=(SuiteSpec("gsm8k", str(questions)),), samples=1,
                          max_tokens=4)

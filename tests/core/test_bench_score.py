@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from lemcore import folders
 from lemcore.benchmarks import store
 from lemcore.benchmarks.extract import lab_extract, lab_match
 from lemcore.benchmarks.score import ScoreConfig, rescore_run, score_responses
@@ -126,7 +127,7 @@ def test_imports_in_the_same_second_get_their_own_folders(tmp_path: Path, monkey
         def now(cls, tz: tzinfo | None = None) -> Frozen:
             return cls(2026, 3, 4, 5, 6, 7, tzinfo=tz)
 
-    monkeypatch.setattr(store, "datetime", Frozen)
+    monkeypatch.setattr(folders, "datetime", Frozen)
     questions = write_gsm8k(tmp_path / "gsm8k.jsonl", lab=True)
     results = _lab_results(tmp_path / "r.jsonl", "gsm8k", "m", ANSWERS, "GSM8K")
     first, second = (score_responses(ScoreConfig(responses=str(results), suite_file=str(questions)))
