@@ -105,6 +105,12 @@ class DatasetConfig:
                               "to the seed split only.")
 
 
+# Each DataStage in words, for the pages that show it.
+DATA_STAGE_WORDS = {"reading": "reading the answers", "checking": "checking each answer",
+                    "tokenizer": "loading the model's tokenizer", "writing": "writing the files",
+                    "measuring": "measuring lengths"}
+
+
 @dataclass(frozen=True)
 class DataStage(Event):
     stage: str  # "reading", "checking", "tokenizer", "writing", "measuring"

@@ -115,6 +115,12 @@ def _final_iteration(run: Path) -> int | None:
     return value if isinstance(value, int) else None
 
 
+# Each FuseStage in words, for the pages that show it.
+FUSE_STAGE_WORDS = {"loading": "loading the base model and the adapter", "measuring": "measuring the trained model",
+                    "fusing": "merging the adapter into the model", "saving": "saving the new model",
+                    "checking": "checking that the new model answers like the trained one"}
+
+
 @dataclass(frozen=True)
 class FuseStage(Event):
     stage: str  # "loading", "measuring", "fusing", "saving", "checking"

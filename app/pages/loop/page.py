@@ -45,9 +45,9 @@ from lemcore.loop.engine import LoopResult, list_loops, read_loop, resume_loop, 
 from lemcore.loop.events import LoopFinished, LoopStage, LoopStarted
 from lemcore.models.catalog import EMBEDDED_ID
 from lemcore.train.config import PRESETS
-from lemcore.train.dataset import DataStage
+from lemcore.train.dataset import DATA_STAGE_WORDS, DataStage
 from lemcore.train.events import EvalDone, TrainStarted, TrainStep
-from lemcore.train.fuse import FuseStage
+from lemcore.train.fuse import FUSE_STAGE_WORDS, FuseStage
 
 IDLE_TEXT = "Set up a loop on the left and press Start loop."
 ANSWER_SOURCES = (("gold", "Write new gold answers first"), ("contributed", "Answers this computer contributed"),
@@ -384,13 +384,9 @@ class LoopPage(QWidget):
             # Counted from this session: a resumed gold step shows what it adds.
             self._bar(self._gold_done, self._gold_total, f"Gold answers written this session: {self._gold_done}")
         elif isinstance(event, DataStage):
-            self.detail.setText({"reading": "Reading the answers", "checking": "Checking each answer",
-                                 "tokenizer": "Loading the tokenizer", "writing": "Writing the training files",
-                                 "measuring": "Measuring lengths"}.get(event.stage, event.stage))
+            self.detail.setText(_sentence(DATA_STAGE_WORDS.get(event.stage, event.stage)))
         elif isinstance(event, FuseStage):
-            self.detail.setText({"loading": "Loading the base model and the adapter",
-                                 "measuring": "Measuring the trained model", "fusing": "Merging the adapter",
-                                 "saving": "Saving the new model"}.get(event.stage, event.stage))
+            self.detail.setText(_sentence(FUSE_STAGE_WORDS.get(event.stage, event.stage)))
         elif isinstance(event, LoopFinished):
             self._bar(1, 1, f"Finished in {event.seconds / 60:.1f} min.")
 
@@ -469,6 +465,10 @@ class LoopPage(QWidget):
         self.stage_states = {s: ("stopped" if v == "running" else v) for s, v in self.stage_states.items()}
         self.stage_details = {s: str((stages.get(s) or {}).get("detail", "")) for s in spec.stages()}
         self._draw_stages()
+
+
+def _sentence(words: str) -> str:
+    return words[:1].upper() + words[1:]
 
 
 def _loop_state_words(folder: Path) -> str:

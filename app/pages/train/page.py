@@ -46,18 +46,14 @@ from lemcore.models.loading import resolve_model
 from lemcore.settings import data_dir
 from lemcore.train import events as ev
 from lemcore.train.config import TrainConfig, load_yaml, preset
-from lemcore.train.dataset import DatasetConfig, DatasetResult, DataStage, build_dataset
+from lemcore.train.dataset import DATA_STAGE_WORDS, DatasetConfig, DatasetResult, DataStage, build_dataset
 from lemcore.train.engine import TrainResult, resume_config, train_lora
-from lemcore.train.fuse import FuseConfig, FuseResult, FuseStage, fuse_adapter
+from lemcore.train.fuse import FUSE_STAGE_WORDS, FuseConfig, FuseResult, FuseStage, fuse_adapter
 from lemcore.train.launch import train_on_hosts
 from lemcore.train.preflight import check_hosts
 from lemcore.train.run import read_metrics
 
 IDLE_TEXT = "Choose a model and a data folder, then press Start training."
-FUSE_STAGES = {"loading": "loading the base model and the adapter", "measuring": "measuring the trained model",
-               "fusing": "merging the adapter into the model", "saving": "saving the new model",
-               "checking": "checking that the new model answers like the trained one"}
-
 
 def build_contributed_dataset(config: DatasetConfig, *, report: Report, cancel: CancelToken) -> DatasetResult:
     """The "Use contributed answers" job (an IO job: files and text only): the shipped kernel is what
@@ -354,9 +350,7 @@ class TrainPage(QWidget):
 
     def _on_data_event(self, event: Event) -> None:
         if isinstance(event, DataStage):
-            words = {"reading": "reading your answers", "checking": "checking each answer",
-                     "tokenizer": "loading the model's tokenizer", "writing": "writing the files",
-                     "measuring": "measuring lengths"}.get(event.stage, event.stage)
+            words = DATA_STAGE_WORDS.get(event.stage, event.stage)
             self.status.set_state("running", f"Making training data: {words}…")
 
     def _on_dataset(self, result: DatasetResult) -> None:
@@ -461,7 +455,7 @@ class TrainPage(QWidget):
     def _on_fuse_event(self, event: Event) -> None:
         if isinstance(event, FuseStage) and event.stage:
             self.status.set_state("running", f"Making a standalone model: "
-                                  f"{FUSE_STAGES.get(event.stage, event.stage)}…")
+                                  f"{FUSE_STAGE_WORDS.get(event.stage, event.stage)}…")
 
     def _on_fused(self, result: FuseResult) -> None:
         self._set_running(False)
