@@ -11,6 +11,10 @@ What keeps the worker threads away from Qt (docs/platform-notes.md, "PySide dead
 - the modules a job needs are imported on the GUI thread before it starts (a preload, `modules=`,
   `loads_model=`);
 - every job ends with exactly one signal (done, failed or cancelled), whatever it raised.
+
+And what keeps the window responsive while they work: every thread but the GUI thread runs at background
+priority (`priority.py`); `app.main` keeps the objects made at start-up out of full garbage collections
+(`gui_gc.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from app.jobs.gui_gc import collect_garbage_on_gui_thread
 from app.jobs.model_cache import ModelCache
 from app.jobs.preload import import_modules, model_modules, preload_engine_modules
+from app.jobs.priority import lower_all_but
 from app.jobs.qt_guard import qt_objects_held
 from lemcore.errors import Cancelled, LemError
 from lemcore.events import Event
@@ -88,6 +93,7 @@ class JobRunner(QObject):
         super().__init__(parent)
         collect_garbage_on_gui_thread()  # before any worker thread exists
         preload_engine_modules()
+        self._gui_thread_id = threading.get_native_id()
         self._mlx = MLXWorker("lem-engine")
         self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="lem-io")
         self._io_futures: set[Future[None]] = set()
@@ -133,13 +139,14 @@ class JobRunner(QObject):
                             "Bind what it needs to locals first.")
         import_modules([*modules, *(model_modules(loads_model) if loads_model else ())])
         job = Job(name, on_event=on_event, on_done=on_done, on_error=on_error, on_cancelled=on_cancelled)
-        bridge, models = self._bridge, self.models
+        bridge, models, gui_thread_id = self._bridge, self.models, self._gui_thread_id
 
         def report(event: Event) -> None:
             bridge.reported.emit(job, event)
 
         def body() -> None:
             try:
+                lower_all_but(gui_thread_id)  # the window answers first (app/jobs/priority.py)
                 job.cancel_token.check()  # cancelled while it waited its turn
                 kwargs: dict[str, Any] = {"report": report, "cancel": job.cancel_token}
                 if pass_drain:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QObject, QTimer
@@ -78,3 +79,33 @@ def test_collections_run_only_on_the_gui_thread_while_the_engine_allocates(qtbot
     finally:
         gc.callbacks.remove(on_gc)
         assert runner.shutdown(timeout=30)
+
+
+def test_start_up_objects_are_kept_out_of_full_collections_and_later_garbage_still_goes(tmp_path) -> None:
+    # In a child process: gc.freeze() here would keep this test session's leftovers alive for good.
+    script = tmp_path / "freeze.py"
+    script.write_text(
+        "import gc, weakref\n"
+        "from app.jobs.gui_gc import keep_startup_objects_out_of_collections\n"
+        "class Node: pass\n"
+        "def cycle():\n"
+        "    n = Node(); n.me = n; return weakref.ref(n)\n"
+        "kept = [Node() for _ in range(5000)]\n"
+        "old_garbage = cycle()\n"
+        "gen2_before = len(gc.get_objects(generation=2))\n"
+        "keep_startup_objects_out_of_collections()\n"
+        "assert old_garbage() is None, 'garbage made before was frozen with the rest'\n"
+        "assert gc.get_freeze_count() > len(kept), gc.get_freeze_count()\n"
+        "gen2_after = len(gc.get_objects(generation=2))\n"
+        "new_garbage = cycle()\n"
+        "gc.collect()\n"
+        "assert new_garbage() is None, 'garbage made later is no longer collected'\n"
+        "print(gen2_before, gen2_after)\n")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[2]))
+    assert out.returncode == 0, out.stderr
+    before, after = map(int, out.stdout.split())
+    assert before > 5000 and after < before / 10, (before, after)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QLabel
 
 import app.jobs.preload as preload
+import app.jobs.priority as priority
 import app.jobs.runner as runner_module
 from app.jobs.model_cache import ModelCache
 from app.jobs.preload import model_modules
@@ -325,3 +327,50 @@ def test_shutdown_of_cooperative_jobs_stops_every_thread(qtbot) -> None:
     assert started.wait(10)
     assert runner.shutdown(timeout=10) is True
     assert not runner.engine_thread.is_alive()
+
+
+@pytest.mark.skipif(not priority.supported(), reason="per-thread priority is read from Linux's /proc")
+def test_work_threads_run_at_background_priority_and_the_gui_thread_does_not(runner, qtbot) -> None:
+    # A pool made before any job (as OpenBLAS's is, at import) and one a job starts (MLX's, the attention
+    # pool's) both end up below the GUI thread, which keeps its own priority.
+    before_release = threading.Event()
+    early = threading.Thread(target=before_release.wait, name="made-before-the-job")
+    early.start()
+    seen: dict[str, int] = {}
+
+    def engine_job(report, cancel) -> None:
+        seen["engine"] = threading.get_native_id()
+        child = threading.Thread(
+            target=lambda: seen.setdefault("child nice", priority.thread_nice(threading.get_native_id())))
+        child.start()
+        child.join()
+        seen["early nice"] = priority.thread_nice(early.native_id)
+
+    try:
+        gui_nice = priority.thread_nice(threading.get_native_id())
+        done: list[bool] = []
+        runner.start("engine", engine_job, on_done=lambda _r: done.append(True))
+        qtbot.waitUntil(lambda: bool(done), timeout=10_000)
+    finally:
+        before_release.set()
+        early.join()
+    assert priority.thread_nice(seen["engine"]) >= priority.BACKGROUND_NICE
+    assert seen["early nice"] >= priority.BACKGROUND_NICE
+    assert seen["child nice"] >= priority.BACKGROUND_NICE
+    assert priority.thread_nice(threading.get_native_id()) == gui_nice
+
+
+def test_thread_nice_reads_what_setpriority_wrote() -> None:
+    if not priority.supported():
+        pytest.skip("Linux only")
+    got: list[int] = []
+
+    def lower_self() -> None:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, 7)
+        got.append(priority.thread_nice(tid))
+
+    t = threading.Thread(target=lower_self)
+    t.start()
+    t.join()
+    assert got == [7]
