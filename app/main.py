@@ -46,12 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.errors import (
         setup_logging,  # lazy: the window's modules load after the self-test check and the BLAS re-exec
     )
-    from app.jobs.gui_gc import (  # lazy: the window's modules load after the self-test check and the BLAS re-exec
-        collect_garbage_on_gui_thread,
-        keep_startup_objects_out_of_collections,
-    )
-    from app.jobs.preload import (
-        preload_engine_modules,  # lazy: the window's modules load after the self-test check and the BLAS re-exec
+    from app.jobs.startup import (
+        prepare_gui_process,  # lazy: the window's modules load after the self-test check and the BLAS re-exec
     )
     from app.main_window import (
         MainWindow,  # lazy: the window's modules load after the self-test check and the BLAS re-exec
@@ -59,9 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     app = cast(QApplication, QApplication.instance() or QApplication([sys.argv[0]]))
-    collect_garbage_on_gui_thread()  # before the window's runner starts its threads
-    preload_engine_modules()
-    keep_startup_objects_out_of_collections()  # once, before the window: it lives as long as the app
+    prepare_gui_process()  # garbage collection on this thread, engine imports, start-up objects frozen
     app.setApplicationName("LEM Desktop")
     app.setOrganizationName("LEM")
     app.setQuitOnLastWindowClosed(False)  # the tray icon keeps a contribution running

@@ -14,7 +14,7 @@ What keeps the worker threads away from Qt (docs/platform-notes.md, "PySide dead
 
 And what keeps the window responsive while they work: every thread but the GUI thread runs at background
 priority (`priority.py`); `app.main` keeps the objects made at start-up out of full garbage collections
-(`gui_gc.py`).
+(`startup.py`).
 """
 
 from __future__ import annotations

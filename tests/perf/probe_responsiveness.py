@@ -39,13 +39,10 @@ def main() -> None:
     model = "" if args.model == "smollm2" else str(tiny)
     save_settings(Settings(first_run_done=True, solo=True, model_override=model, max_tokens=128,
                            only_on_power=False, min_free_memory_gb=0.5, preset="max"))
-    from app.jobs.gui_gc import collect_garbage_on_gui_thread, keep_startup_objects_out_of_collections
-    from app.jobs.preload import preload_engine_modules
+    from app.jobs.startup import prepare_gui_process
 
     app = QApplication.instance() or QApplication([])
-    collect_garbage_on_gui_thread()  # as app.main starts the window
-    preload_engine_modules()
-    keep_startup_objects_out_of_collections()
+    prepare_gui_process()  # as app.main does before its window
     window = MainWindow(token_store=MemoryTokenStore())
     window.show()
     gaps: list[float] = []
