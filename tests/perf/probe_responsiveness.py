@@ -5,11 +5,17 @@ trains a LoRA adapter on a tiny model from the Train page. MLX jobs share one en
 run one after the other. Prints the largest and 99th-percentile event-loop stall per phase (target: < 50 ms).
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python -m tests.perf.probe_responsiveness [--seconds 30]
+        [--trace-stalls-ms 20 --trace-file stalls.txt]
+
+`--trace-stalls-ms` writes every thread's Python stack to the trace file each time the GUI timer is that
+late (faulthandler's watchdog, re-armed at every tick; it needs no GIL): how the stalls of
+docs/platform-notes.md, "GIL release and GUI stalls", were traced to their causes.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import tempfile
@@ -21,6 +27,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--trace-stalls-ms", type=float, default=0, help="dump all stacks when this late")
+    parser.add_argument("--trace-file", default="stalls.txt")
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     tmp = Path(tempfile.mkdtemp())
@@ -50,10 +58,15 @@ def main() -> None:
     clock.start()
     last = [clock.nsecsElapsed()]
 
+    trace = open(args.trace_file, "w") if args.trace_stalls_ms else None  # noqa: SIM115 - open for the run
+
     def tick() -> None:
         now = clock.nsecsElapsed()
         gaps.append((now - last[0]) / 1e6)
         last[0] = now
+        if trace is not None:
+            faulthandler.cancel_dump_traceback_later()
+            faulthandler.dump_traceback_later((5 + args.trace_stalls_ms) / 1000, file=trace)
 
     timer = QTimer()
     timer.setInterval(5)
@@ -99,6 +112,10 @@ def main() -> None:
     phase("training (tiny model)")
     train.stop()
     run_for(60, lambda: train.start_btn.isEnabled())
+    if trace is not None:
+        faulthandler.cancel_dump_traceback_later()
+        trace.close()
+        print(f"stacks at each stall over {args.trace_stalls_ms:.0f} ms: {args.trace_file}")
     window.runner.shutdown()
 
 
