@@ -11,6 +11,9 @@ import pytest
 # Before anything imports Qt or mlx.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("LEM_NO_OPENBLAS", "1")  # tests never re-exec; the runner preloads OpenBLAS itself
+# The app's work threads yield to every other program (app/jobs/priority.py); the suite's time limits
+# assume its jobs get their share of a busy developer machine. The priority tests ask for it themselves.
+os.environ.setdefault("LEM_WORK_PRIORITY", "normal")
 
 from tests import servers
 from tests.tiny_models import make_tiny_model, tiny_gemma, tiny_llama  # noqa: F401

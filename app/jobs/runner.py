@@ -30,10 +30,10 @@ from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal
 
+from app.jobs import priority
 from app.jobs.gui_gc import collect_garbage_on_gui_thread
 from app.jobs.model_cache import ModelCache
 from app.jobs.preload import import_modules, model_modules, preload_engine_modules
-from app.jobs.priority import lower_all_but
 from app.jobs.qt_guard import qt_objects_held
 from lemcore.errors import Cancelled, LemError
 from lemcore.events import Event
@@ -89,8 +89,12 @@ class JobRunner(QObject):
     job_started = Signal(object)
     job_finished = Signal(object)
 
-    def __init__(self, parent: QObject | None = None, *, io_threads: int = 2) -> None:
+    def __init__(self, parent: QObject | None = None, *, io_threads: int = 2,
+                 background_priority: bool | None = None) -> None:
+        """`background_priority`: run every thread but the GUI thread at background priority (Linux); None =
+        yes unless LEM_WORK_PRIORITY=normal (`priority.wanted`)."""
         super().__init__(parent)
+        self._background = priority.wanted() if background_priority is None else background_priority
         collect_garbage_on_gui_thread()  # before any worker thread exists
         preload_engine_modules()
         self._gui_thread_id = threading.get_native_id()
@@ -139,14 +143,16 @@ class JobRunner(QObject):
                             "Bind what it needs to locals first.")
         import_modules([*modules, *(model_modules(loads_model) if loads_model else ())])
         job = Job(name, on_event=on_event, on_done=on_done, on_error=on_error, on_cancelled=on_cancelled)
-        bridge, models, gui_thread_id = self._bridge, self.models, self._gui_thread_id
+        bridge, models = self._bridge, self.models
+        gui_thread_id = self._gui_thread_id if self._background else None
 
         def report(event: Event) -> None:
             bridge.reported.emit(job, event)
 
         def body() -> None:
             try:
-                lower_all_but(gui_thread_id)  # the window answers first (app/jobs/priority.py)
+                if gui_thread_id is not None:
+                    priority.lower_all_but(gui_thread_id)  # the window answers first (app/jobs/priority.py)
                 job.cancel_token.check()  # cancelled while it waited its turn
                 kwargs: dict[str, Any] = {"report": report, "cancel": job.cancel_token}
                 if pass_drain:

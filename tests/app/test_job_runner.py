@@ -329,8 +329,16 @@ def test_shutdown_of_cooperative_jobs_stops_every_thread(qtbot) -> None:
     assert not runner.engine_thread.is_alive()
 
 
+@pytest.fixture
+def background_runner(qtbot):
+    runner = JobRunner(background_priority=True)  # the app's default; the suite itself runs at normal priority
+    yield runner
+    assert runner.shutdown(timeout=30)
+
+
 @pytest.mark.skipif(not priority.supported(), reason="per-thread priority is read from Linux's /proc")
-def test_work_threads_run_at_background_priority_and_the_gui_thread_does_not(runner, qtbot) -> None:
+def test_work_threads_run_at_background_priority_and_the_gui_thread_does_not(background_runner, qtbot) -> None:
+    runner = background_runner
     # A pool made before any job (as OpenBLAS's is, at import) and one a job starts (MLX's, the attention
     # pool's) both end up below the GUI thread, which keeps its own priority.
     before_release = threading.Event()
@@ -374,3 +382,24 @@ def test_thread_nice_reads_what_setpriority_wrote() -> None:
     t.start()
     t.join()
     assert got == [7]
+
+
+def test_background_priority_is_the_default_unless_the_environment_says_normal(monkeypatch) -> None:
+    monkeypatch.delenv(priority.ENV, raising=False)
+    assert priority.wanted()
+    monkeypatch.setenv(priority.ENV, "Normal")
+    assert not priority.wanted()
+    monkeypatch.setenv(priority.ENV, "background")
+    assert priority.wanted()
+
+
+@pytest.mark.skipif(not priority.supported(), reason="per-thread priority is read from Linux's /proc")
+def test_normal_priority_leaves_the_work_threads_alone(qtbot) -> None:
+    runner = JobRunner(background_priority=False)
+    seen: list[int] = []
+    try:
+        runner.start("engine", lambda report, cancel: seen.append(priority.thread_nice(threading.get_native_id())))
+        qtbot.waitUntil(lambda: bool(seen), timeout=10_000)
+    finally:
+        assert runner.shutdown(timeout=30)
+    assert seen == [priority.thread_nice(threading.get_native_id())]  # the GUI thread's own value
