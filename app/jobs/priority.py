@@ -2,7 +2,7 @@
 
 On two busy cores the GUI thread competed on equal terms with the engine, MLX's and OpenBLAS's threads
 and waited up to ~40 ms for a turn; at a lower priority for all of them it waits a few ms
-(docs/platform-notes.md, "GUI stalls"). Volunteer-computing clients do the same for their work: idle CPU
+(docs/platform-notes.md, "GIL release and GUI stalls"). Volunteer-computing clients do the same for their work: idle CPU
 still goes to the engine, other programs and the window win when they need it.
 
 Linux lets a process raise the nice value of each of its own threads (never lower it back without
