@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lemcore.contribute.queue.base import Completion
-from lemcore.contribute.storage import guarded, immediate_transaction, locked, write_all
+from lemcore.contribute.storage import guarded, immediate_transaction, locked, retry_while_locked, write_all
 from lemcore.errors import DataError
 
 
@@ -64,22 +64,25 @@ class Journal:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             with guarded(self.path, "open the journal"):
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS done (kind TEXT, dataset TEXT, idx INTEGER, completion TEXT, "
-                    "reported INTEGER DEFAULT 0, PRIMARY KEY (kind, dataset, idx))"
-                )
-                # Prompts the generator refused (e.g. longer than the model's context): not done, not reported;
-                # kept so the user can see which and why. A later run may still generate them (another model).
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS skipped (kind TEXT, dataset TEXT, idx INTEGER, reason TEXT, "
-                    "at REAL, PRIMARY KEY (kind, dataset, idx))"
-                )
+                retry_while_locked(self._make_tables)  # two copies may open a new journal at the same moment
             self._reconcile()
         except BaseException:
             self._db.close()
             raise
+
+    def _make_tables(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS done (kind TEXT, dataset TEXT, idx INTEGER, completion TEXT, "
+            "reported INTEGER DEFAULT 0, PRIMARY KEY (kind, dataset, idx))"
+        )
+        # Prompts the generator refused (e.g. longer than the model's context): not done, not reported;
+        # kept so the user can see which and why. A later run may still generate them (another model).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS skipped (kind TEXT, dataset TEXT, idx INTEGER, reason TEXT, "
+            "at REAL, PRIMARY KEY (kind, dataset, idx))"
+        )
 
     def close(self) -> None:
         self._db.close()

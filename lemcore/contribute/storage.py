@@ -14,11 +14,15 @@ import errno
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from lemcore.errors import StorageError
+
+T = TypeVar("T")
 
 # What to do when the output (JSONL + journal) cannot be written; the solo queue has its own advice.
 OUTPUT_FIX = ("Choose an output file on a disk with space that you may write to (`--output` on the command "
@@ -180,3 +184,23 @@ def immediate_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection
             pass  # SQLite already rolled back (e.g. after SQLITE_FULL)
         raise
     db.execute("COMMIT")
+
+
+def retry_while_locked(fn: Callable[[], T], wait_s: float = 30.0) -> T:
+    """`fn()`, again after a short pause while SQLite says the database is locked, for up to `wait_s`.
+
+    SQLite's busy timeout does not cover every case: a connection that holds a read lock and needs a write
+    lock (switching a new file to WAL, a first CREATE TABLE) gets "database is locked" at once while another
+    does the same, to avoid a deadlock. Two copies of the app starting on one output file met that (2 of 180
+    simultaneous opens in a test); the second one now waits its turn."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.01
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as err:
+            text = str(err).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)

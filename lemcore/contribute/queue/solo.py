@@ -45,7 +45,7 @@ from lemcore.contribute.queue.base import (
     check_lease,
     new_instance_id,
 )
-from lemcore.contribute.storage import guarded, immediate_transaction
+from lemcore.contribute.storage import guarded, immediate_transaction, retry_while_locked
 from lemcore.prompts import PromptItem
 from lemcore.settings import data_dir
 
@@ -98,12 +98,15 @@ class SQLiteQueue:
                                        check_same_thread=not _any_thread)
         try:
             with self._guard("open the solo queue"):
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._migrate()
+                retry_while_locked(self._open_tables)  # two copies may open a new queue at the same moment
         except BaseException:
             self._db.close()
             raise
+
+    def _open_tables(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._migrate()
 
     def _guard(self, doing: str) -> AbstractContextManager[None]:
         return guarded(self.path, doing, QUEUE_FIX)
