@@ -192,7 +192,8 @@ def retry_while_locked(fn: Callable[[], T], wait_s: float = 30.0) -> T:
     SQLite's busy timeout does not cover every case: a connection that holds a read lock and needs a write
     lock (switching a new file to WAL, a first CREATE TABLE) gets "database is locked" at once while another
     does the same, to avoid a deadlock. Two copies of the app starting on one output file met that (2 of 180
-    simultaneous opens in a test); the second one now waits its turn."""
+    simultaneous opens in a test); the second one now waits its turn (docs/platform-notes.md, "SQLite shared
+    by two processes")."""
     deadline = time.monotonic() + wait_s
     pause = 0.01
     while True:
