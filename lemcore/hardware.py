@@ -61,6 +61,12 @@ def _linux_os_name() -> str:
     return f"Linux {kernel}" + (f" ({pretty})" if pretty else "")
 
 
+def native_apple_silicon() -> bool:
+    """This process runs natively on Apple Silicon (macOS, arm64), so Metal is there for it. Cheap: no MLX,
+    no sysctl (`detect_hardware` says more, Rosetta included)."""
+    return sys.platform == "darwin" and platform.machine() == "arm64"
+
+
 def detect_hardware(*, total_ram: int | None = None, available_ram: int | None = None) -> Hardware:
     """Read the machine. RAM figures can be injected (tests, "what would a 16 GB Mac get").
 

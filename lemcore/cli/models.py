@@ -17,14 +17,13 @@ from lemcore.models.fit import (
     DEFAULT_CONTEXT,
     FitReport,
     assess_fit,
-    full_speed_batch,
     gb,
     metal_working_set,
     needs_from_folder,
     usable_memory,
 )
 from lemcore.models.gguf.convert import ConvertProgress
-from lemcore.models.loading import LoadStage, check_fit, needs_for, resolve_model
+from lemcore.models.loading import LoadStage, check_fit, resolve_model
 
 _MB = 1e6
 
@@ -132,14 +131,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    hw = _hardware(args)
-    report = check_fit(args.model, hw=hw, batch=args.batch, context=args.context, force=True)
+    cores = os.cpu_count() or 1
+    report = check_fit(args.model, hw=_hardware(args), batch=args.batch, context=args.context, force=True,
+                       cores=cores)
     print(f"{report.verdict.upper()}: {report.words}")
-    gpu_limit = metal_working_set()
-    batch = full_speed_batch(needs_for(args.model), hw, cores=os.cpu_count() or 1, context=args.context,
-                             metal=gpu_limit is not None, gpu_limit=gpu_limit)
-    print(f"Full speed here: {batch} answers generated at once (the contribute page's Maximum setting; "
-          f"{os.cpu_count() or 1} cores, {gb(hw.total_ram)} memory, {args.context:,} tokens each).")
+    print(f"Full speed here: {report.full_speed_batch} answers generated at once (the contribute page's Maximum "
+          f"setting; {cores} cores, {gb(report.total_bytes)} memory, {args.context:,} tokens each).")
     return 1 if report.verdict == "red" else 0
 
 

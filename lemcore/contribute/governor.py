@@ -7,7 +7,6 @@ contribution engine asks before claiming new work, so an answer in progress alwa
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from lemcore.hardware import native_apple_silicon
 from lemcore.models.fit import machine_batch
 
 PRESETS = {
@@ -23,8 +23,7 @@ PRESETS = {
     # machine's full-speed batch from its cores and memory (lemcore/models/fit.py, `machine_batch`).
     "gentle": 2,
     "balanced": 4,
-    "max": machine_batch(psutil.virtual_memory().total, os.cpu_count() or 1,
-                         metal=sys.platform == "darwin" and platform.machine() == "arm64"),
+    "max": machine_batch(psutil.virtual_memory().total, os.cpu_count() or 1, metal=native_apple_silicon()),
 }
 
 

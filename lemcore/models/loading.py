@@ -302,12 +302,15 @@ def check_fit(
     force: bool = False,
     endpoint: str | None = None,
     gpu_limit: int | None = None,
+    cores: int | None = None,
 ) -> FitReport:
     """Fit of a catalog id, local folder or hub id (hub metadata when online); raises ModelFitError on red
-    unless `force`. Nothing is downloaded except, for an uncached hub id, its small config.json."""
+    unless `force`. Nothing is downloaded except, for an uncached hub id, its small config.json. With `cores`,
+    the report also carries the full-speed batch for this machine (`FitReport.full_speed_batch`)."""
     needs = needs_for(path_or_id, endpoint=endpoint)
     hw = hw or detect_hardware()
-    report = assess_fit(needs, hw, batch=batch, context=context,
-                        gpu_limit=gpu_limit if gpu_limit is not None else metal_working_set())
+    limit = gpu_limit if gpu_limit is not None else metal_working_set()
+    report = assess_fit(needs, hw, batch=batch, context=context, gpu_limit=limit, cores=cores,
+                        metal=limit is not None)
     require_fit(report, force=force)
     return report
