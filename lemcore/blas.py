@@ -1,7 +1,10 @@
 """Linux CPU speed-up: run with Debian's OpenBLAS instead of the reference BLAS bundled in the mlx wheel.
 
 Linux: re-exec once with Debian's OpenBLAS preloaded (it must load before libmlx); `LEM_NO_OPENBLAS=1` turns it
-off (docs/platform-notes.md, "BLAS and OpenBLAS preload").
+off (docs/platform-notes.md, "BLAS and OpenBLAS preload"). The same re-exec sets how long idle BLAS and OpenMP
+worker threads spin before they sleep (`THREAD_WAIT`): both libraries read it only when they load, and with
+their defaults a pool that has just finished keeps a core busy for tens of milliseconds, which halved the speed of
+the NumPy decoding step on two cores (docs/platform-notes.md, "NumPy decoding step").
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ CANDIDATES = (
     "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
 )
 _MARK = "LEM_OPENBLAS_REEXEC"
+# Idle worker threads sleep almost at once instead of spinning: OpenBLAS's spin is 2 ** N cycles (default 28,
+# ~0.1 s here; 12 is ~1 us), OpenMP's (Numba's thread pool) is set by its wait policy. Not overridden when set.
+THREAD_WAIT = {"OPENBLAS_THREAD_TIMEOUT": "12", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def openblas_path() -> str | None:
@@ -25,22 +31,28 @@ def openblas_path() -> str | None:
 
 
 def preload_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of `env` with OpenBLAS preloaded when available (for subprocesses)."""
+    """A copy of `env` with OpenBLAS preloaded when available and the worker threads' wait set (`THREAD_WAIT`),
+    on Linux (for subprocesses)."""
     env = dict(os.environ if env is None else env)
+    if not sys.platform.startswith("linux"):
+        return env
     lib = openblas_path()
-    if sys.platform.startswith("linux") and lib and lib not in env.get("LD_PRELOAD", ""):
+    if lib and lib not in env.get("LD_PRELOAD", ""):
         env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
+    for name, value in THREAD_WAIT.items():
+        env.setdefault(name, value)
     return env
 
 
 def reexec_with_openblas() -> None:
-    """Replace this process with itself under LD_PRELOAD=OpenBLAS, once. No-op where it does not apply."""
+    """Replace this process with itself under LD_PRELOAD=OpenBLAS and `THREAD_WAIT`, once. No-op where it does not
+    apply."""
     if not sys.platform.startswith("linux") or os.environ.get("LEM_NO_OPENBLAS") or os.environ.get(_MARK):
         return
     if getattr(sys, "frozen", False) or "mlx" in sys.modules:
         return
     env = preload_env()
-    if env.get("LD_PRELOAD", "") == os.environ.get("LD_PRELOAD", ""):
+    if env == dict(os.environ):
         return  # nothing to add
     env[_MARK] = "1"
     try:

@@ -156,6 +156,7 @@ class MLXGenerator:
         # (Multimodal wrappers such as Gemma 3's keep the text model in `language_model`.)
         text_model = getattr(model, "language_model", model)
         self._body = getattr(text_model, "model", text_model)
+        self._numpy_decoder: Any = False  # not built yet (see _decoder)
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = 8, report: Report = no_report,
@@ -278,7 +279,7 @@ class MLXGenerator:
         fast = cpu_sampler(sampling.temperature, sampling.top_p)
         if fast is not None:  # sample inside the model call (why: lemcore.generate.sampling)
             model = SamplingModel(self.model, fast, penalty=sampling.repetition_penalty,
-                                  context=sampling.repetition_context)
+                                  context=sampling.repetition_context, decoder=self._decoder())
             sampler, processors = model.take, model.processors()
         else:
             sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1 else 0.0)
@@ -289,6 +290,15 @@ class MLXGenerator:
         return BatchGenerator(model, max_tokens=sampling.max_tokens, stop_tokens=eos, sampler=sampler,
                               logits_processors=processors, completion_batch_size=self.batch_size,
                               prefill_batch_size=self.batch_size)
+
+    def _decoder(self) -> Any:
+        """The NumPy decoding step for this model (lemcore/generate/cpu/decode.py), built once; None where it
+        does not cover the model (the decoding steps then run on MLX)."""
+        if self._numpy_decoder is False:
+            from lemcore.generate.cpu.decode import NumpyDecoder
+
+            self._numpy_decoder = NumpyDecoder.for_model(self.model)
+        return self._numpy_decoder
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(

@@ -68,9 +68,11 @@ class SamplingModel:
     the history's tail for `take`."""
 
     def __init__(self, model: Any, sample: Callable[[Any], Any], *, penalty: float = 1.0,
-                 context: int = 20) -> None:
+                 context: int = 20, decoder: Any = None) -> None:
         self.model = model
         self.sample = sample
+        # lemcore.generate.cpu.decode.NumpyDecoder, or None: the decoding steps it covers skip MLX's forward
+        self.decoder = decoder
         self.penalty = penalty
         self.context = context
         self.logits: Any = None
@@ -79,7 +81,10 @@ class SamplingModel:
     def __call__(self, inputs: Any, cache: Any = None, **kwargs: Any) -> Any:
         import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
-        self.logits = self.model(inputs, cache=cache, **kwargs)[:, -1, :]
+        if self.decoder is not None and not kwargs and self.decoder.covers(inputs, cache):
+            self.logits = mx.array(self.decoder(inputs, cache))
+        else:
+            self.logits = self.model(inputs, cache=cache, **kwargs)[:, -1, :]
         return mx.zeros((inputs.shape[0], 1, 1), dtype=self.logits.dtype)
 
     def processors(self) -> list[Callable[[Any, Any], Any]]:

@@ -1,0 +1,214 @@
+"""The decoding step of a llama-family model in NumPy, for MLX's CPU backend.
+
+A 16-sequence decoding step of SmolLM2 through MLX took ~232 ms here: ~99 ms of MLX evaluating each layer's
+small products and element-wise work (one evaluation per layer, forced by the NumPy attention), ~108 ms of
+attention, ~25 ms for the vocabulary head and bookkeeping. This step runs the same arithmetic with the weights
+as the left operand of BLAS products (weights (out, in) @ activations (in, batch): OpenBLAS reads a 3K x 576
+matrix at ~19 GB/s that way, ~10 GB/s the other way round), activations kept transposed so that every product
+and head split is a view, and the attention compiled with Numba (decode_attention.py). Measurements:
+docs/platform-notes.md, "NumPy decoding step".
+
+It reads the weights as NumPy views of the model's MLX arrays (no copy) and writes each step's keys and values
+into mlx-lm's `BatchKVCache` buffers in place, keeping the cache's own bookkeeping (`_idx`, `offset`) as
+mlx-lm's `update_and_fetch` would, so BatchGenerator's insert, filter and extend work on it unchanged. Prompt
+chunks (more than one token) and anything this step does not cover stay on MLX (`NumpyDecoder.covers`).
+
+Covered: mlx-lm's `llama` model class (Llama, SmolLM, Mistral-style checkpoints) in float32, unquantized, no
+biases, plain RoPE, full attention in every layer. Everything else returns None from `for_model` and decodes
+on MLX as before. Equal to MLX's step to float32 rounding (tests/core/test_numpy_decode.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_LOG2E = 1.0 / math.log(2.0)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    norm1: Any
+    wq: Any
+    wk: Any
+    wv: Any
+    wo: Any
+    norm2: Any
+    wg: Any
+    wu: Any
+    wd: Any
+
+
+def _np(array: Any) -> Any:
+    """A read-only NumPy view of an evaluated MLX array (no copy)."""
+    view = np.asarray(array)
+    view.flags.writeable = False  # the weights are MLX's: never written through here
+    return view
+
+
+class NumpyDecoder:
+    """One decoding step (one token per sequence) of an mlx-lm llama model, in NumPy. Build with `for_model`."""
+
+    def __init__(self, model: Any) -> None:
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+
+        from lemcore.generate.cpu import decode_attention  # lazy: Numba loads in about a second
+
+        self._attend = decode_attention.attend
+        body = model.model
+        first = body.layers[0].self_attn
+        self.q_heads, self.kv_heads, self.head_dim = first.n_heads, first.n_kv_heads, first.head_dim
+        self.query_scale = np.float32(first.scale * _LOG2E)
+        self.eps = np.float32(body.norm.eps)
+        rope = first.rope
+        half = rope.dims // 2
+        # MLX's RoPE frequencies: base ** (-i / half), positions multiplied by `scale`.
+        self.inv_freq = (rope.base ** (-np.arange(half, dtype=np.float64) / half)).astype(np.float32)
+        self.rope_scale = np.float32(rope.scale)
+        mx.eval(model.parameters())
+        self.embed = _np(body.embed_tokens.weight)
+        self.head = self.embed if model.args.tie_word_embeddings else _np(model.lm_head.weight)
+        self.final_norm = _np(body.norm.weight)
+        self.layers = [_Layer(
+            norm1=_np(layer.input_layernorm.weight), wq=_np(layer.self_attn.q_proj.weight),
+            wk=_np(layer.self_attn.k_proj.weight), wv=_np(layer.self_attn.v_proj.weight),
+            wo=_np(layer.self_attn.o_proj.weight), norm2=_np(layer.post_attention_layernorm.weight),
+            wg=_np(layer.mlp.gate_proj.weight), wu=_np(layer.mlp.up_proj.weight), wd=_np(layer.mlp.down_proj.weight),
+        ) for layer in body.layers]
+
+    @classmethod
+    def for_model(cls, model: Any) -> NumpyDecoder | None:
+        """A decoder for this model, or None where it is not covered (see the module's docstring) or Numba is
+        missing: the caller then decodes on MLX."""
+        reason = unsupported(model)
+        if reason:
+            return None
+        try:
+            return cls(model)
+        except (ImportError, RuntimeError, OSError):
+            # Numba missing, or unable to compile or cache its kernel here (a frozen app, a read-only
+            # folder): MLX decodes, as before this step existed.
+            return None
+
+    # -- the step ------------------------------------------------------------------------------------
+    def covers(self, inputs: Any, cache: Any) -> bool:
+        """Whether this call is a decoding step this class runs: one token per sequence into mlx-lm batch
+        caches that hold a prompt already and have no pending right padding."""
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+        from mlx_lm.models.cache import BatchKVCache  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+
+        if inputs.ndim != 2 or inputs.shape[1] != 1 or not cache or len(cache) != len(self.layers):
+            return False
+        first = cache[0]
+        return all(type(c) is BatchKVCache and c.keys is not None and c._right_padding is None
+                   and c._idx == first._idx and c.keys.dtype == c.values.dtype == mx.float32 for c in cache)
+
+    def __call__(self, inputs: Any, cache: Any) -> Any:
+        """Logits (batch, vocab), float32 NumPy, for `inputs` (batch, 1) after the cached positions; the
+        caches gain this step's keys and values."""
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+
+        tokens = np.asarray(inputs)[:, 0]
+        batch = tokens.shape[0]
+        first = cache[0]
+        at = first._idx
+        positions = np.asarray(first.offset).astype(np.float32)  # each sequence's position of this token
+        starts = np.ascontiguousarray(np.asarray(first.left_padding), dtype=np.int64)
+        angles = np.multiply.outer(self.inv_freq, positions * self.rope_scale)  # (half, batch)
+        cos, sin = np.cos(angles), np.sin(angles)
+        x = np.ascontiguousarray(self.embed[tokens].T)  # (hidden, batch): every product below is W @ x
+        attended = np.empty((batch, self.kv_heads, self.q_heads // self.kv_heads, self.head_dim), np.float32)
+        for layer, layer_cache in zip(self.layers, cache):
+            keys, values = _writable_buffers(layer_cache, at + 1)
+            h = _rms_norm(x, layer.norm1, self.eps)
+            q = self._rope(layer.wq @ h, self.q_heads, cos, sin)  # (heads, dim, batch)
+            k = self._rope(layer.wk @ h, self.kv_heads, cos, sin)
+            keys[:, :, at, :] = k.transpose(2, 0, 1)
+            values[:, :, at, :] = (layer.wv @ h).reshape(self.kv_heads, self.head_dim, batch).transpose(2, 0, 1)
+            queries = np.ascontiguousarray(q.transpose(2, 0, 1)).reshape(attended.shape)
+            queries *= self.query_scale
+            self._attend(queries, keys, values, at + 1, starts, attended)
+            x += layer.wo @ attended.reshape(batch, -1).T
+            h = _rms_norm(x, layer.norm2, self.eps)
+            gate = layer.wg @ h
+            # silu(gate) * up, as mlx-lm's swiglu; exp overflows to inf for very negative gates: the limit, 0.
+            with np.errstate(over="ignore"):
+                mlp = gate / (1.0 + np.exp(-gate)) * (layer.wu @ h)
+            x += layer.wd @ mlp
+        offset = mx.array(np.asarray(first.offset) + 1)
+        for layer_cache in cache:  # what update_and_fetch would have done
+            layer_cache._idx = at + 1
+            layer_cache.offset = offset
+        return (self.head @ _rms_norm(x, self.final_norm, self.eps)).T
+
+    def _rope(self, projected: Any, heads: int, cos: Any, sin: Any) -> Any:
+        """mlx.nn.RoPE (not traditional) on (heads * dim, batch) projections -> (heads, dim, batch)."""
+        x = projected.reshape(heads, self.head_dim, -1)
+        half = cos.shape[0]
+        x1, x2 = x[:, :half], x[:, half:2 * half]
+        out = x.copy()
+        out[:, :half] = x1 * cos - x2 * sin
+        out[:, half:2 * half] = x1 * sin + x2 * cos
+        return out
+
+
+def _rms_norm(x: Any, weight: Any, eps: Any) -> Any:
+    """mlx.nn.RMSNorm over the hidden axis of (hidden, batch) activations."""
+    return x * (1.0 / np.sqrt(np.mean(x * x, axis=0) + eps)) * weight[:, None]
+
+
+def _writable_buffers(cache: Any, needed: int) -> tuple[Any, Any]:
+    """NumPy views of a BatchKVCache's key and value buffers, made C-contiguous, writable and at least `needed`
+    positions long first where they are not (after a filter they are strided views; mlx-lm grows them in steps
+    of `cache.step` positions, and so do we)."""
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+
+    keys, values = np.asarray(cache.keys), np.asarray(cache.values)
+    if (keys.shape[2] >= needed and keys.flags.c_contiguous and keys.flags.writeable
+            and values.flags.c_contiguous and values.flags.writeable):
+        return keys, values
+    # One copy in MLX (mlx-lm's merge of a new sequence leaves no room: once per sequence that joins the batch).
+    filled = cache._idx
+    capacity = max(keys.shape[2], -(-needed // cache.step) * cache.step)
+    batch, heads, _, dim = keys.shape
+    room = mx.zeros((batch, heads, capacity - filled, dim), mx.float32)
+    cache.keys = mx.concatenate([cache.keys[..., :filled, :], room], axis=2)
+    cache.values = mx.concatenate([cache.values[..., :filled, :], room], axis=2)
+    mx.eval(cache.keys, cache.values)
+    keys, values = np.asarray(cache.keys), np.asarray(cache.values)
+    if not (keys.flags.writeable and values.flags.writeable):  # MLX exports its buffers writable: a change there
+        raise RuntimeError("MLX returned read-only cache buffers; the NumPy decoding step cannot run")
+    return keys, values
+
+
+def unsupported(model: Any) -> str:
+    """Why the NumPy decoding step does not cover this model ("" = it does)."""
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    if mx.default_device() != mx.cpu:
+        return "a GPU (mlx-lm's fused kernels decode there)"
+    if type(model) is not llama.Model:
+        return f"architecture {type(model).__module__}.{type(model).__name__} (only mlx-lm's llama is covered)"
+    args = model.args
+    if any(t != "full_attention" for t in args.layer_types or []):
+        return "sliding-window layers"
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+        if any(type(lin) is not nn.Linear or "bias" in lin for lin in linears):
+            return "quantized layers, biases or adapters"
+        if type(attn.rope) is not nn.RoPE or attn.rope.traditional or attn.rope.dims % 2:
+            return "a RoPE variant"
+    if type(model.model.embed_tokens) is not nn.Embedding:
+        return "quantized layers, biases or adapters"
+    parameters = model.parameters()  # type: ignore[no-untyped-call]  # mlx-lm's classes are untyped
+    leaves: Any = tree_flatten(parameters)  # (name, array) pairs
+    if any(value.dtype != mx.float32 for _, value in leaves):
+        return "weights not float32"
+    return ""

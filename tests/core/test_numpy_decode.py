@@ -1,0 +1,143 @@
+"""The NumPy decoding step (lemcore/generate/cpu/decode.py) against MLX's forward pass, step by step, through the
+batch cache's life (padding, a sequence leaving, one joining, growth past the buffer), and in the engine."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core")
+pytest.importorskip("numba")
+
+from mlx_lm.models import llama  # noqa: E402
+from mlx_lm.models.cache import BatchKVCache  # noqa: E402
+
+from lemcore.generate.cpu.decode import NumpyDecoder, unsupported  # noqa: E402
+from lemcore.generate.cpu.paths import cpu_fast_paths  # noqa: E402
+
+VOCAB = 300
+
+
+def _model(**overrides) -> llama.Model:
+    mx.random.seed(3)
+    fields = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                  num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=VOCAB,
+                  rope_theta=10000.0, tie_word_embeddings=True)
+    fields.update(overrides)
+    model = llama.Model(llama.ModelArgs(**fields))
+    mx.eval(model.parameters())
+    return model
+
+
+def _prefilled(model, lengths: list[int], seed: int = 0) -> list[BatchKVCache]:
+    """Batch caches holding left-padded random prompts of these lengths, filled by MLX."""
+    rng = np.random.default_rng(seed)
+    width = max(lengths)
+    padding = [width - n for n in lengths]
+    tokens = np.zeros((len(lengths), width), np.int32)
+    for row, n in enumerate(lengths):
+        tokens[row, padding[row]:] = rng.integers(0, VOCAB, n)
+    caches = [BatchKVCache(padding) for _ in model.layers]
+    model(mx.array(tokens), cache=caches)
+    mx.eval([c.state for c in caches])
+    return caches
+
+
+def _step_both(model, decoder, mlx_caches, numpy_caches, tokens) -> float:
+    """One decoding step through MLX (with our CPU kernels, as the engine runs it) and through the decoder;
+    returns the largest logit difference after checking both caches hold the same keys and values."""
+    inputs = mx.array(np.asarray(tokens, np.int32)[:, None])
+    assert decoder.covers(inputs, numpy_caches)
+    with cpu_fast_paths(model):
+        expected = model(inputs, cache=mlx_caches)[:, -1, :]
+    got = decoder(inputs, numpy_caches)
+    for ours, theirs in zip(numpy_caches, mlx_caches):
+        assert ours._idx == theirs._idx
+        assert np.asarray(ours.offset).tolist() == np.asarray(theirs.offset).tolist()
+        k_ours, v_ours = ours.keys_and_values()
+        k_theirs, v_theirs = theirs.keys_and_values()
+        np.testing.assert_allclose(np.asarray(k_ours), np.asarray(k_theirs), atol=2e-5)
+        np.testing.assert_allclose(np.asarray(v_ours), np.asarray(v_theirs), atol=2e-5)
+    return float(np.abs(np.asarray(expected) - got).max())
+
+
+@pytest.mark.parametrize("variant", [{}, {"tie_word_embeddings": False},
+                                     {"rope_scaling": {"type": "linear", "factor": 2.0}}],
+                         ids=["tied-head", "own-head", "linear-rope"])
+def test_steps_match_mlx_through_padding_growth_a_sequence_leaving_and_one_joining(variant: dict) -> None:
+    model = _model(**variant)
+    decoder = NumpyDecoder.for_model(model)
+    assert decoder is not None
+    rng = np.random.default_rng(1)
+    # 250 + 10 steps crosses the cache's 256-position step: the decoder grows the buffer itself.
+    mlx_caches = _prefilled(model, [250, 40, 7])
+    numpy_caches = copy.deepcopy(mlx_caches)
+    for _ in range(10):
+        assert _step_both(model, decoder, mlx_caches, numpy_caches, rng.integers(0, VOCAB, 3)) < 1e-4
+    assert numpy_caches[0].keys.shape[2] >= numpy_caches[0]._idx > 256
+
+    # The long sequence finishes: BatchGenerator filters the batch, and the cache drops the padding columns.
+    for caches in (mlx_caches, numpy_caches):
+        for c in caches:
+            c.filter([1, 2])
+    assert not np.asarray(numpy_caches[0].keys).flags.c_contiguous  # a strided view now: the decoder copies
+    for _ in range(3):
+        assert _step_both(model, decoder, mlx_caches, numpy_caches, rng.integers(0, VOCAB, 2)) < 1e-4
+
+    # A new sequence joins: mlx-lm merges its cache into the batch, exactly as long as what it holds.
+    joining = _prefilled(model, [30], seed=5)
+    for caches in (mlx_caches, numpy_caches):
+        for c, new in zip(caches, copy.deepcopy(joining)):
+            c.extend(new)
+    for _ in range(3):
+        assert _step_both(model, decoder, mlx_caches, numpy_caches, rng.integers(0, VOCAB, 3)) < 1e-4
+
+
+def test_prompt_chunks_and_other_calls_are_left_to_mlx() -> None:
+    model = _model()
+    decoder = NumpyDecoder.for_model(model)
+    caches = _prefilled(model, [12, 9])
+    assert not decoder.covers(mx.array(np.zeros((2, 4), np.int32)), caches)  # several tokens: a prompt chunk
+    assert not decoder.covers(mx.array(np.zeros((2, 1), np.int32)), [BatchKVCache([0, 0]) for _ in caches])
+    assert not decoder.covers(mx.array(np.zeros((2, 1), np.int32)), caches[:1])
+
+
+def test_models_it_does_not_cover_say_why() -> None:
+    import mlx.nn as nn
+
+    assert unsupported(_model()) == ""
+    assert "biases" in unsupported(_model(attention_bias=True))
+    quantized = _model()
+    nn.quantize(quantized, group_size=32, bits=4)
+    assert "quantized" in unsupported(quantized)
+    half = _model()
+    half.set_dtype(mx.float16)
+    assert unsupported(half) == "weights not float32"
+    scaled = _model(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    assert unsupported(scaled) == "a RoPE variant"
+    for model in (quantized, half, scaled):
+        assert NumpyDecoder.for_model(model) is None
+
+
+def test_the_engine_decodes_with_it_and_matches_mlx_lm_greedy(tiny_llama: Path, monkeypatch) -> None:
+    from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, load_mlx_model
+    from tests.core.test_generation import _stock_greedy_ids
+
+    calls = []
+    real_call = NumpyDecoder.__call__
+    monkeypatch.setattr(NumpyDecoder, "__call__", lambda self, inputs, cache: calls.append(1) or
+                        real_call(self, inputs, cache))
+    model, tokenizer = load_mlx_model(tiny_llama)
+    items = [GenItem(i, [{"role": "user", "content": q}]) for i, q in
+             enumerate(("Name three birds.", "Why keep a promise?", "What is a fair price?"))]
+    gen = MLXGenerator(model, tokenizer, batch_size=2)  # three prompts, two slots: one joins mid-run
+    results = {}
+    feed = iter(items)
+    gen.run(lambda: next(feed, None), Sampling(temperature=0, max_tokens=10), lambda r: results.setdefault(r.key, r))
+    assert len(calls) >= 10  # the decoding steps ran through the NumPy step
+    for it in items:
+        assert results[it.key].text == tokenizer.decode(_stock_greedy_ids(model, tokenizer, it.messages, 10))
