@@ -2,8 +2,8 @@
 
 One query token per sequence against its whole cache: a pass over the keys for the scores, a softmax over them
 (small: kept in cache), a pass over the values. Reading the cache is the cost (16 sequences x 3 kv heads x
-1.8K positions x 64 dims, ~44 MB of float32 per layer): this loop reads it at ~21 GB/s on our 2-core machine,
-against ~13 GB/s for the best NumPy/BLAS arrangement (docs/platform-notes.md, "NumPy decoding step").
+1.8K positions x 64 dims, ~44 MB of float32 per layer): the two Numba passes read it at 25-29 GB/s on our 2-core
+machine, against ~13 GB/s for the best NumPy/BLAS arrangement (docs/platform-notes.md, "NumPy decoding step").
 
 Numba compiles on first use (~3 s) and caches the machine code beside this file, or in the user's cache folder
 where that is read-only. Imported only by decode.py, inside its functions: loading Numba takes about a second.
@@ -23,42 +23,72 @@ import numba  # noqa: E402 - after the wait policy
 import numpy as np  # noqa: E402
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def attend(queries: Any, keys: Any, values: Any, length: int, first: Any, out: Any) -> None:  # pragma: no cover
+def attend(queries: Any, keys: Any, values: Any, length: int, first: Any, out: Any) -> None:
     """out[b, h, g] = softmax(queries[b, h, g] . keys[b, h, first[b]:length]) @ values[b, h, first[b]:length].
 
     queries (batch, kv_heads, group, dim) are scaled by 1/sqrt(dim) * log2(e) already, so the softmax is a base-2
     one; keys and values are the whole C-contiguous cache buffers (batch, kv_heads, capacity, dim), of which the
     first `length` positions are filled; `first[b]` is sequence b's first real position (before it: padding).
     Weights below 2 ** -126 of the largest are clamped there, as in attention.py (subnormals are slow).
-    (Not measured by coverage: Numba runs the compiled loop, not this Python.)
+
+    Three passes: Numba's scores (each row less its maximum), NumPy's vectorised `exp2` over all of them at once
+    (Numba calls a scalar exp2 per score: a fused loop spent more time there than reading the cache), Numba's
+    weighted sum of the values.
     """
+    batch, kv_heads, group, _ = queries.shape
+    weights = np.empty((batch, kv_heads, group, length), np.float32)
+    _scores(queries, keys, length, first, weights)
+    np.exp2(weights, out=weights)
+    _weighted_values(weights, values, length, first, out)
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _scores(queries: Any, keys: Any, length: int, first: Any, scores: Any) -> None:  # pragma: no cover
+    """scores[b, h, g, t] = queries . keys[t] less the row's maximum, clamped at -126; padding positions -126.
+    (Not measured by coverage: Numba runs the compiled loop, not this Python.)"""
     batch, kv_heads, group, dim = queries.shape
     for bh in numba.prange(batch * kv_heads):
-        b = bh // kv_heads
-        h = bh % kv_heads
-        start = first[b]
-        scores = np.empty((group, length), np.float32)
+        q = queries[bh // kv_heads, bh % kv_heads]
+        k = keys[bh // kv_heads, bh % kv_heads]
+        s = scores[bh // kv_heads, bh % kv_heads]
+        start = first[bh // kv_heads]
         for t in range(start, length):
             for g in range(group):
                 acc = np.float32(0.0)
                 for d in range(dim):
-                    acc += queries[b, h, g, d] * keys[b, h, t, d]
-                scores[g, t] = acc
+                    acc += q[g, d] * k[t, d]
+                s[g, t] = acc
         for g in range(group):
             top = np.float32(-3.0e38)
             for t in range(start, length):
-                top = max(top, scores[g, t])
+                top = max(top, s[g, t])
+            for t in range(start):
+                s[g, t] = np.float32(-126.0)
+            for t in range(start, length):
+                s[g, t] = max(s[g, t] - top, np.float32(-126.0))
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _weighted_values(weights: Any, values: Any, length: int, first: Any, out: Any) -> None:  # pragma: no cover
+    """out[b, h, g] = sum over t of weights[b, h, g, t] * values[b, h, t] / sum of the weights.
+    (Not measured by coverage: Numba runs the compiled loop, not this Python.)"""
+    batch, kv_heads, group, dim = out.shape
+    for bh in numba.prange(batch * kv_heads):
+        w = weights[bh // kv_heads, bh % kv_heads]
+        v = values[bh // kv_heads, bh % kv_heads]
+        o = out[bh // kv_heads, bh % kv_heads]
+        start = first[bh // kv_heads]
+        for g in range(group):
+            for d in range(dim):
+                o[g, d] = np.float32(0.0)
+        for t in range(start, length):
+            for g in range(group):
+                weight = w[g, t]
+                for d in range(dim):
+                    o[g, d] += weight * v[t, d]
+        for g in range(group):
             total = np.float32(0.0)
             for t in range(start, length):
-                weight = np.exp2(max(scores[g, t] - top, np.float32(-126.0)))
-                scores[g, t] = weight
-                total += weight
-            acc_row = np.zeros(dim, np.float32)
-            for t in range(start, length):
-                weight = scores[g, t]
-                for d in range(dim):
-                    acc_row[d] += weight * values[b, h, t, d]
-            inverse = np.float32(1.0) / total
+                total += w[g, t]
             for d in range(dim):
-                out[b, h, g, d] = acc_row[d] * inverse
+                o[g, d] /= total
