@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lemcore.generate.cpu.activations import swiglu
@@ -22,6 +23,25 @@ def test_swiglu_matches_mlx_lm() -> None:
     got = swiglu(gate, x)
     assert mx.isfinite(got).all().item()
     assert mx.allclose(got, expected, rtol=1e-5, atol=1e-6).item()
+
+
+def test_swiglu_of_a_prefill_chunk_matches_mlx_lm_and_leaves_its_inputs_alone() -> None:
+    import mlx.core as mx
+    from mlx_lm.models import activations
+
+    mx.random.seed(4)
+    gate = mx.random.normal((1, 512, 384)) * 6  # a 512-token chunk: the NumPy branch
+    gate[0, 0, :4] = mx.array([-200.0, -90.0, 0.0, 90.0])
+    x = mx.random.normal((1, 512, 384))
+    expected = activations.swiglu(gate, x)
+    also_reads_gate = gate * 2  # another lazy op on the same input, evaluated only afterwards
+    before = np.array(gate)
+    got = swiglu(gate, x)
+    assert got.shape == expected.shape and got.dtype == mx.float32
+    assert mx.isfinite(got).all().item()
+    assert mx.allclose(got, expected, rtol=1e-5, atol=1e-6).item()
+    np.testing.assert_array_equal(np.array(gate), before)
+    np.testing.assert_array_equal(np.array(also_reads_gate), before * 2)
 
 
 def test_switched_in_only_inside_the_block_and_put_back_after_an_error(tiny_llama: Path) -> None:
