@@ -23,13 +23,14 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lemcore.errors import ModelLoadError
 from lemcore.events import Event
+from lemcore.generate.cpu.decode import batch_caches_in_numpy
 from lemcore.generate.cpu.paths import cpu_fast_paths
 from lemcore.generate.protocol import WAIT, Feed, Messages, PrefillProgress
 
@@ -329,7 +330,9 @@ class MLXGenerator:
         feed_done = False
         featured: int | None = None
         last_stream = 0.0
-        with cpu_fast_paths(self.model), closing(self._batch_generator(sampling)) as gen:
+        # Batch caches built in NumPy where the NumPy step decodes (why: lemcore/generate/cpu/decode.py).
+        caches = batch_caches_in_numpy() if self._decoder() is not None else nullcontext()
+        with cpu_fast_paths(self.model), caches, closing(self._batch_generator(sampling)) as gen:
             while True:
                 if cancel is not None:
                     cancel.check()

@@ -15,7 +15,7 @@ pytest.importorskip("numba")
 from mlx_lm.models import llama  # noqa: E402
 from mlx_lm.models.cache import BatchKVCache  # noqa: E402
 
-from lemcore.generate.cpu.decode import NumpyDecoder, unsupported  # noqa: E402
+from lemcore.generate.cpu.decode import NumpyDecoder, batch_caches_in_numpy, unsupported  # noqa: E402
 from lemcore.generate.cpu.paths import cpu_fast_paths  # noqa: E402
 
 VOCAB = 300
@@ -94,6 +94,60 @@ def test_steps_match_mlx_through_padding_growth_a_sequence_leaving_and_one_joini
             c.extend(new)
     for _ in range(3):
         assert _step_both(model, decoder, mlx_caches, numpy_caches, rng.integers(0, VOCAB, 3)) < 1e-4
+
+
+def _single(model, length: int, seed: int):
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    model(mx.array(np.random.default_rng(seed).integers(0, VOCAB, (1, length)).astype(np.int32)), cache=cache)
+    mx.eval([c.state for c in cache])
+    return cache
+
+
+def _same_batch(ours, theirs) -> None:
+    for a, b in zip(ours, theirs):
+        assert a._idx == b._idx
+        for name in ("offset", "left_padding"):
+            assert np.asarray(getattr(a, name)).tolist() == np.asarray(getattr(b, name)).tolist()
+        for x, y in zip(a.keys_and_values(), b.keys_and_values()):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        assert a.keys.shape[2] > a._idx  # room for the next step: no copy at the first decoding step
+
+
+def test_batches_built_in_numpy_equal_mlx_lms_and_leave_room() -> None:
+    from mlx_lm.models.cache import KVCache
+
+    model = _model()
+    prompts = [_single(model, n, seed) for seed, n in enumerate((40, 7, 256))]
+    stock = [KVCache.merge([p[i] for p in prompts]) for i in range(len(model.layers))]
+    with batch_caches_in_numpy():
+        ours = [KVCache.merge([p[i] for p in prompts]) for i in range(len(model.layers))]
+    assert ours[0].keys.shape[2] == 512 and stock[0].keys.shape[2] == 256
+    _same_batch(ours, stock)
+
+    joining = [_single(model, n, seed) for seed, n in ((7, 300), (8, 3))]
+    for side, patched in ((stock, False), (ours, True)):
+        new = [KVCache.merge([p[i] for p in joining]) for i in range(len(model.layers))]
+        if patched:
+            with batch_caches_in_numpy():
+                for c, n in zip(side, new):
+                    c.extend(n)
+        else:
+            for c, n in zip(side, new):
+                c.extend(n)
+    _same_batch(ours, stock)
+    assert ours[0].keys.shape[0] == 5 and ours[0]._idx == 300
+
+
+def test_mlx_lms_batch_functions_are_back_after_the_block() -> None:
+    from mlx_lm.models.cache import BatchKVCache
+
+    merge, extend = BatchKVCache.__dict__["merge"], BatchKVCache.__dict__["extend"]
+    with pytest.raises(RuntimeError), batch_caches_in_numpy():
+        assert BatchKVCache.__dict__["extend"] is not extend
+        raise RuntimeError("engine failed")
+    assert BatchKVCache.__dict__["merge"] is merge and BatchKVCache.__dict__["extend"] is extend
 
 
 def test_prompt_chunks_and_other_calls_are_left_to_mlx() -> None:

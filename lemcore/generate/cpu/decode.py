@@ -21,6 +21,8 @@ on MLX as before. Equal to MLX's step to float32 rounding (tests/core/test_numpy
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,3 +214,92 @@ def unsupported(model: Any) -> str:
     if any(value.dtype != mx.float32 for _, value in leaves):
         return "weights not float32"
     return ""
+
+
+# -- building the batch cache ------------------------------------------------------------------------------
+@contextmanager
+def batch_caches_in_numpy() -> Iterator[None]:
+    """While the engine decodes with `NumpyDecoder`: mlx-lm's `BatchKVCache.merge` (prompts forming a batch) and
+    `BatchKVCache.extend` (a prompt joining one) build float32 caches in NumPy, one copy of each sequence's keys
+    and values, with room for the next positions. mlx-lm's merge writes each sequence into the batch with an MLX
+    slice update that copied the whole batch buffer every time (~120 ms per layer for 15 sandwiches, ~3.6 s per
+    batch of SmolLM2), and both left no room, so the first decoding step copied everything again. Other caches
+    and dtypes keep mlx-lm's code; mlx-lm's functions are put back on exit."""
+    from mlx_lm.models.cache import BatchKVCache  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+
+    stock_merge, stock_extend = BatchKVCache.__dict__["merge"], BatchKVCache.__dict__["extend"]
+
+    def merge(cls: Any, caches: list[Any]) -> Any:
+        if not _float32_caches(caches):
+            return stock_merge.__func__(cls, caches)
+        return _merged(cls, caches)
+
+    def extend(self: Any, other: Any) -> None:
+        if not _float32_caches([self, other]):
+            stock_extend(self, other)
+        else:
+            _extended(self, other)
+
+    BatchKVCache.merge, BatchKVCache.extend = classmethod(merge), extend  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        BatchKVCache.merge, BatchKVCache.extend = stock_merge, stock_extend  # type: ignore[method-assign]
+
+
+def _float32_caches(caches: list[Any]) -> bool:
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+
+    return all(c.keys is not None and c.keys.dtype == c.values.dtype == mx.float32 and c.keys.ndim == 4
+               for c in caches)
+
+
+def _room(filled: int, step: int) -> int:
+    """Buffer positions for `filled` ones and at least one more, in mlx-lm's steps."""
+    return -(-(filled + 1) // step) * step
+
+
+def _merged(cls: Any, caches: list[Any]) -> Any:
+    """mlx-lm's BatchKVCache.merge for non-empty float32 KVCaches: right-justified at the longest, left padding."""
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+
+    lengths = [c.size() for c in caches]
+    longest = max(lengths)
+    padding = [longest - n for n in lengths]
+    _, heads, _, key_dim = caches[0].keys.shape
+    value_dim = caches[0].values.shape[3]
+    capacity = _room(longest, cls.step)
+    keys = np.zeros((len(caches), heads, capacity, key_dim), np.float32)
+    values = np.zeros((len(caches), heads, capacity, value_dim), np.float32)
+    for row, (pad, cache, n) in enumerate(zip(padding, caches, lengths)):
+        keys[row, :, pad:pad + n] = np.asarray(cache.keys)[0, :, :n]
+        values[row, :, pad:pad + n] = np.asarray(cache.values)[0, :, :n]
+    merged = cls(padding)
+    merged.keys, merged.values = mx.array(keys), mx.array(values)
+    merged.offset = merged.offset + longest
+    merged._idx = longest
+    return merged
+
+
+def _extended(cache: Any, other: Any) -> None:
+    """mlx-lm's BatchKVCache.extend for float32 batch caches: `other`'s sequences join `cache`'s, both
+    right-justified at the later position."""
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+
+    filled = max(cache._idx, other._idx)
+    capacity = _room(filled, cache.step)
+    parts = [(c, filled - c._idx) for c in (cache, other)]
+    batch = sum(c.keys.shape[0] for c, _ in parts)
+    heads, key_dim, value_dim = cache.keys.shape[1], cache.keys.shape[3], cache.values.shape[3]
+    keys = np.zeros((batch, heads, capacity, key_dim), np.float32)
+    values = np.zeros((batch, heads, capacity, value_dim), np.float32)
+    row = 0
+    for c, shift in parts:
+        rows = c.keys.shape[0]
+        keys[row:row + rows, :, shift:filled] = np.asarray(c.keys)[:, :, :c._idx]
+        values[row:row + rows, :, shift:filled] = np.asarray(c.values)[:, :, :c._idx]
+        row += rows
+    cache.offset = mx.concatenate([cache.offset, other.offset])
+    cache.left_padding = mx.concatenate([cache.left_padding + parts[0][1], other.left_padding + parts[1][1]])
+    cache.keys, cache.values = mx.array(keys), mx.array(values)
+    cache._idx = filled
