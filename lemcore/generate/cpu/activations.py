@@ -28,12 +28,17 @@ def swiglu(gate: Any, x: Any) -> Any:
         # Prefill chunks: NumPy's vectorised exp2 (several G values/s) instead of MLX's scalar power; the result
         # goes to a new array, since another lazy MLX op could still read `gate`.
         mx.eval(gate, x)
-        g, u = np.asarray(gate), np.asarray(x)
-        out = np.multiply(g, np.float32(_MINUS_LOG2E))
-        with np.errstate(over="ignore"):
-            np.exp2(out, out=out)
-        out += 1.0
-        np.divide(g, out, out=out)
-        out *= u
-        return mx.array(out)
+        return mx.array(swiglu_numpy(np.asarray(gate), np.asarray(x)))
     return gate * x / (1.0 + mx.power(2.0, gate * _MINUS_LOG2E))
+
+
+def swiglu_numpy(gate: Any, x: Any) -> Any:
+    """silu(gate) * x for float32 NumPy arrays, into a new array (the inputs are left as they are); also the
+    NumPy decoding step's (decode.py)."""
+    out = np.multiply(gate, np.float32(_MINUS_LOG2E))
+    with np.errstate(over="ignore"):  # very negative gates: 2 ** (...) is inf and the result the limit, 0
+        np.exp2(out, out=out)
+    out += 1.0
+    np.divide(gate, out, out=out)
+    out *= x
+    return out

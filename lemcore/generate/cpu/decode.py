@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from lemcore.generate.cpu.activations import swiglu_numpy
+
 _LOG2E = 1.0 / math.log(2.0)
 
 
@@ -124,7 +126,7 @@ class NumpyDecoder:
         x = np.ascontiguousarray(self.embed[tokens].T)  # (hidden, batch): every product below is W @ x
         attended = np.empty((batch, self.kv_heads, self.q_heads // self.kv_heads, self.head_dim), np.float32)
         for layer, layer_cache in zip(self.layers, cache):
-            keys, values = _writable_buffers(layer_cache, at + 1)
+            keys, values = _writable_buffers(layer_cache)
             h = _rms_norm(x, layer.norm1, self.eps)
             q = self._rope(layer.wq @ h, self.q_heads, cos, sin)  # (heads, dim, batch)
             k = self._rope(layer.wk @ h, self.kv_heads, cos, sin)
@@ -135,11 +137,7 @@ class NumpyDecoder:
             self._attend(queries, keys, values, at + 1, starts, attended)
             x += layer.wo @ attended.reshape(batch, -1).T
             h = _rms_norm(x, layer.norm2, self.eps)
-            gate = layer.wg @ h
-            # silu(gate) * up, as mlx-lm's swiglu; exp overflows to inf for very negative gates: the limit, 0.
-            with np.errstate(over="ignore"):
-                mlp = gate / (1.0 + np.exp(-gate)) * (layer.wu @ h)
-            x += layer.wd @ mlp
+            x += layer.wd @ swiglu_numpy(layer.wg @ h, layer.wu @ h)
         offset = mx.array(np.asarray(first.offset) + 1)
         for layer_cache in cache:  # what update_and_fetch would have done
             layer_cache._idx = at + 1
@@ -162,28 +160,23 @@ def _rms_norm(x: Any, weight: Any, eps: Any) -> Any:
     return x * (1.0 / np.sqrt(np.mean(x * x, axis=0) + eps)) * weight[:, None]
 
 
-def _writable_buffers(cache: Any, needed: int) -> tuple[Any, Any]:
-    """NumPy views of a BatchKVCache's key and value buffers, made C-contiguous, writable and at least `needed`
-    positions long first where they are not (after a filter they are strided views; mlx-lm grows them in steps
+def _writable_buffers(cache: Any) -> tuple[Any, Any]:
+    """NumPy views of a BatchKVCache's key and value buffers, made C-contiguous, writable and with room for one
+    more position first where they are not (after a filter they are strided views; mlx-lm grows them in steps
     of `cache.step` positions, and so do we)."""
-    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
-
     keys, values = np.asarray(cache.keys), np.asarray(cache.values)
-    if (keys.shape[2] >= needed and keys.flags.c_contiguous and keys.flags.writeable
+    filled = cache._idx
+    if (keys.shape[2] > filled and keys.flags.c_contiguous and keys.flags.writeable
             and values.flags.c_contiguous and values.flags.writeable):
         return keys, values
-    # One copy in MLX (mlx-lm's merge of a new sequence leaves no room: once per sequence that joins the batch).
-    filled = cache._idx
-    capacity = max(keys.shape[2], -(-needed // cache.step) * cache.step)
+    # One copy (after a filter; or past the buffer's end, mlx-lm growing it in steps of `cache.step`).
+    capacity = max(keys.shape[2], _room(filled, cache.step))
     batch, heads, _, dim = keys.shape
-    room = mx.zeros((batch, heads, capacity - filled, dim), mx.float32)
-    cache.keys = mx.concatenate([cache.keys[..., :filled, :], room], axis=2)
-    cache.values = mx.concatenate([cache.values[..., :filled, :], room], axis=2)
-    mx.eval(cache.keys, cache.values)
-    keys, values = np.asarray(cache.keys), np.asarray(cache.values)
-    if not (keys.flags.writeable and values.flags.writeable):  # MLX exports its buffers writable: a change there
-        raise RuntimeError("MLX returned read-only cache buffers; the NumPy decoding step cannot run")
-    return keys, values
+    cache.keys, keys_grown = _zeros((batch, heads, capacity, dim))
+    cache.values, values_grown = _zeros((batch, heads, capacity, values.shape[3]))
+    keys_grown[:, :, :filled] = keys[:, :, :filled]
+    values_grown[:, :, :filled] = values[:, :, :filled]
+    return keys_grown, values_grown
 
 
 def unsupported(model: Any) -> str:
@@ -266,7 +259,10 @@ def _zeros(shape: tuple[int, ...]) -> tuple[Any, Any]:
     if view.flags.writeable and view.flags.c_contiguous:
         return array, view
     array = mx.array(np.zeros(shape, np.float32))  # an MLX whose buffers export otherwise: copy once
-    return array, np.asarray(array)
+    view = np.asarray(array)
+    if not view.flags.writeable:  # MLX exports its buffers writable: a change there
+        raise RuntimeError("MLX returned read-only cache buffers; the NumPy decoding step cannot run")
+    return array, view
 
 
 def _room(filled: int, step: int) -> int:
