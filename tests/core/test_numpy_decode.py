@@ -195,3 +195,16 @@ def test_the_engine_decodes_with_it_and_matches_mlx_lm_greedy(tiny_llama: Path, 
     assert len(calls) >= 10  # the decoding steps ran through the NumPy step
     for it in items:
         assert results[it.key].text == tokenizer.decode(_stock_greedy_ids(model, tokenizer, it.messages, 10))
+
+
+@pytest.mark.parametrize("rows, inner, batch", [(16, 64, 16), (13, 37, 7), (3, 5, 2), (8, 9, 1), (97, 576, 15)])
+def test_products_equal_numpys_including_leftover_rows(rows: int, inner: int, batch: int) -> None:
+    # Heights and batches that are not multiples of the kernel's 4 x 4 blocks go through its leftover loops.
+    from lemcore.generate.cpu.decode_products import products
+
+    rng = np.random.default_rng(rows)
+    weights = rng.standard_normal((rows, inner), dtype=np.float32)
+    x = rng.standard_normal((batch, inner), dtype=np.float32)
+    got = products(x, weights)
+    assert got.shape == (batch, rows)
+    np.testing.assert_allclose(got, x @ weights.T, rtol=1e-5, atol=1e-4)

@@ -2,11 +2,10 @@
 
 A 16-sequence decoding step of SmolLM2 through MLX took ~232 ms here: ~99 ms of MLX evaluating each layer's
 small products and element-wise work (one evaluation per layer, forced by the NumPy attention), ~108 ms of
-attention, ~25 ms for the vocabulary head and bookkeeping. This step runs the same arithmetic with the weights
-as the left operand of BLAS products (weights (out, in) @ activations (in, batch): OpenBLAS reads a 3K x 576
-matrix at ~19 GB/s that way, ~10 GB/s the other way round), activations kept transposed so that every product
-and head split is a view, and the attention compiled with Numba (decode_attention.py). Measurements:
-docs/platform-notes.md, "NumPy decoding step".
+attention, ~25 ms for the vocabulary head and bookkeeping. This step runs the same arithmetic with the
+products and the attention compiled with Numba (decode_products.py, decode_attention.py), all on Numba's one
+thread pool, and NumPy's vectorised element-wise work between them. Measurements: docs/platform-notes.md,
+"NumPy decoding step".
 
 It reads the weights as NumPy views of the model's MLX arrays (no copy) and writes each step's keys and values
 into mlx-lm's `BatchKVCache` buffers in place, keeping the cache's own bookkeeping (`_idx`, `offset`) as
@@ -59,9 +58,10 @@ class NumpyDecoder:
     def __init__(self, model: Any) -> None:
         import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
-        from lemcore.generate.cpu import decode_attention  # lazy: Numba loads in about a second
+        from lemcore.generate.cpu import decode_attention, decode_products  # lazy: Numba loads in ~1 s
 
         self._attend = decode_attention.attend
+        self._products = decode_products.products
         body = model.model
         first = body.layers[0].self_attn
         self.q_heads, self.kv_heads, self.head_dim = first.n_heads, first.n_kv_heads, first.head_dim
@@ -121,43 +121,44 @@ class NumpyDecoder:
         at = first._idx
         positions = np.asarray(first.offset).astype(np.float32)  # each sequence's position of this token
         starts = np.ascontiguousarray(np.asarray(first.left_padding), dtype=np.int64)
-        angles = np.multiply.outer(self.inv_freq, positions * self.rope_scale)  # (half, batch)
+        angles = np.multiply.outer(positions * self.rope_scale, self.inv_freq)[:, None, :]  # (batch, 1, half)
         cos, sin = np.cos(angles), np.sin(angles)
-        x = np.ascontiguousarray(self.embed[tokens].T)  # (hidden, batch): every product below is W @ x
+        products = self._products
+        x = self.embed[tokens]  # (batch, hidden): a new array (fancy indexing), added to in place below
         attended = np.empty((batch, self.kv_heads, self.q_heads // self.kv_heads, self.head_dim), np.float32)
         for layer, layer_cache in zip(self.layers, cache):
             keys, values = _writable_buffers(layer_cache)
             h = _rms_norm(x, layer.norm1, self.eps)
-            q = self._rope(layer.wq @ h, self.q_heads, cos, sin)  # (heads, dim, batch)
-            k = self._rope(layer.wk @ h, self.kv_heads, cos, sin)
-            keys[:, :, at, :] = k.transpose(2, 0, 1)
-            values[:, :, at, :] = (layer.wv @ h).reshape(self.kv_heads, self.head_dim, batch).transpose(2, 0, 1)
-            queries = np.ascontiguousarray(q.transpose(2, 0, 1)).reshape(attended.shape)
+            q = self._rope(products(h, layer.wq), self.q_heads, cos, sin)  # (batch, heads, dim)
+            keys[:, :, at, :] = self._rope(products(h, layer.wk), self.kv_heads, cos, sin)
+            values[:, :, at, :] = products(h, layer.wv).reshape(batch, self.kv_heads, self.head_dim)
+            queries = q.reshape(attended.shape)  # query heads grouped by the kv head they share
             queries *= self.query_scale
             self._attend(queries, keys, values, at + 1, starts, attended)
-            x += layer.wo @ attended.reshape(batch, -1).T
+            x += products(attended.reshape(batch, -1), layer.wo)
             h = _rms_norm(x, layer.norm2, self.eps)
-            x += layer.wd @ swiglu_numpy(layer.wg @ h, layer.wu @ h)
+            x += products(swiglu_numpy(products(h, layer.wg), products(h, layer.wu)), layer.wd)
         offset = mx.array(np.asarray(first.offset) + 1)
         for layer_cache in cache:  # what update_and_fetch would have done
             layer_cache._idx = at + 1
             layer_cache.offset = offset
-        return (self.head @ _rms_norm(x, self.final_norm, self.eps)).T
+        return products(_rms_norm(x, self.final_norm, self.eps), self.head)
 
     def _rope(self, projected: Any, heads: int, cos: Any, sin: Any) -> Any:
-        """mlx.nn.RoPE (not traditional) on (heads * dim, batch) projections -> (heads, dim, batch)."""
-        x = projected.reshape(heads, self.head_dim, -1)
-        half = cos.shape[0]
-        x1, x2 = x[:, :half], x[:, half:2 * half]
+        """mlx.nn.RoPE (not traditional) on (batch, heads * dim) projections -> (batch, heads, dim), a new
+        C-contiguous array."""
+        x = projected.reshape(projected.shape[0], heads, self.head_dim)
+        half = cos.shape[2]
+        x1, x2 = x[:, :, :half], x[:, :, half:2 * half]
         out = x.copy()
-        out[:, :half] = x1 * cos - x2 * sin
-        out[:, half:2 * half] = x1 * sin + x2 * cos
+        out[:, :, :half] = x1 * cos - x2 * sin
+        out[:, :, half:2 * half] = x1 * sin + x2 * cos
         return out
 
 
 def _rms_norm(x: Any, weight: Any, eps: Any) -> Any:
-    """mlx.nn.RMSNorm over the hidden axis of (hidden, batch) activations."""
-    return x * (1.0 / np.sqrt(np.mean(x * x, axis=0) + eps)) * weight[:, None]
+    """mlx.nn.RMSNorm over the hidden axis of (batch, hidden) activations; a new C-contiguous array."""
+    return x * (1.0 / np.sqrt(np.mean(x * x, axis=1, keepdims=True) + eps)) * weight
 
 
 def _writable_buffers(cache: Any) -> tuple[Any, Any]:
