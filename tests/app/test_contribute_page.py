@@ -283,6 +283,7 @@ def test_charts_have_a_clock_axis(qtbot, make_window) -> None:
     page.session.begin_run(time.time() - 40)
     page.session.work_started(time.monotonic() - 40)
     page.on_event(ev.ResponseDone(3, "s3", "Privacy", "a", "What is fair?", "An answer.", 120, 12.0, False))
+    qtbot.waitUntil(lambda: page.rate_series.n >= 1, timeout=2000)  # drawn once per burst of answers
     page.rate_chart.redraw()
     page.tps_chart.redraw()
     qtbot.wait(50)
@@ -381,3 +382,57 @@ def test_the_goal_reached_is_told_from_the_tray(qtbot, make_window, monkeypatch,
         "LEM Desktop", "Every question in the set is answered on this computer. Thank you!", False)
     qtbot.waitUntil(lambda: page.history is not None and page.history.today.saved == 3, timeout=10000)
     assert page.tile_total.value.text() == "3" and page.totals["saved"][0].text() == "3"
+
+
+def test_a_burst_of_saved_answers_is_drawn_once(qtbot, make_window, monkeypatch) -> None:
+    """A batch's answers end within moments of each other: tiles, charts and the fleet bar follow once per
+    burst (16 redraws in one go stalled the window for 100-225 ms), and no answer goes uncounted."""
+    from lemcore.contribute import events as ev
+
+    window = make_window(settings=Settings(first_run_done=True, solo=True))
+    window.show()
+    page = window.contribute
+    page.session.begin_run(time.time() - 40)
+    page.session.work_started(time.monotonic() - 40)
+    page._set_fleet(0, 600)
+    draws: list[int] = []
+    draw = page._draw_charts
+    monkeypatch.setattr(page, "_draw_charts", lambda: (draws.append(1), draw()))
+    for i in range(16):
+        page.on_event(ev.ResponseDone(i, f"s{i}", "Privacy", "a", "Q?", "A.", 10, 1.0, False))
+    assert draws == [] and page.fleet.value() == 0  # not yet: the burst may go on
+    qtbot.waitUntil(lambda: draws != [], timeout=2000)
+    qtbot.wait(250)
+    assert len(draws) == 1
+    assert page.fleet.value() == 16
+    assert int(page.tile_session.value.text()) == 16
+    assert page.rate_series.n >= 1
+
+
+def test_the_writing_now_card_keeps_its_height_while_answers_stream(qtbot) -> None:
+    """Other answers' lines come and go; the card keeps the tallest height it needed, so the page is not
+    resized (and its charts relaid out) several times a second. A message (idle, getting ready) lets go."""
+    from app.pages.contribute.answer_view import AnswerView
+    from app.pages.contribute.progress import AnswerTracker
+
+    view = AnswerView()
+    qtbot.addWidget(view)
+    view.resize(600, 200)
+    view.show()
+    tracker = AnswerTracker(max_tokens=128, reporting=False)
+    view.follow(tracker)
+    now = time.monotonic()
+    heights = []
+    for i in range(8):
+        tracker.started(i, f"Question {i}?", "Privacy", f"s{i}", 100, now)
+        view.refresh()
+        heights.append(view.minimumHeight())
+    assert heights == sorted(heights) and heights[-1] > heights[0]  # grew with the lines
+    tall = heights[-1]
+    for i in range(1, 8):  # most answers finish: only the 3 latest stay listed, fewer lines
+        tracker.saved(i, 10, 1.0, now + i, prompt=f"Question {i}?", domain="Privacy", seed_id=f"s{i}", text="A.")
+        view.refresh()
+        assert view.minimumHeight() == tall
+    assert view.layout().totalHeightForWidth(view.width()) < tall  # it needs less now, and keeps its height
+    view.show_message("idle")
+    assert view.minimumHeight() == 0

@@ -73,6 +73,7 @@ class AnswerView(Card):
             self.body.addWidget(widget)
         self.body.setSpacing(4)
         self.message: tuple[str, str] | None = None  # (title, sentence) shown instead of an answer
+        self._held = (0, 0)  # (width, height): the tallest this card has needed at that width (_hold_height)
         self._dirty = False
         self._text_key: object = None
         self.timer = QTimer(self)
@@ -90,6 +91,8 @@ class AnswerView(Card):
     def show_message(self, title: str, sentence: str = "", *, clear_text: bool = True) -> None:
         """Not an answer: getting ready, loading the model, idle."""
         self.message = (title, sentence)
+        self._held = (0, 0)
+        self.setMinimumHeight(0)
         if clear_text:
             self.answer.setPlainText("")
             self._text_key = None
@@ -134,6 +137,25 @@ class AnswerView(Card):
         lines = [self._other_line(tracker, a, now) for a in tracker.others()]
         self.others.setText("<br>".join(lines))
         self.others.setVisible(bool(lines))
+        self._hold_height()
+
+    def _hold_height(self) -> None:
+        """While answers stream the card keeps the tallest height it has needed at its width. Lines came and went
+        (other answers' lines, a question wrapping onto one more line, the bar) and each change resized the
+        whole page several times a second: every resize relaid out the dashboard and repainted its charts,
+        50-225 ms of GUI work in a burst (docs/platform-notes.md, "GUI stalls while answers stream")."""
+        layout = self.layout()
+        if layout is None or not layout.hasHeightForWidth():
+            return
+        width = self.width()
+        need = layout.totalHeightForWidth(width)
+        held_width, held = self._held
+        if width != held_width:  # the window was resized: start again at this width
+            held = 0
+        if need > held:
+            self.setMinimumHeight(need)
+            held = need
+        self._held = (width, held)
 
     @staticmethod
     def _question_html(answer: Answer) -> str:

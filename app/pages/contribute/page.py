@@ -62,6 +62,7 @@ from lemcore.secrets import TokenStore
 from lemcore.settings import Settings, load_settings, save_settings
 
 WELCOME, CONNECT, MODEL_STEP, DASHBOARD = 0, 1, 2, 3
+REDRAW_DELAY_MS = 100  # tiles, charts and fleet bar after saved answers: one redraw per burst of answers
 TOTALS_DELAY_MS = 1500  # the totals are read again this long after an answer is saved, held back or sent
 
 TAGLINE = "Help build ethical training data with your computer's spare time."
@@ -186,6 +187,14 @@ class ContributePage(QWidget):
         self.ticker = QTimer(self)
         self.ticker.setInterval(1000)  # estimates count down, the charts' clock axis reaches the present
         self.ticker.timeout.connect(self._tick)
+        # Answers finish in bursts (a batch's answers end within moments of each other): their tiles, charts and
+        # fleet bar are drawn once per burst, not once per answer (docs/platform-notes.md, "GUI stalls while
+        # answers stream").
+        self.answered_pending = 0  # answers counted on the fleet bar at the next redraw
+        self.redraw_timer = QTimer(self)
+        self.redraw_timer.setSingleShot(True)
+        self.redraw_timer.setInterval(REDRAW_DELAY_MS)
+        self.redraw_timer.timeout.connect(self._redraw_dashboard)
         self._refresh_summary()
 
     # -- first run ---------------------------------------------------------------------------------
@@ -657,10 +666,9 @@ class ContributePage(QWidget):
                                    domain=event.domain, seed_id=event.seed_id, text=event.response)
             self.session.answer_done(time.time(), event.tokens, answer.tokens_per_s)
             if not tracker.reporting:
-                self._count_answered(1)  # offline, a saved answer is an answered question at once
+                self.answered_pending += 1  # offline, a saved answer is an answered question at once
             self.now.mark_dirty()
-            self._show_tiles()
-            self._draw_charts()
+            self._redraw_soon()
             self._check_milestone()
         elif isinstance(event, ev.AnswerHeld):
             tracker.held(event.idx, tuple(event.reasons), now)
@@ -669,10 +677,10 @@ class ContributePage(QWidget):
             self._show_held()
         elif isinstance(event, ev.ReportsSent):
             if tracker.reporting:
-                self._count_answered(len(tracker.sent(event.idxs)))  # the lab has them now
+                self.answered_pending += len(tracker.sent(event.idxs))  # the lab has them now
             self.session.unreported = event.unreported
             self.now.mark_dirty()
-            self._show_tiles()
+            self._redraw_soon()
         elif isinstance(event, ev.Rates):
             self.session.all_time = event.all_time_done
             self._show_tiles()
@@ -711,12 +719,23 @@ class ContributePage(QWidget):
         if words:
             self.now.show_message("getting ready", f"Preparing the model: {words}…")
 
+    def _redraw_soon(self) -> None:
+        if not self.redraw_timer.isActive():
+            self.redraw_timer.start()
+
+    def _redraw_dashboard(self) -> None:
+        self._count_answered(self.answered_pending)
+        self.answered_pending = 0
+        self._show_tiles()
+        self._draw_charts()
+
     def _count_answered(self, n: int) -> None:
         """Between the engine's FleetProgress counts (which also take in other volunteers' answers)."""
         if n > 0 and self.fleet.maximum() > 1:
             self.fleet.setValue(min(self.fleet.maximum(), self.fleet.value() + n))
 
     def _set_fleet(self, done: int, target: int) -> None:
+        self.answered_pending = 0  # a count from the engine: it takes in the answers still waiting to be drawn
         self.fleet.setRange(0, max(1, target))
         self.fleet.setValue(done)
         if self.tracker.reporting:
