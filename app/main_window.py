@@ -4,6 +4,7 @@ contributing when the window is closed."""
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from app.pages.train.page import TrainPage
 from app.widgets import PageScroll
 from lemcore.contribute.setup import resolve_generation_model
 from lemcore.errors import LemError
+from lemcore.generate.cpu.decode import warm_kernels
 from lemcore.models.loading import warm_tokenizer
 from lemcore.resources import resource
 from lemcore.secrets import KeyringTokenStore, TokenStore
@@ -113,11 +115,14 @@ class MainWindow(QMainWindow):
     @staticmethod
     def _warm_contribute_model() -> None:
         """Load the contribute model's tokenizer now, before the window shows: parsing it would freeze the
-        window at the first Start (docs/platform-notes.md, "GIL release and GUI stalls")."""
+        window at the first Start (docs/platform-notes.md, "GIL release and GUI stalls"); and on Linux the
+        decoding step's Numba kernels, whose library load holds the GIL (~0.35 s here)."""
 
         settings = load_settings()
         if settings.first_run_done:
             warm_tokenizer(resolve_generation_model(settings.model_override))
+            if sys.platform.startswith("linux"):  # the NumPy decoding step's Numba kernels (MLX's CPU backend)
+                warm_kernels()
 
     def add_page(self, title: str, page: QWidget) -> None:
         """A page in the sidebar. It sits in a scroll area, so a page that needs more room than a small window

@@ -208,3 +208,19 @@ def test_products_equal_numpys_including_leftover_rows(rows: int, inner: int, ba
     got = products(x, weights)
     assert got.shape == (batch, rows)
     np.testing.assert_allclose(got, x @ weights.T, rtol=1e-5, atol=1e-4)
+
+
+def test_warming_the_kernels_loads_numba_or_says_it_could_not(monkeypatch) -> None:
+    import sys
+
+    from lemcore.generate.cpu.decode import warm_kernels
+
+    assert warm_kernels() is True
+    assert "lemcore.generate.cpu.decode_products" in sys.modules
+    import lemcore.generate.cpu as package
+
+    for name in ("decode_attention", "decode_products"):  # as if never imported
+        monkeypatch.delitem(sys.modules, f"lemcore.generate.cpu.{name}")
+        monkeypatch.delattr(package, name)
+    monkeypatch.setitem(sys.modules, "numba", None)  # as where Numba is not installed: ImportError
+    assert warm_kernels() is False

@@ -180,6 +180,18 @@ def _writable_buffers(cache: Any) -> tuple[Any, Any]:
     return keys_grown, values_grown
 
 
+def warm_kernels() -> bool:
+    """Load Numba and the decoding step's kernels now. Loading LLVM's library holds the GIL in one call (a
+    GUI timer was 70-74 ms late when the engine thread did it at the first Start), so the app does it before its
+    window shows (docs/platform-notes.md, "GUI stalls while answers stream"). Whether they loaded; never raises:
+    without Numba, MLX decodes."""
+    try:
+        from lemcore.generate.cpu import decode_attention, decode_products  # noqa: F401 - loading is the point
+    except Exception:  # noqa: BLE001 - best effort: the engine says nothing either and decodes on MLX
+        return False
+    return True
+
+
 def unsupported(model: Any) -> str:
     """Why the NumPy decoding step does not cover this model ("" = it does)."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
