@@ -116,7 +116,7 @@ class MainWindow(QMainWindow):
     def _warm_contribute_model() -> None:
         """Load the contribute model's tokenizer now, before the window shows: parsing it would freeze the
         window at the first Start (docs/platform-notes.md, "GIL release and GUI stalls"); and on Linux the
-        decoding step's Numba kernels, whose library load holds the GIL (~0.35 s here)."""
+        decoding step's Numba kernels, whose library load holds the GIL (~0.2 s more start-up here)."""
 
         settings = load_settings()
         if settings.first_run_done:
