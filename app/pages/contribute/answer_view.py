@@ -73,7 +73,7 @@ class AnswerView(Card):
             self.body.addWidget(widget)
         self.body.setSpacing(4)
         self.message: tuple[str, str] | None = None  # (title, sentence) shown instead of an answer
-        self._held = (0, 0)  # (width, height): the tallest this card has needed at that width (_hold_height)
+        self._held_width = 0  # the width at which the minimum height holds the tallest needed (_hold_height)
         self._dirty = False
         self._text_key: object = None
         self.timer = QTimer(self)
@@ -91,7 +91,7 @@ class AnswerView(Card):
     def show_message(self, title: str, sentence: str = "", *, clear_text: bool = True) -> None:
         """Not an answer: getting ready, loading the model, idle."""
         self.message = (title, sentence)
-        self._held = (0, 0)
+        self._held_width = 0
         self.setMinimumHeight(0)
         if clear_text:
             self.answer.setPlainText("")
@@ -149,13 +149,11 @@ class AnswerView(Card):
             return
         width = self.width()
         need = layout.totalHeightForWidth(width)
-        held_width, held = self._held
-        if width != held_width:  # the window was resized: start again at this width
-            held = 0
-        if need > held:
+        if width != self._held_width:  # the window was resized (or a message let go): start again at this width
+            self._held_width = width
             self.setMinimumHeight(need)
-            held = need
-        self._held = (width, held)
+        elif need > self.minimumHeight():
+            self.setMinimumHeight(need)
 
     @staticmethod
     def _question_html(answer: Answer) -> str:
