@@ -434,5 +434,9 @@ def test_the_writing_now_card_keeps_its_height_while_answers_stream(qtbot) -> No
         view.refresh()
         assert view.minimumHeight() == tall
     assert view.layout().totalHeightForWidth(view.width()) < tall  # it needs less now, and keeps its height
+    view.let_go()  # the run ended: the last answer stays, without the held room
+    assert view.minimumHeight() == 0
+    view.refresh()
+    assert view.minimumHeight() == view.layout().totalHeightForWidth(view.width()) < tall
     view.show_message("idle")
     assert view.minimumHeight() == 0

@@ -91,12 +91,17 @@ class AnswerView(Card):
     def show_message(self, title: str, sentence: str = "", *, clear_text: bool = True) -> None:
         """Not an answer: getting ready, loading the model, idle."""
         self.message = (title, sentence)
-        self._held_width = 0
-        self.setMinimumHeight(0)
+        self.let_go()
         if clear_text:
             self.answer.setPlainText("")
             self._text_key = None
         self.refresh()
+
+    def let_go(self) -> None:
+        """Answers stopped streaming (a message, or the run ended): the card takes the height its content needs
+        again instead of the tallest it held (_hold_height)."""
+        self._held_width = 0
+        self.setMinimumHeight(0)
 
     def mark_dirty(self) -> None:
         self._dirty = True

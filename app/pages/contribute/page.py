@@ -826,6 +826,7 @@ class ContributePage(QWidget):
         self.session.end_run(time.monotonic(), time.time(), paused=how == "paused")
         self.last_stop = how
         self.stopping = ""
+        self.now.let_go()  # the last answer stays shown, without the room other answers' lines needed
         self._set_running(False)
         self._show_tiles()
         self._draw_charts()
