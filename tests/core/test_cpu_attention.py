@@ -88,3 +88,44 @@ def test_scores_that_would_underflow_still_give_finite_weights() -> None:
     got = attention(q, k, v, None, 0.25, mask)
     assert mx.isfinite(got).all().item()
     assert mx.allclose(got, expected, rtol=1e-4, atol=1e-5).item()
+
+
+def test_compiled_softmax_powers_of_two_within_float32_rounding() -> None:
+    """The prefill kernel's 2 ** x is a polynomial: within 2e-7 relative over the whole clamped range."""
+    import numpy as np
+
+    from lemcore.generate.cpu.softmax_rows import exp2_rows
+
+    x = np.linspace(-126.0, 0.0, 200_001, dtype=np.float32)[None]  # one row whose maximum is 0
+    sums = np.empty(1, np.float32)
+    weights = x.copy()
+    exp2_rows(weights, 0, sums)
+    exact = np.exp2(x.astype(np.float64))
+    assert np.max(np.abs(weights / exact - 1)) < 2e-7
+    assert abs(sums[0] / exact.sum() - 1) < 1e-5
+
+
+def test_compiled_softmax_gives_future_keys_weight_zero() -> None:
+    """Causal rows: a chunk of 3 positions, the last 3 of 5 keys, two query heads (rows 0-2 and 3-5)."""
+    import numpy as np
+
+    from lemcore.generate.cpu.softmax_rows import exp2_rows
+
+    scores = np.zeros((6, 5), np.float32)
+    sums = np.empty(6, np.float32)
+    exp2_rows(scores, 3, sums)
+    seen = np.array([3, 4, 5, 3, 4, 5])
+    assert (scores == (np.arange(5)[None] < seen[:, None])).all()  # weight 1 (2 ** 0) up to the position, then 0
+    assert (sums == seen).all()
+
+
+def test_numpy_softmax_when_numba_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the compiled kernel the NumPy softmax gives the same attention."""
+    import mlx.core as mx
+
+    from lemcore.generate.cpu import attention as cpu_attention
+
+    q, k, v = _inputs(1, 9, 3, 30, 70)
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask="causal")
+    monkeypatch.setattr(cpu_attention, "_compiled_softmax", lambda: None)
+    assert mx.allclose(attention(q, k, v, None, 0.25, "causal"), expected, rtol=1e-4, atol=1e-5).item()

@@ -217,9 +217,10 @@ def test_warming_the_kernels_loads_numba_or_says_it_could_not(monkeypatch) -> No
 
     assert warm_kernels() is True
     assert "lemcore.generate.cpu.decode_products" in sys.modules
+    assert "lemcore.generate.cpu.softmax_rows" in sys.modules
     import lemcore.generate.cpu as package
 
-    for name in ("decode_attention", "decode_products"):  # as if never imported
+    for name in ("decode_attention", "decode_products", "softmax_rows"):  # as if never imported
         monkeypatch.delitem(sys.modules, f"lemcore.generate.cpu.{name}")
         monkeypatch.delattr(package, name)
     monkeypatch.setitem(sys.modules, "numba", None)  # as where Numba is not installed: ImportError

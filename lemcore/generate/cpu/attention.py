@@ -62,12 +62,20 @@ def _attention_many_rows(rows: Any, keys: Any, values: Any, mask: Any, length: i
     if not (n.flags.writeable and n.flags.c_contiguous):
         n = np.array(n)
         scores = None
-    _mask_in_place(n, mask, _mask_5d(mask, kv_heads, group_rows // length), length)
     rows_2d = n.reshape(-1, n.shape[-1])
-    if rows_2d.size < _SPLIT_AT:
-        denominators = _exp2_rows(rows_2d)
+    kernel = _compiled_softmax()
+    if kernel is not None:  # one pass over the scores, the causal mask included (softmax_rows.py)
+        causal = length if isinstance(mask, str) and length > 1 else 0
+        if mask is not None and not isinstance(mask, str):
+            _mask_in_place(n, mask, _mask_5d(mask, kv_heads, group_rows // length), length)
+        denominators = np.empty(len(rows_2d), np.float32)
+        kernel(rows_2d, causal, denominators)
     else:
-        denominators = np.concatenate(_in_parallel(lambda lo, hi: _exp2_rows(rows_2d[lo:hi]), len(rows_2d)))
+        _mask_in_place(n, mask, _mask_5d(mask, kv_heads, group_rows // length), length)
+        if rows_2d.size < _SPLIT_AT:
+            denominators = _exp2_rows(rows_2d)
+        else:
+            denominators = np.concatenate(_in_parallel(lambda lo, hi: _exp2_rows(rows_2d[lo:hi]), len(rows_2d)))
     weights = scores if scores is not None else mx.array(n)
     # Normalise the (rows x dim) output rather than the (rows x span) weights: fewer elements.
     inverse = mx.array(np.reciprocal(denominators).reshape(b, kv_heads, -1, 1))
@@ -152,6 +160,17 @@ def _exp2_rows(rows: Any) -> Any:
     np.maximum(rows, -126.0, out=rows)
     np.exp2(rows, out=rows)
     return rows.sum(axis=-1)
+
+
+@lru_cache(maxsize=1)
+def _compiled_softmax() -> Callable[[Any, int, Any], None] | None:
+    """The Numba prefill softmax (softmax_rows.py), or None where Numba is missing or cannot compile or cache
+    it here (a frozen app, a read-only folder): NumPy's softmax runs then."""
+    try:
+        from lemcore.generate.cpu.softmax_rows import exp2_rows  # lazy: Numba loads in ~0.2 s
+    except (ImportError, RuntimeError, OSError):
+        return None
+    return exp2_rows
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -181,12 +181,12 @@ def _writable_buffers(cache: Any) -> tuple[Any, Any]:
 
 
 def warm_kernels() -> bool:
-    """Load Numba and the decoding step's kernels now. Loading LLVM's library holds the GIL in one call (a
-    GUI timer was 70-74 ms late when the engine thread did it at the first Start), so the app does it before its
-    window shows (docs/platform-notes.md, "GUI stalls while answers stream"). Whether they loaded; never raises:
-    without Numba, MLX decodes."""
+    """Load Numba and the generator's compiled kernels (the decoding step's, the prefill softmax) now. Loading
+    LLVM's library holds the GIL in one call (a GUI timer was 70-74 ms late when the engine thread did it at the
+    first Start), so the app does it before its window shows (docs/platform-notes.md, "GUI stalls while answers
+    stream"). Whether they loaded; never raises: without Numba, MLX decodes and NumPy does the softmax."""
     try:
-        from lemcore.generate.cpu import decode_attention, decode_products  # noqa: F401 - loading is the point
+        from lemcore.generate.cpu import decode_attention, decode_products, softmax_rows  # noqa: F401 - loading is the point
     except Exception:  # noqa: BLE001 - best effort: the engine says nothing either and decodes on MLX
         return False
     return True
