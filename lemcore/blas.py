@@ -18,9 +18,13 @@ CANDIDATES = (
     "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
 )
 _MARK = "LEM_OPENBLAS_REEXEC"
-# Idle worker threads sleep almost at once instead of spinning: OpenBLAS's spin is 2 ** N cycles (default 28,
-# ~0.1 s here; 12 is ~1 us), OpenMP's (Numba's thread pool) is set by its wait policy. Not overridden when set.
-THREAD_WAIT = {"OPENBLAS_THREAD_TIMEOUT": "12", "OMP_WAIT_POLICY": "PASSIVE"}
+# How long idle worker threads spin before they sleep. OpenBLAS's spin is 2 ** N cycles (default 28, ~0.1 s here;
+# 12 is ~1 us): its pool sleeps at once, so it does not take a core from Numba's between two products. OpenMP
+# (Numba's pool) sleeps after GOMP_SPINCOUNT spins (~100 per us; its default with a passive policy is none): the
+# decoding step runs ~270 parallel loops a few microseconds apart, and waking sleeping workers for each made a
+# 16-sequence step 140-180 ms instead of 105-114 (docs/platform-notes.md, "NumPy decoding step"). Not overridden
+# when set.
+THREAD_WAIT = {"OPENBLAS_THREAD_TIMEOUT": "12", "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "5000"}
 
 
 def openblas_path() -> str | None:
@@ -42,6 +46,13 @@ def preload_env(env: dict[str, str] | None = None) -> dict[str, str]:
     for name, value in THREAD_WAIT.items():
         env.setdefault(name, value)
     return env
+
+
+def set_thread_wait() -> None:
+    """Put `THREAD_WAIT` in this process's environment where not set, for hosts of the engine that did not
+    re-exec (tests, scripts). Libraries read it when they load, so call it before the first OpenMP loop."""
+    for name, value in THREAD_WAIT.items():
+        os.environ.setdefault(name, value)
 
 
 def reexec_with_openblas() -> None:

@@ -22,3 +22,15 @@ def test_idle_worker_threads_are_told_to_sleep_unless_the_user_chose_otherwise()
 def test_nothing_is_added_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
     assert preload_env({"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_engine_hosts_that_did_not_re_exec_get_the_thread_wait_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from lemcore.blas import set_thread_wait
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stays
+    set_thread_wait()
+    assert os.environ["GOMP_SPINCOUNT"] == THREAD_WAIT["GOMP_SPINCOUNT"]
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

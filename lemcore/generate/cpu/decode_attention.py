@@ -11,15 +11,15 @@ where that is read-only. Imported only by decode.py, inside its functions: loadi
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-# Numba's OpenMP workers sleep when idle rather than spin (a spinning pool takes a core from the BLAS products
-# between two attention calls); OpenMP reads this when it loads, at the first parallel call. `lem` and the app
-# set it at start already (lemcore.blas.THREAD_WAIT); this covers other hosts of the engine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from lemcore.blas import set_thread_wait
 
-import numba  # noqa: E402 - after the wait policy
+# How long Numba's OpenMP workers spin when idle (lemcore/blas.py, THREAD_WAIT): read when OpenMP loads, at the
+# first parallel call. `lem` and the app set it at start already; this covers other hosts of the engine.
+set_thread_wait()
+
+import numba  # noqa: E402 - after the thread wait
 import numpy as np  # noqa: E402
 
 

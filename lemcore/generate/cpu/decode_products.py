@@ -12,13 +12,15 @@ Imported only by decode.py, inside its functions: loading Numba takes about a se
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-# As in decode_attention.py: Numba's OpenMP workers sleep when idle rather than spin.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from lemcore.blas import set_thread_wait
 
-import numba  # noqa: E402 - after the wait policy
+# How long Numba's OpenMP workers spin when idle (lemcore/blas.py, THREAD_WAIT): read when OpenMP loads, at the
+# first parallel call. `lem` and the app set it at start already; this covers other hosts of the engine.
+set_thread_wait()
+
+import numba  # noqa: E402 - after the thread wait
 import numpy as np  # noqa: E402
 
 
