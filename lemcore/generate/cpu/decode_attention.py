@@ -70,7 +70,9 @@ def _scores(queries: Any, keys: Any, length: int, first: Any, scores: Any) -> No
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def _weighted_values(weights: Any, values: Any, length: int, first: Any, out: Any) -> None:  # pragma: no cover
-    """out[b, h, g] = sum over t of weights[b, h, g, t] * values[b, h, t] / sum of the weights.
+    """out[b, h, g] = sum over t of weights[b, h, g, t] * values[b, h, t] / sum of the weights. The sums build
+    in a fresh local array, which the compiler knows nothing else writes (into `out` they were ~8% slower:
+    docs/platform-notes.md, "NumPy decoding step").
     (Not measured by coverage: Numba runs the compiled loop, not this Python.)"""
     batch, kv_heads, group, dim = out.shape
     for bh in numba.prange(batch * kv_heads):
@@ -78,17 +80,15 @@ def _weighted_values(weights: Any, values: Any, length: int, first: Any, out: An
         v = values[bh // kv_heads, bh % kv_heads]
         o = out[bh // kv_heads, bh % kv_heads]
         start = first[bh // kv_heads]
-        for g in range(group):
-            for d in range(dim):
-                o[g, d] = np.float32(0.0)
+        acc = np.zeros((group, dim), np.float32)
         for t in range(start, length):
             for g in range(group):
                 weight = w[g, t]
                 for d in range(dim):
-                    o[g, d] += weight * v[t, d]
+                    acc[g, d] += weight * v[t, d]
         for g in range(group):
             total = np.float32(0.0)
             for t in range(start, length):
                 total += w[g, t]
             for d in range(dim):
-                o[g, d] /= total
+                o[g, d] = acc[g, d] / total
