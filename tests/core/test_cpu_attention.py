@@ -55,7 +55,8 @@ def test_quantized_cache_and_sinks_use_the_stock_function() -> None:
 
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "bool-batch"])
 def test_large_chunks_split_across_threads_match(mask_kind: str) -> None:
-    """A prefill-sized chunk (over a million scores) takes the multi-threaded softmax."""
+    """A prefill-sized chunk (over a million scores): the compiled softmax, or without Numba NumPy's split across
+    threads (test_numpy_softmax_when_numba_is_missing)."""
     import mlx.core as mx
 
     from lemcore.generate.cpu import attention as cpu_attention

@@ -71,7 +71,7 @@ def _scores(queries: Any, keys: Any, length: int, first: Any, scores: Any) -> No
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def _weighted_values(weights: Any, values: Any, length: int, first: Any, out: Any) -> None:  # pragma: no cover
     """out[b, h, g] = sum over t of weights[b, h, g, t] * values[b, h, t] / sum of the weights. The sums build
-    in a fresh local array, which the compiler knows nothing else writes (into `out` they were ~8% slower:
+    in a fresh local array, which the compiler knows nothing else writes (into `out` they were ~15% slower:
     docs/platform-notes.md, "NumPy decoding step").
     (Not measured by coverage: Numba runs the compiled loop, not this Python.)"""
     batch, kv_heads, group, dim = out.shape
