@@ -52,7 +52,8 @@ def attention(queries: Any, keys: Any, values: Any, cache: Any, scale: float, ma
 
 
 def _attention_many_rows(rows: Any, keys: Any, values: Any, mask: Any, length: int) -> Any:
-    """Prefill chunks: large products in MLX (multi-threaded BLAS), the softmax in NumPy on the scores."""
+    """Prefill chunks: large products in MLX (multi-threaded BLAS), the softmax on the evaluated scores (one
+    Numba pass, or NumPy where Numba is missing)."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     b, kv_heads, group_rows, _ = rows.shape
@@ -64,18 +65,16 @@ def _attention_many_rows(rows: Any, keys: Any, values: Any, mask: Any, length: i
         scores = None
     rows_2d = n.reshape(-1, n.shape[-1])
     kernel = _compiled_softmax()
-    if kernel is not None:  # one pass over the scores, the causal mask included (softmax_rows.py)
-        causal = length if isinstance(mask, str) and length > 1 else 0
-        if mask is not None and not isinstance(mask, str):
-            _mask_in_place(n, mask, _mask_5d(mask, kv_heads, group_rows // length), length)
-        denominators = np.empty(len(rows_2d), np.float32)
-        kernel(rows_2d, causal, denominators)
-    else:
+    causal_in_kernel = kernel is not None and isinstance(mask, str)  # the kernel skips future keys itself
+    if not causal_in_kernel:
         _mask_in_place(n, mask, _mask_5d(mask, kv_heads, group_rows // length), length)
-        if rows_2d.size < _SPLIT_AT:
-            denominators = _exp2_rows(rows_2d)
-        else:
-            denominators = np.concatenate(_in_parallel(lambda lo, hi: _exp2_rows(rows_2d[lo:hi]), len(rows_2d)))
+    if kernel is not None:  # one pass over the scores (softmax_rows.py)
+        denominators = np.empty(len(rows_2d), np.float32)
+        kernel(rows_2d, length if causal_in_kernel and length > 1 else 0, denominators)
+    elif rows_2d.size < _SPLIT_AT:
+        denominators = _exp2_rows(rows_2d)
+    else:
+        denominators = np.concatenate(_in_parallel(lambda lo, hi: _exp2_rows(rows_2d[lo:hi]), len(rows_2d)))
     weights = scores if scores is not None else mx.array(n)
     # Normalise the (rows x dim) output rather than the (rows x span) weights: fewer elements.
     inverse = mx.array(np.reciprocal(denominators).reshape(b, kv_heads, -1, 1))
