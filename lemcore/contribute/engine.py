@@ -275,7 +275,7 @@ class _Worker:
                     self.set_status("waiting", _server_reason(err))
                     return WAIT
                 if verdict != OWNED:
-                    self.note_lost(LostClaim(idx, verdict, self.keeper.cause()), generated=False)
+                    self.note_lost(LostClaim(idx, verdict, self.keeper.cause(idx)), generated=False)
                     continue
             self.in_flight.add(idx)
             if self.status[0] == "waiting":
@@ -398,7 +398,7 @@ class _Worker:
             if verdict == OWNED:
                 self.accept(record, completion, result)
             else:
-                self.keep_aside(record, LostClaim(idx, verdict, self.keeper.cause()))
+                self.keep_aside(record, LostClaim(idx, verdict, self.keeper.cause(idx)))
         return True
 
     # -- results -----------------------------------------------------------------------------------
@@ -450,7 +450,7 @@ class _Worker:
                                    "confirms that no one else took the prompt over."))
                 return
             if verdict != OWNED:
-                lost = LostClaim(idx, verdict, self.keeper.cause())
+                lost = LostClaim(idx, verdict, self.keeper.cause(idx))
         if lost is not None:
             self.keep_aside(record, lost)
             return

@@ -11,13 +11,17 @@ Local leases. For each held item the keeper knows until when the claim is surely
 claim (or its last renewal) was *sent*, plus the lease, less a margin, on both clocks: `time.monotonic()`
 (immune to clock changes; on Linux it does not count a system sleep) and `time.time()` (counts a sleep). A
 renewal only extends the lease when it completed before the old one ran out (then the server sees one unbroken
-run of claims); otherwise, and after any gap (the keeper woke much later than planned: a sleeping laptop, a
+run of claims); otherwise, and after any gap (the pause watch woke much later than planned: a sleeping laptop, a
 SIGSTOP; a renewal failed; a wall-clock jump), the item is *stale* and is verified with the server
 (`FencedQueue.verify`): still ours (renewed), or lost (someone took over, or it is done). Lost items are
 handed to the engine (`take_lost`), which drops them from its pool or keeps their answer aside.
 
 `state(idx)` is what the engine asks before starting an item and before reporting it: OWNED (surely ours,
 no server call needed), LOST, or UNKNOWN (ask the server: `confirm`).
+
+Pauses are noticed by a second thread that only sleeps (`PauseWatch`): the keeper's own thread may be inside a
+request when the process is stopped, and then cannot tell a pause from a slow server. Right after a resume the
+engine's thread may find a loss before the watch has woken; the watch is then overdue, which says the same.
 """
 
 from __future__ import annotations
@@ -46,12 +50,55 @@ class LostClaim:
     cause: str  # PAUSED, UNREACHABLE or EXPIRED
 
 
+class PauseWatch:
+    """Wakes every `period_s` and notes when it woke much later than planned on either clock: the computer
+    slept (macOS's and Linux's monotonic clocks skip a sleep, the wall clock counts it) or the process was
+    stopped. A thread that only sleeps is not delayed by work or by slow requests."""
+
+    def __init__(self, mono: Callable[[], float], wall: Callable[[], float], on_pause: Callable[[], None],
+                 *, period_s: float = 0.5, slack_s: float = 2.0) -> None:
+        self._mono, self._wall, self._on_pause = mono, wall, on_pause
+        self.period_s, self.slack_s = period_s, slack_s
+        self._beat = (mono(), wall())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._beat = (self._mono(), self._wall())
+            self._thread = threading.Thread(target=self._run, name="lem-pause-watch", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+
+    def _late(self, now: tuple[float, float]) -> bool:
+        last = self._beat
+        return max(now[0] - last[0], now[1] - last[1]) > self.period_s + self.slack_s
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            now = (self._mono(), self._wall())
+            if self._late(now):
+                self._on_pause()
+            self._beat = now
+
+    def overdue(self) -> bool:
+        """True while the watch is running but has not woken for much longer than planned: this process was
+        stopped or the computer slept until a moment ago, and the watch has not run since."""
+        return self._thread is not None and self._late((self._mono(), self._wall()))
+
+
 @dataclass(frozen=True)
 class KeeperStats:
     renewals: int  # renewal writes
     renewed: int  # items renewed, summed over renewals
     verifications: int  # server checks of stale items (keeper and engine)
-    pauses: int  # gaps the keeper's thread noticed (it woke much later than planned)
+    pauses: int  # gaps the pause watch noticed (it woke much later than planned)
     failures: int  # renewal rounds that failed (server unreachable)
 
 
@@ -67,8 +114,9 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._leases: dict[int, tuple[float, float]] = {}  # idx -> surely ours until (monotonic, wall)
         self._lost: list[LostClaim] = []
-        self._lost_idx: set[int] = set()
+        self._lost_causes: dict[int, str] = {}  # idx -> why, for items found lost and not yet dropped
         self._cause = ""
+        self._watch = PauseWatch(mono, wall, self._paused)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_inline = (mono(), wall())
@@ -82,6 +130,7 @@ class LeaseKeeper:
     def start(self) -> None:
         if self._io is not None and self._thread is None:
             self._stop.clear()
+            self._watch.start()
             self._thread = threading.Thread(target=self._run, name="lem-lease", daemon=True)
             self._thread.start()
 
@@ -90,25 +139,29 @@ class LeaseKeeper:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)  # a request in flight ends within its timeout; the thread is a daemon
+            self._watch.stop(timeout)
             close = getattr(self._io, "close", None)
             if self._io is not self.queue and callable(close) and not thread.is_alive():
                 close()  # the thread's own handle (its connections)
 
     def _run(self) -> None:
         assert self._io is not None
-        last = (self._mono(), self._wall())
         while not self._stop.wait(self.interval_s):
-            now = (self._mono(), self._wall())
-            if max(now[0] - last[0], now[1] - last[1]) - self.interval_s > max(1.0, self.interval_s):
-                with self._lock:
-                    self._cause = PAUSED
-                    self._pauses += 1
             try:
                 self.tick(self._io)
             except Exception:  # a bug here must not end renewals; unrenewed items would still be fenced
                 with self._lock:
                     self._failures += 1
-            last = (self._mono(), self._wall())
+
+    def _paused(self) -> None:
+        with self._lock:
+            self._cause = PAUSED
+            self._pauses += 1
+
+    def _cause_locked(self) -> str:
+        if self._cause:
+            return self._cause
+        return PAUSED if self._watch.overdue() else EXPIRED
 
     def tick_inline(self) -> None:
         """Renew from the engine's thread when the queue has no handle for another thread (called often)."""
@@ -133,14 +186,14 @@ class LeaseKeeper:
         with self._lock:
             for i in idxs:
                 self._leases[i] = until
-                self._lost_idx.discard(i)
+                self._lost_causes.pop(i, None)
 
     def drop(self, idxs: Iterable[int]) -> None:
         """Reported, released or given up: no longer renewed."""
         with self._lock:
             for i in idxs:
                 self._leases.pop(i, None)
-                self._lost_idx.discard(i)
+                self._lost_causes.pop(i, None)
 
     def holding(self) -> set[int]:
         with self._lock:
@@ -148,16 +201,20 @@ class LeaseKeeper:
 
     def state(self, idx: int) -> str:
         with self._lock:
-            if idx in self._lost_idx:
+            if idx in self._lost_causes:
                 return LOST
             until = self._leases.get(idx)
         if until is None:
             return UNKNOWN
         return OWNED if self._mono() < until[0] and self._wall() < until[1] else UNKNOWN
 
-    def cause(self) -> str:
+    def cause(self, idx: int | None = None) -> str:
+        """Why `idx` (or, without one, any item found lost now) is no longer ours: the reason recorded when
+        the keeper found it lost, else the current one."""
         with self._lock:
-            return self._cause or EXPIRED
+            if idx is not None and idx in self._lost_causes:
+                return self._lost_causes[idx]
+            return self._cause_locked()
 
     def take_lost(self) -> list[LostClaim]:
         """Items the keeper found lost since the last call (each once)."""
@@ -218,10 +275,10 @@ class LeaseKeeper:
             if stale:
                 verdicts = self.confirm(stale, queue)
                 with self._lock:
-                    cause = self._cause or EXPIRED
+                    cause = self._cause_locked()
                     for i, verdict in verdicts.items():
-                        if verdict != OWNED and i not in self._lost_idx:
-                            self._lost_idx.add(i)
+                        if verdict != OWNED and i not in self._lost_causes:
+                            self._lost_causes[i] = cause
                             self._lost.append(LostClaim(i, verdict, cause))
             with self._lock:
                 self._cause = ""  # every held item is surely ours again

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from lemcore.contribute.events import FleetProgress
-from lemcore.contribute.lease_keeper import LOST, PAUSED, UNKNOWN, LeaseKeeper
+from lemcore.contribute.lease_keeper import EXPIRED, LOST, PAUSED, UNKNOWN, LeaseKeeper, PauseWatch
 from lemcore.contribute.queue.base import DONE, OWNED, TAKEN, ClaimOutcome, Completion, as_fenced
 from lemcore.contribute.queue.lab import Claim, holder
 from tests.core.contribute_helpers import (
@@ -150,10 +150,55 @@ def test_keeper_thread_notices_a_pause() -> None:
         deadline = time.monotonic() + 5
         while keeper.state(7) != LOST and time.monotonic() < deadline:
             time.sleep(0.02)
+        lost = keeper.take_lost()
+        assert [(x.idx, x.verdict, x.cause) for x in lost] == [(7, TAKEN, PAUSED)]
+        # Nothing is held any more: the next rounds clear the pause, but item 7 keeps the cause it was lost
+        # with, so a message written later about it (the engine's) still says why.
+        while keeper.cause() == PAUSED and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert keeper.cause() == EXPIRED and keeper.cause(7) == PAUSED
     finally:
         keeper.stop()
-    lost = keeper.take_lost()
-    assert [(x.idx, x.verdict, x.cause) for x in lost] == [(7, TAKEN, PAUSED)]
+
+
+def test_pause_watch_is_overdue_right_after_a_resume_before_it_wakes() -> None:
+    """The engine's thread may find a loss before the watch has run again: an overdue watch says "paused"."""
+    clock = {"t": 0.0}
+    noted: list[float] = []
+    watch = PauseWatch(lambda: clock["t"], lambda: clock["t"], lambda: noted.append(clock["t"]),
+                       period_s=5.0, slack_s=1.0)  # its thread sleeps 5 real seconds: it will not run below
+    assert not watch.overdue()  # not started: it says nothing
+    watch.start()
+    try:
+        clock["t"] += 5.5
+        assert not watch.overdue()  # within the period and slack
+        clock["t"] += 30.0
+        assert watch.overdue() and noted == []
+    finally:
+        watch.stop()
+    assert not watch.overdue()
+
+
+def test_pause_watch_notes_a_late_wake_once_and_only_when_late() -> None:
+    clock = {"mono": 0.0, "wall": 0.0}
+    noted: list[float] = []
+    watch = PauseWatch(lambda: clock["mono"], lambda: clock["wall"], lambda: noted.append(clock["wall"]),
+                       period_s=0.02, slack_s=1.0)
+    watch.start()
+    try:
+        for _ in range(20):  # on time: the fake clocks move with each wake, well within the slack
+            clock["mono"] += 0.02
+            clock["wall"] += 0.02
+            time.sleep(0.02)
+        assert noted == []
+        clock["wall"] += 30.0  # a system sleep: the wall clock jumps, the monotonic clock does not
+        deadline = time.monotonic() + 5
+        while not noted and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+    finally:
+        watch.stop()
+    assert len(noted) == 1 and not watch.overdue()
 
 
 def test_plain_queues_get_defaults(tmp_path) -> None:
