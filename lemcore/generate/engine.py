@@ -331,7 +331,7 @@ class MLXGenerator:
         featured: int | None = None
         last_stream = 0.0
         # Batch caches built in NumPy where the NumPy step decodes (why: lemcore/generate/cpu/decode.py).
-        caches = batch_caches_in_numpy() if self._decoder() is not None else nullcontext()
+        caches = batch_caches_in_numpy(sampling.max_tokens) if self._decoder() is not None else nullcontext()
         with cpu_fast_paths(self.model), caches, closing(self._batch_generator(sampling)) as gen:
             while True:
                 if cancel is not None:

@@ -15,7 +15,7 @@ pytest.importorskip("numba")
 from mlx_lm.models import llama  # noqa: E402
 from mlx_lm.models.cache import BatchKVCache  # noqa: E402
 
-from lemcore.generate.cpu.decode import NumpyDecoder, batch_caches_in_numpy, unsupported  # noqa: E402
+from lemcore.generate.cpu.decode import MAX_ROOM, NumpyDecoder, batch_caches_in_numpy, unsupported  # noqa: E402
 from lemcore.generate.cpu.paths import cpu_fast_paths  # noqa: E402
 
 VOCAB = 300
@@ -140,6 +140,28 @@ def test_batches_built_in_numpy_equal_mlx_lms_and_leave_room() -> None:
     assert ours[0].keys.shape[0] == 5 and ours[0]._idx == 300
 
 
+def test_batches_get_room_for_whole_answers_up_to_a_limit() -> None:
+    """Built with room for the answers, a batch never grows while it decodes (each growth copied the whole
+    cache); the room is capped, beyond it the cache grows in mlx-lm's steps as before."""
+    from mlx_lm.models.cache import KVCache
+
+    model = _model()
+    prompts = [_single(model, n, seed) for seed, n in enumerate((40, 7, 256))]
+    stock = [KVCache.merge([p[i] for p in prompts]) for i in range(len(model.layers))]
+    with batch_caches_in_numpy(300):
+        ours = [KVCache.merge([p[i] for p in prompts]) for i in range(len(model.layers))]
+    assert ours[0].keys.shape[2] == ours[0].values.shape[2] == 768  # 256 + 300, in steps of 256
+    _same_batch(ours, stock)
+    joining = [_single(model, 500, 9)]
+    with batch_caches_in_numpy(300):
+        for c, n in zip(ours, [KVCache.merge([p[i] for p in joining]) for i in range(len(model.layers))]):
+            c.extend(n)
+    assert ours[0]._idx == 500 and ours[0].keys.shape[2] == 1024  # 500 + 300
+    with batch_caches_in_numpy(50_000):
+        capped = [KVCache.merge([p[i] for p in prompts]) for i in range(len(model.layers))]
+    assert capped[0].keys.shape[2] == 256 + MAX_ROOM
+
+
 def test_mlx_lms_batch_functions_are_back_after_the_block() -> None:
     from mlx_lm.models.cache import BatchKVCache
 
@@ -178,6 +200,7 @@ def test_models_it_does_not_cover_say_why() -> None:
 
 
 def test_the_engine_decodes_with_it_and_matches_mlx_lm_greedy(tiny_llama: Path, monkeypatch) -> None:
+    from lemcore.generate import engine
     from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, load_mlx_model
     from tests.core.test_generation import _stock_greedy_ids
 
@@ -185,6 +208,9 @@ def test_the_engine_decodes_with_it_and_matches_mlx_lm_greedy(tiny_llama: Path, 
     real_call = NumpyDecoder.__call__
     monkeypatch.setattr(NumpyDecoder, "__call__", lambda self, inputs, cache: calls.append(1) or
                         real_call(self, inputs, cache))
+    rooms = []
+    real_block = engine.batch_caches_in_numpy
+    monkeypatch.setattr(engine, "batch_caches_in_numpy", lambda room: rooms.append(room) or real_block(room))
     model, tokenizer = load_mlx_model(tiny_llama)
     items = [GenItem(i, [{"role": "user", "content": q}]) for i, q in
              enumerate(("Name three birds.", "Why keep a promise?", "What is a fair price?"))]
@@ -193,6 +219,7 @@ def test_the_engine_decodes_with_it_and_matches_mlx_lm_greedy(tiny_llama: Path, 
     feed = iter(items)
     gen.run(lambda: next(feed, None), Sampling(temperature=0, max_tokens=10), lambda r: results.setdefault(r.key, r))
     assert len(calls) >= 10  # the decoding steps ran through the NumPy step
+    assert rooms == [10]  # batch caches are built with room for whole answers
     for it in items:
         assert results[it.key].text == tokenizer.decode(_stock_greedy_ids(model, tokenizer, it.messages, 10))
 

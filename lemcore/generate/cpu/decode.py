@@ -223,28 +223,35 @@ def unsupported(model: Any) -> str:
 
 
 # -- building the batch cache ------------------------------------------------------------------------------
+# The most answer positions a batch cache is built with room for at once (positions beyond grow in steps).
+MAX_ROOM = 1024
+
+
 @contextmanager
-def batch_caches_in_numpy() -> Iterator[None]:
+def batch_caches_in_numpy(room: int = 1) -> Iterator[None]:
     """While the engine decodes with `NumpyDecoder`: mlx-lm's `BatchKVCache.merge` (prompts forming a batch) and
     `BatchKVCache.extend` (a prompt joining one) build float32 caches in NumPy, one copy of each sequence's keys
-    and values, with room for the next positions. mlx-lm's merge writes each sequence into the batch with an MLX
-    slice update that copied the whole batch buffer every time (~120 ms per layer for 15 sandwiches, ~3.6 s per
-    batch of SmolLM2), and both left no room, so the first decoding step copied everything again. Other caches
-    and dtypes keep mlx-lm's code; mlx-lm's functions are put back on exit."""
+    and values, with room for `room` more positions (at most `MAX_ROOM`; the engine passes its answers' token
+    limit). mlx-lm's merge writes each sequence into the batch with an MLX slice update that copied the whole
+    batch buffer every time (~120 ms per layer for 15 sandwiches, ~3.6 s per batch of SmolLM2), and both left no
+    room, so the first decoding step copied everything again, and every 256 positions after that (~1.2 s for 16
+    sandwiches each time). Other caches and dtypes keep mlx-lm's code; mlx-lm's functions are put back on exit."""
     from mlx_lm.models.cache import BatchKVCache  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     stock_merge, stock_extend = BatchKVCache.__dict__["merge"], BatchKVCache.__dict__["extend"]
 
+    room = max(1, min(room, MAX_ROOM))
+
     def merge(cls: Any, caches: list[Any]) -> Any:
         if not _float32_caches(caches):
             return stock_merge.__func__(cls, caches)
-        return _merged(cls, caches)
+        return _merged(cls, caches, room)
 
     def extend(self: Any, other: Any) -> None:
         if not _float32_caches([self, other]):
             stock_extend(self, other)
         else:
-            _extended(self, other)
+            _extended(self, other, room)
 
     BatchKVCache.merge, BatchKVCache.extend = classmethod(merge), extend  # type: ignore[method-assign,assignment]
     try:
@@ -278,19 +285,19 @@ def _zeros(shape: tuple[int, ...]) -> tuple[Any, Any]:
     return array, view
 
 
-def _room(filled: int, step: int) -> int:
-    """Buffer positions for `filled` ones and at least one more, in mlx-lm's steps."""
-    return -(-(filled + 1) // step) * step
+def _room(filled: int, step: int, room: int = 1) -> int:
+    """Buffer positions for `filled` ones and at least `room` more, in mlx-lm's steps."""
+    return -(-(filled + room) // step) * step
 
 
-def _merged(cls: Any, caches: list[Any]) -> Any:
+def _merged(cls: Any, caches: list[Any], room: int = 1) -> Any:
     """mlx-lm's BatchKVCache.merge for non-empty float32 KVCaches: right-justified at the longest, left padding."""
     lengths = [c.size() for c in caches]
     longest = max(lengths)
     padding = [longest - n for n in lengths]
     _, heads, _, key_dim = caches[0].keys.shape
     value_dim = caches[0].values.shape[3]
-    capacity = _room(longest, cls.step)
+    capacity = _room(longest, cls.step, room)
     keys, key_view = _zeros((len(caches), heads, capacity, key_dim))
     values, value_view = _zeros((len(caches), heads, capacity, value_dim))
     for row, (pad, cache, n) in enumerate(zip(padding, caches, lengths)):
@@ -303,13 +310,13 @@ def _merged(cls: Any, caches: list[Any]) -> Any:
     return merged
 
 
-def _extended(cache: Any, other: Any) -> None:
+def _extended(cache: Any, other: Any, room: int = 1) -> None:
     """mlx-lm's BatchKVCache.extend for float32 batch caches: `other`'s sequences join `cache`'s, both
     right-justified at the later position."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     filled = max(cache._idx, other._idx)
-    capacity = _room(filled, cache.step)
+    capacity = _room(filled, cache.step, room)
     parts = [(c, filled - c._idx) for c in (cache, other)]
     batch = sum(c.keys.shape[0] for c, _ in parts)
     heads, key_dim, value_dim = cache.keys.shape[1], cache.keys.shape[3], cache.values.shape[3]
