@@ -49,6 +49,32 @@ def test_batched_generation_with_our_prefill_matches_mlx_lm_one_by_one(arch: str
         assert results[it.key].prompt_tokens > 2000
 
 
+def test_a_prompts_cache_grows_once_to_hold_the_whole_prompt(tiny_llama: Path) -> None:
+    """mlx-lm grows a prompt cache chunk by chunk (a new buffer and a copy each time); ours grows it once, after
+    the first chunk, to the whole prompt, with the same keys and values as mlx-lm's own prefill."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx_lm.models.cache import make_prompt_cache
+
+    model, tokenizer = load_mlx_model(tiny_llama)
+    paths = default_kernel_paths()
+    _text, ids = encode_prompt(tokenizer, build_sandwich(load_axioms(paths.axioms), load_kernel_text(paths.text),
+                                                         QUESTIONS[0]))
+    gen = MLXGenerator(model, tokenizer)
+    cache = make_prompt_cache(model)
+    sizes: list[int] = []
+    gen._fill(cache, ids, 0, len(ids) - 1, None, lambda _end: sizes.append(cache[0].keys.shape[2]))
+    full = -(-(len(ids) - 1) // 256) * 256
+    assert len(sizes) >= 4 and sizes[0] == 512 and set(sizes[1:]) == {full}
+    stock = make_prompt_cache(model)
+    for at in range(0, len(ids) - 1, 512):  # mlx-lm's way: the cache grows as the chunks come
+        model(mx.array(ids[at:min(at + 512, len(ids) - 1)])[None], cache=stock)
+    for ours, theirs in zip(cache, stock):
+        assert ours.offset == theirs.offset == len(ids) - 1
+        for a, b in zip(ours.keys_and_values(), theirs.keys_and_values()):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
 def test_cancel_during_prefill_stops_the_run(tiny_llama: Path) -> None:
     from lemcore.errors import Cancelled
     from lemcore.jobs import CancelToken
