@@ -130,3 +130,27 @@ def test_numpy_softmax_when_numba_is_missing(monkeypatch: pytest.MonkeyPatch) ->
     expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask="causal")
     monkeypatch.setattr(cpu_attention, "_compiled_softmax", lambda: None)
     assert mx.allclose(attention(q, k, v, None, 0.25, "causal"), expected, rtol=1e-4, atol=1e-5).item()
+
+
+def test_prefill_scores_reuse_one_buffer_that_grows_and_is_released() -> None:
+    """Score sizes change with every chunk; as fresh buffers each was new memory (docs/platform-notes.md,
+    "Prefill"). Results stay equal to MLX's attention through a smaller call on the same buffer."""
+    import mlx.core as mx
+    import numpy as np
+
+    from lemcore.generate.cpu import attention as module
+
+    module.release_workspace()
+    rng = np.random.default_rng(3)
+    seen = []
+    for span in (700, 300, 900):
+        q = mx.array(rng.standard_normal((1, 6, 128, 16), dtype=np.float32))
+        k = mx.array(rng.standard_normal((1, 2, span, 16), dtype=np.float32))
+        v = mx.array(rng.standard_normal((1, 2, span, 16), dtype=np.float32))
+        ours = module.attention(q, k, v, None, 0.25, "causal")
+        theirs = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask="causal")
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-4, atol=1e-5)
+        seen.append(module._SCRATCH.buffer)
+    assert seen[0] is seen[1] and seen[2] is not seen[1] and seen[2].size == 2 * 3 * 128 * 900
+    module.release_workspace()
+    assert module._SCRATCH.buffer is None

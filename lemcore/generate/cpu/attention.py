@@ -3,8 +3,8 @@
 On the CPU, `mx.fast.scaled_dot_product_attention` falls back to plain ops, and MLX's x86 element-wise kernels
 are scalar: `exp` runs at about 50 M values/s here, `power(2, x)` at about 115 M/s. A gold sandwich is
 1.5-3.7K tokens, so attention's softmax was most of a prompt's prefill and a large share of every batched
-decoding step. For prefill chunks the score and value products stay in MLX (multi-threaded BLAS) and the
-softmax runs in place on the evaluated scores: NumPy's vectorised `exp2` split across the cores took a 512-token
+decoding step. For prefill chunks the score and value products run with BLAS (NumPy's, multi-threaded; the
+scores in a buffer kept between calls) and the softmax runs in place on the scores: NumPy's vectorised `exp2` split across the cores took a 512-token
 chunk over 1.7K keys from 210 ms with MLX ops to 63-77 ms, and one Numba pass per row (softmax_rows.py), where
 Numba is installed, halves that softmax again. For decoding steps (a few query rows per sequence) NumPy does
 the whole attention, the batch split across the cores: 16 sequences over 1.8K positions, 14 -> 8.3 ms per layer,
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -52,17 +53,17 @@ def attention(queries: Any, keys: Any, values: Any, cache: Any, scale: float, ma
 
 
 def _attention_many_rows(rows: Any, keys: Any, values: Any, mask: Any, length: int) -> Any:
-    """Prefill chunks: large products in MLX (multi-threaded BLAS), the softmax on the evaluated scores (one
-    Numba pass, or NumPy where Numba is missing)."""
+    """Prefill chunks: large products with BLAS (multi-threaded), the scores in a buffer kept between calls, the
+    softmax in place on them (one Numba pass, or NumPy where Numba is missing)."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     b, kv_heads, group_rows, _ = rows.shape
-    scores = rows @ keys.swapaxes(-1, -2)
-    mx.eval(scores, *_array_mask(mask))
-    n = np.asarray(scores)  # a view of MLX's buffer: the softmax below writes the weights in place
-    if not (n.flags.writeable and n.flags.c_contiguous):
-        n = np.array(n)
-        scores = None
+    mx.eval(rows, keys, values, *_array_mask(mask))
+    q, k = np.asarray(rows), np.asarray(keys)  # views of MLX's buffers
+    # The scores go into a buffer kept between calls: their size changes with every chunk's position, and as
+    # MLX buffers each new size was fresh memory (docs/platform-notes.md, "Prefill").
+    n = _workspace((b, kv_heads, group_rows, k.shape[2]))
+    np.matmul(q, k.swapaxes(-1, -2), out=n)
     rows_2d = n.reshape(-1, n.shape[-1])
     kernel = _compiled_softmax()
     causal_in_kernel = kernel is not None and isinstance(mask, str)  # the kernel skips future keys itself
@@ -75,10 +76,28 @@ def _attention_many_rows(rows: Any, keys: Any, values: Any, mask: Any, length: i
         denominators = _exp2_rows(rows_2d)
     else:
         denominators = np.concatenate(_in_parallel(lambda lo, hi: _exp2_rows(rows_2d[lo:hi]), len(rows_2d)))
-    weights = scores if scores is not None else mx.array(n)
+    out = np.matmul(n, np.asarray(values))
     # Normalise the (rows x dim) output rather than the (rows x span) weights: fewer elements.
-    inverse = mx.array(np.reciprocal(denominators).reshape(b, kv_heads, -1, 1))
-    return (weights @ values) * inverse
+    out *= np.reciprocal(denominators).reshape(b, kv_heads, -1, 1)
+    return mx.array(out)
+
+
+_SCRATCH = threading.local()
+
+
+def _workspace(shape: tuple[int, ...]) -> Any:
+    """A C-contiguous float32 array of `shape` on this thread's buffer, grown when too small (its contents are
+    whatever the last call left)."""
+    size = math.prod(shape)
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _SCRATCH.buffer = np.empty(size, np.float32)
+    return buffer[:size].reshape(shape)
+
+
+def release_workspace() -> None:
+    """Free this thread's score buffer (at the end of a run)."""
+    _SCRATCH.buffer = None
 
 
 def _attention_few_rows(rows: Any, keys: Any, values: Any, mask: Any, length: int) -> Any:

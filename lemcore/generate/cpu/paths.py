@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from lemcore.generate.cpu.activations import swiglu
-from lemcore.generate.cpu.attention import attention
+from lemcore.generate.cpu.attention import attention, release_workspace
 
 
 def _replacements() -> dict[str, tuple[Any, Any]]:
@@ -50,3 +50,4 @@ def cpu_fast_paths(model: Any) -> Iterator[bool]:
     finally:
         for module, name, stock in swapped:
             setattr(module, name, stock)
+        release_workspace()  # the prefill's score buffer, tens of MB, not kept between runs
