@@ -281,6 +281,17 @@ class MLXGenerator:
         import mlx.core as mx
 
         step = 512 if mx.default_device() == mx.cpu else 2048
+        decoder = self._decoder() if start < stop else None
+        if decoder is not None and decoder.fills(cache):  # the layers in NumPy (lemcore/generate/cpu/decode.py)
+            decoder.own_buffers(cache, stop)
+            for at in range(start, stop, step):
+                if cancel is not None:
+                    cancel.check()
+                end = min(at + step, stop)
+                decoder.fill(ids[at:end], cache)
+                if progress is not None:
+                    progress(end)
+            return
         tokens = mx.array(ids)
         for at in range(start, stop, step):
             if cancel is not None:

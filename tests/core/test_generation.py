@@ -51,7 +51,8 @@ def test_batched_generation_with_our_prefill_matches_mlx_lm_one_by_one(arch: str
 
 def test_a_prompts_cache_grows_once_to_hold_the_whole_prompt(tiny_llama: Path) -> None:
     """mlx-lm grows a prompt cache chunk by chunk (a new buffer and a copy each time); ours grows it once, after
-    the first chunk, to the whole prompt, with the same keys and values as mlx-lm's own prefill."""
+    the first chunk, to the whole prompt, with the same keys and values as mlx-lm's own prefill. (The MLX path,
+    as for models the NumPy layers do not cover.)"""
     import mlx.core as mx
     import numpy as np
     from mlx_lm.models.cache import make_prompt_cache
@@ -61,6 +62,7 @@ def test_a_prompts_cache_grows_once_to_hold_the_whole_prompt(tiny_llama: Path) -
     _text, ids = encode_prompt(tokenizer, build_sandwich(load_axioms(paths.axioms), load_kernel_text(paths.text),
                                                          QUESTIONS[0]))
     gen = MLXGenerator(model, tokenizer)
+    gen._numpy_decoder = None  # as where the NumPy layers do not cover the model: MLX runs the chunks
     cache = make_prompt_cache(model)
     sizes: list[int] = []
     gen._fill(cache, ids, 0, len(ids) - 1, None, lambda _end: sizes.append(cache[0].keys.shape[2]))
@@ -73,6 +75,44 @@ def test_a_prompts_cache_grows_once_to_hold_the_whole_prompt(tiny_llama: Path) -
         assert ours.offset == theirs.offset == len(ids) - 1
         for a, b in zip(ours.keys_and_values(), theirs.keys_and_values()):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_numpy_prefill_fills_the_cache_as_mlx_lm_does_and_leaves_the_shared_prefix_alone(tiny_llama: Path) -> None:
+    """Covered models read prompts with their layers in NumPy (decode.py, `fill`): the same keys and values as
+    mlx-lm's own chunked prefill, to float32 rounding; a prompt started from the shared prefix's cache leaves
+    that cache as it was (the NumPy layers write in place, so into buffers of the prompt's own)."""
+    import copy
+
+    import mlx.core as mx
+    import numpy as np
+    from mlx_lm.models.cache import make_prompt_cache
+
+    model, tokenizer = load_mlx_model(tiny_llama)
+    paths = default_kernel_paths()
+    _text, ids = encode_prompt(tokenizer, build_sandwich(load_axioms(paths.axioms), load_kernel_text(paths.text),
+                                                         QUESTIONS[0]))
+    gen = MLXGenerator(model, tokenizer)
+    decoder = gen._decoder()
+    assert decoder is not None and decoder.fills(make_prompt_cache(model))
+    calls: list[int] = []
+    fill = decoder.fill
+    decoder.fill = lambda tokens, cache: (calls.append(len(tokens)), fill(tokens, cache))[1]  # type: ignore[method-assign]
+    prefix = make_prompt_cache(model)
+    gen._fill(prefix, ids, 0, 300, None)
+    held = [np.array(k) for c in prefix for k in c.keys_and_values()]
+    cache = copy.deepcopy(prefix)
+    read: list[int] = []
+    gen._fill(cache, ids, 300, len(ids) - 1, None, read.append)
+    assert calls[0] == 300 and sum(calls) == len(ids) - 1 and read[-1] == len(ids) - 1
+    for was, now in zip(held, (k for c in prefix for k in c.keys_and_values())):
+        assert np.array_equal(was, np.asarray(now))  # the shared prefix's cache is untouched
+    stock = make_prompt_cache(model)
+    for at in (0, 300, *range(812, len(ids) - 1, 512)):  # mlx-lm's layers, the same chunks
+        model(mx.array(ids[at:min(at + 512 if at else 300, len(ids) - 1)])[None], cache=stock)
+    for ours, theirs in zip(cache, stock):
+        assert ours.offset == theirs.offset == len(ids) - 1
+        for a, b in zip(ours.keys_and_values(), theirs.keys_and_values()):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
 
 
 def test_cancel_during_prefill_stops_the_run(tiny_llama: Path) -> None:

@@ -53,13 +53,20 @@ def attention(queries: Any, keys: Any, values: Any, cache: Any, scale: float, ma
 
 
 def _attention_many_rows(rows: Any, keys: Any, values: Any, mask: Any, length: int) -> Any:
-    """Prefill chunks: large products with BLAS (multi-threaded), the scores in a buffer kept between calls, the
-    softmax in place on them (one Numba pass, or NumPy where Numba is missing)."""
+    """Prefill chunks through MLX's layers: `many_rows` on views of the evaluated MLX inputs."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
-    b, kv_heads, group_rows, _ = rows.shape
     mx.eval(rows, keys, values, *_array_mask(mask))
-    q, k = np.asarray(rows), np.asarray(keys)  # views of MLX's buffers
+    return mx.array(many_rows(np.asarray(rows), np.asarray(keys), np.asarray(values), mask, length))
+
+
+def many_rows(q: Any, k: Any, v: Any, mask: Any, length: int) -> Any:
+    """Attention of prefill chunks in NumPy (also the NumPy prefill's, decode.py): large products with BLAS
+    (multi-threaded), the scores in a buffer kept between calls, the softmax in place on them (one Numba pass, or
+    NumPy where Numba is missing). q (batch, kv_heads, group * length, dim), the query heads that share a kv head
+    one after another, scaled by 1/sqrt(dim) * log2(e); k and v (batch, kv_heads, span, dim); `mask` as mlx-lm
+    gives it (None, "causal" or an evaluated array). A new (batch, kv_heads, group * length, dim) array."""
+    b, kv_heads, group_rows, _ = q.shape
     # The scores go into a buffer kept between calls: their size changes with every chunk's position, and as
     # MLX buffers each new size was fresh memory (docs/platform-notes.md, "Prefill").
     n = _workspace((b, kv_heads, group_rows, k.shape[2]))
@@ -76,10 +83,10 @@ def _attention_many_rows(rows: Any, keys: Any, values: Any, mask: Any, length: i
         denominators = _exp2_rows(rows_2d)
     else:
         denominators = np.concatenate(_in_parallel(lambda lo, hi: _exp2_rows(rows_2d[lo:hi]), len(rows_2d)))
-    out = np.matmul(n, np.asarray(values))
+    out = np.matmul(n, v)
     # Normalise the (rows x dim) output rather than the (rows x span) weights: fewer elements.
     out *= np.reciprocal(denominators).reshape(b, kv_heads, -1, 1)
-    return mx.array(out)
+    return out
 
 
 _SCRATCH = threading.local()

@@ -9,8 +9,9 @@ thread pool, and NumPy's vectorised element-wise work between them. Measurements
 
 It reads the weights as NumPy views of the model's MLX arrays (no copy) and writes each step's keys and values
 into mlx-lm's `BatchKVCache` buffers in place, keeping the cache's own bookkeeping (`_idx`, `offset`) as
-mlx-lm's `update_and_fetch` would, so BatchGenerator's insert, filter and extend work on it unchanged. Prompt
-chunks (more than one token) and anything this step does not cover stay on MLX (`NumpyDecoder.covers`).
+mlx-lm's `update_and_fetch` would, so BatchGenerator's insert, filter and extend work on it unchanged. The
+engine's prompt chunks go through the same layers in NumPy too (`NumpyDecoder.fill`: BLAS products, attention.py's
+prefill attention), into a prompt's `KVCache`; anything not covered stays on MLX (`covers`, `fills`).
 
 Covered: mlx-lm's `llama` model class (Llama, SmolLM, Mistral-style checkpoints) in float32, unquantized, no
 biases, plain RoPE, full attention in every layer. Everything else returns None from `for_model` and decodes
@@ -143,6 +144,60 @@ class NumpyDecoder:
             layer_cache._idx = at + 1
             layer_cache.offset = offset
         return products(_rms_norm(x, self.final_norm, self.eps), self.head)
+
+    # -- prefill -------------------------------------------------------------------------------------
+    def fills(self, cache: Any) -> bool:
+        """Whether `fill` can read a prompt into this cache: one plain float32 mlx-lm KVCache per layer."""
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+        from mlx_lm.models.cache import KVCache  # lazy: mlx-lm pulls in MLX and transformers (seconds)
+
+        return (len(cache) == len(self.layers)
+                and all(type(c) is KVCache and (c.keys is None or c.keys.dtype == mx.float32) for c in cache))
+
+    def own_buffers(self, cache: Any, positions: int) -> None:
+        """Give each KVCache in `cache` new key and value buffers with room for `positions`, holding what it
+        held, for `fill` to write into. Always new: a cache copied from the shared prefix's may share its
+        buffers with it, and `fill` writes in place."""
+        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+
+        shape = (1, self.kv_heads, _room(positions, cache[0].step, 0), self.head_dim)
+        for c in cache:
+            old_keys, old_values, filled = c.keys, c.values, c.offset
+            c.keys, keys = _zeros(shape)
+            c.values, values = _zeros(shape)
+            if old_keys is not None and filled:
+                mx.eval(old_keys, old_values)
+                keys[:, :, :filled] = np.asarray(old_keys)[:, :, :filled]
+                values[:, :, :filled] = np.asarray(old_values)[:, :, :filled]
+
+    def fill(self, tokens: Any, cache: Any) -> None:
+        """Prefill: the model's layers over `tokens` (one prompt's next positions, token ids) in NumPy,
+        their keys and values written into `cache` (after `own_buffers`), as mlx-lm's layers would with MLX.
+        Through MLX a 512-token chunk's layer spent ~10 ms of ~50 on element-wise work (MLX's scalar CPU
+        kernels) and conversions to and from NumPy around the attention (docs/platform-notes.md, "Prefill")."""
+        from lemcore.generate.cpu.attention import many_rows  # lazy, as the module's other kernels
+
+        length = len(tokens)
+        at = cache[0].offset
+        positions = np.arange(at, at + length, dtype=np.float32)
+        angles = np.multiply.outer(positions * self.rope_scale, self.inv_freq)[:, None, :]  # (length, 1, half)
+        cos, sin = np.cos(angles), np.sin(angles)
+        heads, kv_heads, dim = self.q_heads, self.kv_heads, self.head_dim
+        x = self.embed[np.asarray(tokens, dtype=np.int64)]  # (length, hidden): a new array, added to below
+        for layer, layer_cache in zip(self.layers, cache):
+            keys, values = np.asarray(layer_cache.keys), np.asarray(layer_cache.values)
+            h = _rms_norm(x, layer.norm1, self.eps)
+            keys[0, :, at:at + length] = self._rope(h @ layer.wk.T, kv_heads, cos, sin).transpose(1, 0, 2)
+            values[0, :, at:at + length] = (h @ layer.wv.T).reshape(length, kv_heads, dim).transpose(1, 0, 2)
+            # Query heads that share a kv head become rows of one matrix, as attention.py's callers give them.
+            rows = self._rope(h @ layer.wq.T, heads, cos, sin).transpose(1, 0, 2).reshape(1, kv_heads, -1, dim)
+            rows *= self.query_scale
+            out = many_rows(rows, keys[:, :, :at + length], values[:, :, :at + length], "causal", length)
+            x += out.reshape(heads, length, dim).transpose(1, 0, 2).reshape(length, heads * dim) @ layer.wo.T
+            h = _rms_norm(x, layer.norm2, self.eps)
+            x += swiglu_numpy(h @ layer.wg.T, h @ layer.wu.T) @ layer.wd.T
+        for layer_cache in cache:  # what update_and_fetch would have done
+            layer_cache.offset = at + length
 
     def _rope(self, projected: Any, heads: int, cos: Any, sin: Any) -> Any:
         """mlx.nn.RoPE (not traditional) on (batch, heads * dim) projections -> (batch, heads, dim), a new
