@@ -96,7 +96,12 @@ def test_numpy_prefill_fills_the_cache_as_mlx_lm_does_and_leaves_the_shared_pref
     assert decoder is not None and decoder.fills(make_prompt_cache(model))
     calls: list[int] = []
     fill = decoder.fill
-    decoder.fill = lambda tokens, cache: (calls.append(len(tokens)), fill(tokens, cache))[1]  # type: ignore[method-assign]
+
+    def counted_fill(tokens: list[int], cache: list) -> None:
+        calls.append(len(tokens))
+        fill(tokens, cache)
+
+    decoder.fill = counted_fill  # type: ignore[method-assign]
     prefix = make_prompt_cache(model)
     gen._fill(prefix, ids, 0, 300, None)
     held = [np.array(k) for c in prefix for k in c.keys_and_values()]

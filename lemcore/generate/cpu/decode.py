@@ -10,8 +10,9 @@ thread pool, and NumPy's vectorised element-wise work between them. Measurements
 It reads the weights as NumPy views of the model's MLX arrays (no copy) and writes each step's keys and values
 into mlx-lm's `BatchKVCache` buffers in place, keeping the cache's own bookkeeping (`_idx`, `offset`) as
 mlx-lm's `update_and_fetch` would, so BatchGenerator's insert, filter and extend work on it unchanged. The
-engine's prompt chunks go through the same layers in NumPy too (`NumpyDecoder.fill`: BLAS products, attention.py's
-prefill attention), into a prompt's `KVCache`; anything not covered stays on MLX (`covers`, `fills`).
+engine's prompt chunks go through the same layers in NumPy too (`NumpyDecoder.fill`: BLAS products,
+attention.py's prefill attention), into a prompt's `KVCache`; anything not covered stays on MLX (`covers`,
+`fills`).
 
 Covered: mlx-lm's `llama` model class (Llama, SmolLM, Mistral-style checkpoints) in float32, unquantized, no
 biases, plain RoPE, full attention in every layer. Everything else returns None from `for_model` and decodes

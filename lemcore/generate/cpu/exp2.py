@@ -1,4 +1,4 @@
-"""2 ** x for x in [-126, 0], inlined into our Numba kernels (softmax_rows.py, decode_attention.py).
+"""2 ** x for x in [-126, 0], inlined into our Numba kernels (the prefill softmax, softmax_rows.py).
 
 Numba's own `exp2` is a scalar library call per value, so the kernels use a polynomial for the fraction, which
 the compiler vectorises, and build 2 ** n for the whole part n from its exponent bits. A lookup table for 2 ** n
