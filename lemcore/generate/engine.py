@@ -282,24 +282,21 @@ class MLXGenerator:
 
         step = 512 if mx.default_device() == mx.cpu else 2048
         decoder = self._decoder() if start < stop else None
-        if decoder is not None and decoder.fills(cache):  # the layers in NumPy (lemcore/generate/cpu/decode.py)
-            decoder.own_buffers(cache, stop)
-            for at in range(start, stop, step):
-                if cancel is not None:
-                    cancel.check()
-                end = min(at + step, stop)
-                decoder.fill(ids[at:end], cache)
-                if progress is not None:
-                    progress(end)
-            return
-        tokens = mx.array(ids)
+        numpy_layers = decoder if decoder is not None and decoder.fills(cache) else None  # cpu/decode.py
+        if numpy_layers is not None:
+            numpy_layers.own_buffers(cache, stop)
+        else:
+            tokens = mx.array(ids)
         for at in range(start, stop, step):
             if cancel is not None:
                 cancel.check()
             end = min(at + step, stop)
-            _reserve(cache, stop)
-            self._body(tokens[at:end][None], cache=cache)
-            mx.eval([c.state for c in cache])
+            if numpy_layers is not None:
+                numpy_layers.fill(ids[at:end], cache)
+            else:
+                _reserve(cache, stop)
+                self._body(tokens[at:end][None], cache=cache)
+                mx.eval([c.state for c in cache])
             if progress is not None:
                 progress(end)
 

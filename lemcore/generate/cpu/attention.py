@@ -5,11 +5,12 @@ are scalar: `exp` runs at about 50 M values/s here, `power(2, x)` at about 115 M
 1.5-3.7K tokens, so attention's softmax was most of a prompt's prefill and a large share of every batched
 decoding step. For prefill chunks the score and value products run with BLAS (NumPy's, multi-threaded; the
 scores in a buffer kept between calls) and the softmax runs in place on the scores: NumPy's vectorised `exp2`
-split across the cores took a 512-token chunk over 1.7K keys from 210 ms with MLX ops to 63-77 ms, and one Numba
-pass per row (softmax_rows.py), where Numba is installed, halves that softmax again. For decoding steps (a few query rows per sequence) NumPy does
-the whole attention, the batch split across the cores: 16 sequences over 1.8K positions, 14 -> 8.3 ms per layer,
-then keys times queries rather than queries times keys for the scores: 5.4 -> 3.3 ms per layer over 1.7K
-positions. Equal to MLX's fused attention to float32 rounding (tests/core/test_cpu_attention.py).
+split across the cores took a 512-token chunk over 1.7K keys from 210 ms with MLX ops to 63-77 ms, and one
+Numba pass per row (softmax_rows.py), where Numba is installed, halves that softmax again. For decoding steps
+(a few query rows per sequence) NumPy does the whole attention, the batch split across the cores: 16 sequences
+over 1.8K positions, 14 -> 8.3 ms per layer, then keys times queries rather than queries times keys for the
+scores: 5.4 -> 3.3 ms per layer over 1.7K positions. Equal to MLX's fused attention to float32 rounding
+(tests/core/test_cpu_attention.py).
 """
 
 from __future__ import annotations

@@ -123,8 +123,7 @@ class NumpyDecoder:
         at = first._idx
         positions = np.asarray(first.offset).astype(np.float32)  # each sequence's position of this token
         starts = np.ascontiguousarray(np.asarray(first.left_padding), dtype=np.int64)
-        angles = np.multiply.outer(positions * self.rope_scale, self.inv_freq)[:, None, :]  # (batch, 1, half)
-        cos, sin = np.cos(angles), np.sin(angles)
+        cos, sin = self._rotation(positions)
         products = self._products
         x = self.embed[tokens]  # (batch, hidden): a new array (fancy indexing), added to in place below
         attended = np.empty((batch, self.kv_heads, self.q_heads // self.kv_heads, self.head_dim), np.float32)
@@ -181,8 +180,7 @@ class NumpyDecoder:
         length = len(tokens)
         at = cache[0].offset
         positions = np.arange(at, at + length, dtype=np.float32)
-        angles = np.multiply.outer(positions * self.rope_scale, self.inv_freq)[:, None, :]  # (length, 1, half)
-        cos, sin = np.cos(angles), np.sin(angles)
+        cos, sin = self._rotation(positions)
         heads, kv_heads, dim = self.q_heads, self.kv_heads, self.head_dim
         x = self.embed[np.asarray(tokens, dtype=np.int64)]  # (length, hidden): a new array, added to below
         for layer, layer_cache in zip(self.layers, cache):
@@ -199,6 +197,11 @@ class NumpyDecoder:
             x += swiglu_numpy(h @ layer.wg.T, h @ layer.wu.T) @ layer.wd.T
         for layer_cache in cache:  # what update_and_fetch would have done
             layer_cache.offset = at + length
+
+    def _rotation(self, positions: Any) -> tuple[Any, Any]:
+        """RoPE's cos and sin for float32 `positions`, shaped (positions, 1, half) to broadcast over heads."""
+        angles = np.multiply.outer(positions * self.rope_scale, self.inv_freq)[:, None, :]
+        return np.cos(angles), np.sin(angles)
 
     def _rope(self, projected: Any, heads: int, cos: Any, sin: Any) -> Any:
         """mlx.nn.RoPE (not traditional) on (batch, heads * dim) projections -> (batch, heads, dim), a new
