@@ -237,6 +237,45 @@ def test_products_equal_numpys_including_leftover_rows(rows: int, inner: int, ba
     np.testing.assert_allclose(got, x @ weights.T, rtol=1e-5, atol=1e-4)
 
 
+def test_the_prefill_norm_equals_mlxs() -> None:
+    from lemcore.generate.cpu.prefill_kernels import rms_norm
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 576), dtype=np.float32) * 4
+    weight = rng.standard_normal(576, dtype=np.float32)
+    expected = mx.fast.rms_norm(mx.array(x), mx.array(weight), 1e-5)
+    before = x.copy()
+    got = rms_norm(x, weight, np.float32(1e-5))
+    np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-5, atol=1e-5)
+    assert np.array_equal(x, before)  # a new array; the activations are left as they are
+
+
+@pytest.mark.parametrize("dims", [64, 32], ids=["whole-head", "partial-rotary"])
+def test_the_prefill_rope_equals_mlxs_for_keys_into_the_cache_and_for_grouped_query_rows(dims: int) -> None:
+    import mlx.nn as nn
+
+    from lemcore.generate.cpu.prefill_kernels import rope_into
+
+    heads, kv_heads, dim, length, at = 6, 2, 64, 11, 40
+    group = heads // kv_heads
+    rope = nn.RoPE(dims, base=10000.0)
+    angles = np.multiply.outer(np.arange(at, at + length), 10000.0 ** (-np.arange(dims // 2) / (dims // 2)))
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)  # (length, dims / 2)
+    rng = np.random.default_rng(1)
+    projected = rng.standard_normal((length, heads * dim), dtype=np.float32)
+    # mlx-lm's layout: (batch, heads, length, dim), the chunk's positions from `at`.
+    expected = np.asarray(rope(mx.array(projected.reshape(1, length, heads, dim).transpose(0, 2, 1, 3)), offset=at))[0]
+
+    cache = np.full((heads, 64, dim), 7.0, np.float32)  # keys: group 1, written at positions at..at+length
+    rope_into(projected, cos, sin, np.float32(1.0), cache, 1, at)
+    np.testing.assert_allclose(cache[:, at:at + length], expected, rtol=1e-5, atol=2e-5)
+    assert (cache[:, :at] == 7.0).all() and (cache[:, at + length:] == 7.0).all()  # nothing else written
+
+    rows = np.empty((kv_heads, group * length, dim), np.float32)  # queries: a kv head's group, scaled
+    rope_into(projected, cos, sin, np.float32(0.5), rows, group, 0)
+    np.testing.assert_allclose(rows.reshape(heads, length, dim), expected * 0.5, rtol=1e-5, atol=2e-5)
+
+
 def test_warming_the_kernels_loads_numba_or_says_it_could_not(monkeypatch) -> None:
     import sys
 
@@ -245,9 +284,10 @@ def test_warming_the_kernels_loads_numba_or_says_it_could_not(monkeypatch) -> No
     assert warm_kernels() is True
     assert "lemcore.generate.cpu.decode_products" in sys.modules
     assert "lemcore.generate.cpu.softmax_rows" in sys.modules
+    assert "lemcore.generate.cpu.prefill_kernels" in sys.modules
     import lemcore.generate.cpu as package
 
-    for name in ("decode_attention", "decode_products", "softmax_rows"):  # as if never imported
+    for name in ("decode_attention", "decode_products", "prefill_kernels", "softmax_rows"):  # as if never imported
         monkeypatch.delitem(sys.modules, f"lemcore.generate.cpu.{name}")
         monkeypatch.delattr(package, name)
     monkeypatch.setitem(sys.modules, "numba", None)  # as where Numba is not installed: ImportError

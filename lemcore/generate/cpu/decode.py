@@ -4,8 +4,8 @@ A 16-sequence decoding step of SmolLM2 through MLX took ~232 ms here: ~99 ms of 
 small products and element-wise work (one evaluation per layer, forced by the NumPy attention), ~108 ms of
 attention, ~25 ms for the vocabulary head and bookkeeping. This step runs the same arithmetic with the
 products and the attention compiled with Numba (decode_products.py, decode_attention.py), all on Numba's one
-thread pool, and NumPy's vectorised element-wise work between them. Measurements: docs/platform-notes.md,
-"NumPy decoding step".
+thread pool, and element-wise work between them (RMSNorm compiled too, prefill_kernels.py; the rest NumPy's).
+Measurements: docs/platform-notes.md, "NumPy decoding step".
 
 It reads the weights as NumPy views of the model's MLX arrays (no copy) and writes each step's keys and values
 into mlx-lm's `BatchKVCache` buffers in place, keeping the cache's own bookkeeping (`_idx`, `offset`) as
@@ -21,6 +21,7 @@ on MLX as before. Equal to MLX's step to float32 rounding (tests/core/test_numpy
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ import numpy as np
 from lemcore.generate.cpu.activations import swiglu_numpy
 
 _LOG2E = 1.0 / math.log(2.0)
+_ONE = np.float32(1.0)  # keys are rotated, not scaled
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,11 @@ class NumpyDecoder:
     def __init__(self, model: Any) -> None:
         import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
-        from lemcore.generate.cpu import decode_attention, decode_products  # lazy: Numba loads in ~0.2 s
+        from lemcore.generate.cpu import decode_attention, decode_products, prefill_kernels  # lazy: Numba
 
         self._attend = decode_attention.attend
         self._products = decode_products.products
+        self._rms_norm, self._rope_into = prefill_kernels.rms_norm, prefill_kernels.rope_into
         body = model.model
         first = body.layers[0].self_attn
         self.q_heads, self.kv_heads, self.head_dim = first.n_heads, first.n_kv_heads, first.head_dim
@@ -129,7 +132,7 @@ class NumpyDecoder:
         attended = np.empty((batch, self.kv_heads, self.q_heads // self.kv_heads, self.head_dim), np.float32)
         for layer, layer_cache in zip(self.layers, cache):
             keys, values = _writable_buffers(layer_cache)
-            h = _rms_norm(x, layer.norm1, self.eps)
+            h = self._rms_norm(x, layer.norm1, self.eps)
             q = self._rope(products(h, layer.wq), self.q_heads, cos, sin)  # (batch, heads, dim)
             keys[:, :, at, :] = self._rope(products(h, layer.wk), self.kv_heads, cos, sin)
             values[:, :, at, :] = products(h, layer.wv).reshape(batch, self.kv_heads, self.head_dim)
@@ -137,13 +140,13 @@ class NumpyDecoder:
             queries *= self.query_scale
             self._attend(queries, keys, values, at + 1, starts, attended)
             x += products(attended.reshape(batch, -1), layer.wo)
-            h = _rms_norm(x, layer.norm2, self.eps)
+            h = self._rms_norm(x, layer.norm2, self.eps)
             x += products(swiglu_numpy(products(h, layer.wg), products(h, layer.wu)), layer.wd)
         offset = mx.array(np.asarray(first.offset) + 1)
         for layer_cache in cache:  # what update_and_fetch would have done
             layer_cache._idx = at + 1
             layer_cache.offset = offset
-        return products(_rms_norm(x, self.final_norm, self.eps), self.head)
+        return products(self._rms_norm(x, self.final_norm, self.eps), self.head)
 
     # -- prefill -------------------------------------------------------------------------------------
     def fills(self, cache: Any) -> bool:
@@ -174,50 +177,47 @@ class NumpyDecoder:
         """Prefill: the model's layers over `tokens` (one prompt's next positions, token ids) in NumPy,
         their keys and values written into `cache` (after `own_buffers`), as mlx-lm's layers would with MLX.
         Through MLX a 512-token chunk's layer spent ~10 ms of ~50 on element-wise work (MLX's scalar CPU
-        kernels) and conversions to and from NumPy around the attention (docs/platform-notes.md, "Prefill")."""
+        kernels) and conversions to and from NumPy around the attention (docs/platform-notes.md, "Prefill");
+        RMSNorm and RoPE here are Numba passes (prefill_kernels.py)."""
         from lemcore.generate.cpu.attention import many_rows  # lazy, as the module's other kernels
 
         length = len(tokens)
         at = cache[0].offset
-        positions = np.arange(at, at + length, dtype=np.float32)
-        cos, sin = self._rotation(positions)
+        cos, sin = self._rotation(np.arange(at, at + length, dtype=np.float32))
         heads, kv_heads, dim = self.q_heads, self.kv_heads, self.head_dim
+        group = heads // kv_heads
+        # Query heads that share a kv head become rows of one matrix, as attention.py's callers give them.
+        rows = np.empty((1, kv_heads, group * length, dim), np.float32)
         x = self.embed[np.asarray(tokens, dtype=np.int64)]  # (length, hidden): a new array, added to below
         for layer, layer_cache in zip(self.layers, cache):
             keys, values = np.asarray(layer_cache.keys), np.asarray(layer_cache.values)
-            h = _rms_norm(x, layer.norm1, self.eps)
-            keys[0, :, at:at + length] = self._rope(h @ layer.wk.T, kv_heads, cos, sin).transpose(1, 0, 2)
+            h = self._rms_norm(x, layer.norm1, self.eps)
+            self._rope_into(h @ layer.wk.T, cos, sin, _ONE, keys[0], 1, at)
             values[0, :, at:at + length] = (h @ layer.wv.T).reshape(length, kv_heads, dim).transpose(1, 0, 2)
-            # Query heads that share a kv head become rows of one matrix, as attention.py's callers give them.
-            rows = self._rope(h @ layer.wq.T, heads, cos, sin).transpose(1, 0, 2).reshape(1, kv_heads, -1, dim)
-            rows *= self.query_scale
+            self._rope_into(h @ layer.wq.T, cos, sin, self.query_scale, rows[0], group, 0)
             out = many_rows(rows, keys[:, :, :at + length], values[:, :, :at + length], "causal", length)
             x += out.reshape(heads, length, dim).transpose(1, 0, 2).reshape(length, heads * dim) @ layer.wo.T
-            h = _rms_norm(x, layer.norm2, self.eps)
+            h = self._rms_norm(x, layer.norm2, self.eps)
             x += swiglu_numpy(h @ layer.wg.T, h @ layer.wu.T) @ layer.wd.T
         for layer_cache in cache:  # what update_and_fetch would have done
             layer_cache.offset = at + length
 
     def _rotation(self, positions: Any) -> tuple[Any, Any]:
-        """RoPE's cos and sin for float32 `positions`, shaped (positions, 1, half) to broadcast over heads."""
-        angles = np.multiply.outer(positions * self.rope_scale, self.inv_freq)[:, None, :]
+        """RoPE's cos and sin for float32 `positions`: (positions, half) each."""
+        angles = np.multiply.outer(positions * self.rope_scale, self.inv_freq)
         return np.cos(angles), np.sin(angles)
 
     def _rope(self, projected: Any, heads: int, cos: Any, sin: Any) -> Any:
         """mlx.nn.RoPE (not traditional) on (batch, heads * dim) projections -> (batch, heads, dim), a new
-        C-contiguous array."""
+        C-contiguous array. cos and sin from `_rotation`, one row per batch row."""
         x = projected.reshape(projected.shape[0], heads, self.head_dim)
-        half = cos.shape[2]
+        half = cos.shape[1]
+        cos, sin = cos[:, None], sin[:, None]  # broadcast over the heads
         x1, x2 = x[:, :, :half], x[:, :, half:2 * half]
         out = x.copy()
         out[:, :, :half] = x1 * cos - x2 * sin
         out[:, :, half:2 * half] = x1 * sin + x2 * cos
         return out
-
-
-def _rms_norm(x: Any, weight: Any, eps: Any) -> Any:
-    """mlx.nn.RMSNorm over the hidden axis of (batch, hidden) activations; a new C-contiguous array."""
-    return x * (1.0 / np.sqrt(np.mean(x * x, axis=1, keepdims=True) + eps)) * weight
 
 
 def _writable_buffers(cache: Any) -> tuple[Any, Any]:
@@ -245,7 +245,8 @@ def warm_kernels() -> bool:
     first Start), so the app does it before its window shows (docs/platform-notes.md, "GUI stalls while answers
     stream"). Whether they loaded; never raises: without Numba, MLX decodes and NumPy does the softmax."""
     try:
-        from lemcore.generate.cpu import decode_attention, decode_products, softmax_rows  # noqa: F401 - loading is the point
+        for kernels in ("decode_attention", "decode_products", "prefill_kernels", "softmax_rows"):
+            importlib.import_module(f"lemcore.generate.cpu.{kernels}")  # loading is the point
     except Exception:  # noqa: BLE001 - best effort: the engine says nothing either and decodes on MLX
         return False
     return True
