@@ -125,6 +125,8 @@ def test_batches_built_in_numpy_equal_mlx_lms_and_leave_room() -> None:
         ours = [KVCache.merge([p[i] for p in prompts]) for i in range(len(model.layers))]
     assert ours[0].keys.shape[2] == 512 and stock[0].keys.shape[2] == 256
     _same_batch(ours, stock)
+    # Ours consumes the prompts' caches (their memory goes to the next layer's batch buffers).
+    assert all(c.keys is None and c.values is None for p in prompts for c in p)
 
     joining = [_single(model, n, seed) for seed, n in ((7, 300), (8, 3))]
     for side, patched in ((stock, False), (ours, True)):
@@ -157,8 +159,9 @@ def test_batches_get_room_for_whole_answers_up_to_a_limit() -> None:
         for c, n in zip(ours, [KVCache.merge([p[i] for p in joining]) for i in range(len(model.layers))]):
             c.extend(n)
     assert ours[0]._idx == 500 and ours[0].keys.shape[2] == 1024  # 500 + 300
+    again = [_single(model, n, seed) for seed, n in enumerate((40, 7, 256))]  # merging consumed the first ones
     with batch_caches_in_numpy(50_000):
-        capped = [KVCache.merge([p[i] for p in prompts]) for i in range(len(model.layers))]
+        capped = [KVCache.merge([p[i] for p in again]) for i in range(len(model.layers))]
     assert capped[0].keys.shape[2] == 256 + MAX_ROOM
 
 

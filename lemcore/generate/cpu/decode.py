@@ -351,7 +351,11 @@ def _room(filled: int, step: int, room: int = 1) -> int:
 
 
 def _merged(cls: Any, caches: list[Any], room: int = 1) -> Any:
-    """mlx-lm's BatchKVCache.merge for non-empty float32 KVCaches: right-justified at the longest, left padding."""
+    """mlx-lm's BatchKVCache.merge for non-empty float32 KVCaches: right-justified at the longest, left padding.
+    Consumes the prompts' caches: each one's buffers are let go as soon as they are copied (BatchGenerator drops
+    them after the merge anyway), so the next layer's batch buffers can take that memory. Holding them to the
+    end, building a 16-sandwich batch took 3.6-4.0 s (318K page faults); letting go, 0.56-0.64 s (82K)
+    (docs/platform-notes.md, "NumPy decoding step")."""
     lengths = [c.size() for c in caches]
     longest = max(lengths)
     padding = [longest - n for n in lengths]
@@ -363,6 +367,7 @@ def _merged(cls: Any, caches: list[Any], room: int = 1) -> Any:
     for row, (pad, cache, n) in enumerate(zip(padding, caches, lengths)):
         key_view[row, :, pad:pad + n] = np.asarray(cache.keys)[0, :, :n]
         value_view[row, :, pad:pad + n] = np.asarray(cache.values)[0, :, :n]
+        cache.keys = cache.values = None
     merged = cls(padding)
     merged.keys, merged.values = keys, values
     merged.offset = merged.offset + longest
