@@ -80,6 +80,19 @@ def _reserve(cache: list[Any], positions: int) -> None:
         c.keys, c.values = keys, values
 
 
+def _let_go(response: Any) -> None:
+    """Drop a finished answer's cache, layer by layer. mlx-lm gives each finished sequence its `prompt_cache`:
+    lazy slices of the batch's buffers, which we never read but which kept the batch's old buffers alive until the
+    step's responses went, and then all of them were freed in one chain holding the GIL (a GUI timer 49-79 ms
+    late as a batch's answers ended). One layer at a time, the GIL is free between the frees
+    (docs/platform-notes.md, "GUI stalls while answers stream")."""
+    layers = getattr(response, "prompt_cache", None)
+    if isinstance(layers, list):
+        response.prompt_cache = None
+        while layers:
+            layers.pop()
+
+
 def _report_prefill(report: Report, key: Any, total: int, done: int) -> None:
     report(PrefillProgress(key, done, total))
 
@@ -411,6 +424,7 @@ class MLXGenerator:
                     if looped:  # the rest would be more of the loop: free the slot now
                         gen.remove([resp.uid])
                     if resp.finish_reason is not None or looped:
+                        _let_go(resp)
                         del slots[resp.uid]
                         finished += 1
                         on_result(GenResult(

@@ -201,3 +201,38 @@ def test_multimodal_gemma3_wrapper_prefills_through_its_text_model(tiny_gemma: P
     queue = [GenItem("q", messages)]
     gen.run(lambda: queue.pop() if queue else None, Sampling(temperature=0, max_tokens=10), results.append)
     assert results[0].text == tokenizer.decode(_stock_greedy_ids(text_model, tokenizer, messages, 10))
+
+
+def test_a_finished_answers_cache_slices_are_let_go_layer_by_layer() -> None:
+    """mlx-lm hands each finished sequence lazy slices of the batch's cache, which keep the batch's old buffers
+    alive; the engine drops them one layer at a time (freed then with the GIL free between), and copes with
+    responses that carry none."""
+    import weakref
+
+    mx = pytest.importorskip("mlx.core")
+    from lemcore.generate.engine import _let_go
+
+    class Layer:  # stands in for a KVCache: a weak reference tells when it is gone
+        def __init__(self) -> None:
+            self.keys = mx.zeros((1, 2, 8, 4))
+
+    class Response:
+        def __init__(self, prompt_cache) -> None:
+            self.prompt_cache = prompt_cache
+
+    alive: list[weakref.ref] = []
+    left_at_each_pop: list[int] = []
+
+    class Layers(list):  # counts the layers still alive each time one is taken off
+        def pop(self, *args):
+            left_at_each_pop.append(sum(ref() is not None for ref in alive))
+            return super().pop(*args)
+
+    response = Response(Layers(Layer() for _ in range(3)))
+    alive.extend(weakref.ref(layer) for layer in response.prompt_cache)
+    _let_go(response)
+    assert response.prompt_cache is None
+    assert all(ref() is None for ref in alive)  # nothing else held them: gone
+    assert left_at_each_pop == [3, 2, 1]  # one layer at a time, not the whole list at once
+    for empty in (Response(None), object()):  # running answers carry None; other objects no such field
+        _let_go(empty)
