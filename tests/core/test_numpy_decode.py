@@ -279,6 +279,22 @@ def test_the_prefill_rope_equals_mlxs_for_keys_into_the_cache_and_for_grouped_qu
     np.testing.assert_allclose(rows.reshape(heads, length, dim), expected * 0.5, rtol=1e-5, atol=2e-5)
 
 
+def test_a_prompt_chunk_past_the_caches_room_is_refused_not_written() -> None:
+    from mlx_lm.models.cache import make_prompt_cache
+
+    model = _model()
+    decoder = NumpyDecoder(model)
+    cache = make_prompt_cache(model)
+    decoder.own_buffers(cache, 10)  # room rounded up to mlx-lm's 256-position step
+    room = np.asarray(cache[0].keys).shape[2]
+    before = np.asarray(cache[0].keys).copy()
+    with pytest.raises(ValueError, match="own_buffers"):
+        decoder.fill(list(range(room + 1)), cache)
+    assert np.array_equal(np.asarray(cache[0].keys), before) and cache[0].offset == 0
+    decoder.fill(list(range(room)), cache)  # exactly the room: fine
+    assert cache[0].offset == room
+
+
 def test_warming_the_kernels_loads_numba_or_says_it_could_not(monkeypatch) -> None:
     import sys
 

@@ -191,6 +191,8 @@ class NumpyDecoder:
         x = self.embed[np.asarray(tokens, dtype=np.int64)]  # (length, hidden): a new array, added to below
         for layer, layer_cache in zip(self.layers, cache):
             keys, values = np.asarray(layer_cache.keys), np.asarray(layer_cache.values)
+            if keys.shape[2] < at + length:  # the compiled RoPE writes without bounds checks: never past the end
+                raise ValueError(f"the cache holds {keys.shape[2]} positions, not {at + length}: call own_buffers")
             h = self._rms_norm(x, layer.norm1, self.eps)
             self._rope_into(h @ layer.wk.T, cos, sin, _ONE, keys[0], 1, at)
             values[0, :, at:at + length] = (h @ layer.wv.T).reshape(length, kv_heads, dim).transpose(1, 0, 2)
