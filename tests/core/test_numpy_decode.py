@@ -227,9 +227,11 @@ def test_the_engine_decodes_with_it_and_matches_mlx_lm_greedy(tiny_llama: Path, 
         assert results[it.key].text == tokenizer.decode(_stock_greedy_ids(model, tokenizer, it.messages, 10))
 
 
-@pytest.mark.parametrize("rows, inner, batch", [(16, 64, 16), (13, 37, 7), (3, 5, 2), (8, 9, 1), (97, 576, 15)])
+@pytest.mark.parametrize("rows, inner, batch", [(16, 64, 16), (13, 37, 7), (3, 5, 2), (8, 9, 1), (97, 576, 15),
+                                                 (30, 576, 250), (9, 1536, 47)])
 def test_products_equal_numpys_including_leftover_rows(rows: int, inner: int, batch: int) -> None:
-    # Heights and batches that are not multiples of the kernel's 4 x 4 blocks go through its leftover loops.
+    # Heights and batches that are not multiples of the kernel's 4 x 4 blocks go through its leftover loops; the
+    # last two are prompt chunks split into blocks of activation rows (112 and 40 rows here), the last block short.
     from lemcore.generate.cpu.decode_products import products
 
     rng = np.random.default_rng(rows)

@@ -23,34 +23,46 @@ set_thread_wait()
 import numba  # noqa: E402 - after the thread wait
 import numpy as np  # noqa: E402
 
+# Activation rows per block: a block (with the 4 weight rows in use) stays in a core's L2 cache (1 MB on our
+# machine) while every weight block passes over it. Prompt chunks (512 rows) read all their rows from L3 again
+# for each 4 weight rows without it: 270-364 GFLOP/s untiled, 303-413 in blocks of ~256 KB (docs/platform-notes.md,
+# "Prefill").
+_BLOCK_BYTES = 256 * 1024
+
 
 def products(x: Any, weights: Any) -> Any:
     """x (batch, in) @ weights (out, in).T -> (batch, out), float32; both C-contiguous."""
     out = np.empty((x.shape[0], weights.shape[0]), np.float32)
-    _products(weights, x, out)
+    block = max(4, _BLOCK_BYTES // (4 * x.shape[1]) // 4 * 4)
+    _products(weights, x, out, block)
     return out
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _products(w: Any, x: Any, out: Any) -> None:  # pragma: no cover
-    """out[b, i] = w[i] . x[b]. Blocks of 4 weight rows, each read from memory once and used against every
-    activation row, 4 at a time (16 scalar sums that LLVM vectorises over k); the leftover rows one by one.
+def _products(w: Any, x: Any, out: Any, block: int) -> None:  # pragma: no cover
+    """out[b, i] = w[i] . x[b]. Tasks of 4 weight rows against one block of `block` activation rows (a multiple
+    of 4), block by block, so that each thread's tasks share a block while it is in cache; within a task each
+    weight row is read once and used against the block's rows, 4 at a time (16 scalar sums that LLVM vectorises
+    over k); the leftover rows one by one.
     (Not measured by coverage: Numba runs the compiled loop, not this Python.)"""
     rows, inner = w.shape
     batch = x.shape[0]
-    whole = batch - batch % 4
-    for block in numba.prange((rows + 3) // 4):
-        i = block * 4
+    weight_blocks = (rows + 3) // 4
+    for task in numba.prange(weight_blocks * ((batch + block - 1) // block)):
+        lo = task // weight_blocks * block
+        hi = min(batch, lo + block)
+        whole = hi - (hi - lo) % 4
+        i = task % weight_blocks * 4
         if i + 4 > rows:  # the last rows of a matrix whose height is not a multiple of 4
             for r in range(i, rows):
-                for b in range(batch):
+                for b in range(lo, hi):
                     acc = np.float32(0.0)
                     for k in range(inner):
                         acc += w[r, k] * x[b, k]
                     out[b, r] = acc
             continue
         w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
-        for b in range(0, whole, 4):
+        for b in range(lo, whole, 4):
             x0, x1, x2, x3 = x[b], x[b + 1], x[b + 2], x[b + 3]
             s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
             s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
@@ -77,7 +89,7 @@ def _products(w: Any, x: Any, out: Any) -> None:  # pragma: no cover
             out[b + 1, i], out[b + 1, i + 1], out[b + 1, i + 2], out[b + 1, i + 3] = s01, s11, s21, s31
             out[b + 2, i], out[b + 2, i + 1], out[b + 2, i + 2], out[b + 2, i + 3] = s02, s12, s22, s32
             out[b + 3, i], out[b + 3, i + 1], out[b + 3, i + 2], out[b + 3, i + 3] = s03, s13, s23, s33
-        for b in range(whole, batch):  # the last activation rows of a batch not a multiple of 4
+        for b in range(whole, hi):  # the last activation rows of a batch not a multiple of 4
             xb = x[b]
             t0 = t1 = t2 = t3 = np.float32(0.0)
             for k in range(inner):
