@@ -5,9 +5,10 @@ log-probabilities we never use, then its categorical sampler draws one Gumbel va
 On MLX's CPU backend both are slow element-wise passes (about 20 ms each per step for 16 sequences and a 49K
 vocabulary), more than a small model's whole forward pass; Gemma 3's 262K vocabulary makes them 5x worse.
 So on the CPU the engine samples inside the model call (`SamplingModel`): from the raw logits, by inverting
-the cumulative sum of the tempered weights (one `power(2, x)` per entry and one random number per sequence;
-the same distribution, checked in tests/core/test_sampling.py), and BatchGenerator sees one dummy logit per
-sequence. Top-p sampling and GPUs keep mlx-lm's own path.
+the cumulative sum of the tempered weights (one 2 ** x per entry and one random number per sequence; the same
+distribution, checked in tests/core/test_sampling.py), compiled with Numba where it is installed
+(cpu/sample_rows.py) and in MLX ops otherwise, and BatchGenerator sees one dummy logit per sequence. Top-p
+sampling and GPUs keep mlx-lm's own path.
 
 The repetition guard lives here too. The penalty is mlx-lm's (`make_repetition_penalty`: the logit of each
 token among the last N is divided by the penalty, multiplied where negative); on mlx-lm's path its own
@@ -23,7 +24,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
+
+import numpy as np
 
 # A loop is stopped once at least this many tokens repeat the ones before them exactly (and a whole period at
 # least once): some 20-25 words, near the passage said twice that the gate refuses (lemcore.quality,
@@ -44,8 +48,15 @@ def cpu_sampler(temperature: float, top_p: float = 1.0) -> Callable[[Any], Any] 
     if temperature == 0:
         return lambda logits: mx.argmax(logits, axis=-1).astype(mx.uint32)
     scale = 1.0 / (math.log(2.0) * temperature)
+    compiled = _compiled_draw()
 
     def sample(logits: Any) -> Any:
+        if compiled is not None and logits.dtype == mx.float32 and logits.ndim == 2:
+            # The same draw in one Numba pass per row (cpu/sample_rows.py); the random numbers stay MLX's, so
+            # seeding works as before.
+            uniform = mx.random.uniform(shape=(logits.shape[0],))
+            mx.eval(logits, uniform)
+            return mx.array(compiled(np.asarray(logits), scale, np.asarray(uniform)).astype(np.uint32))
         scores = logits * scale  # log2 of the tempered, unnormalised probabilities
         weights = exp2_weights(scores)
         cumulative = mx.cumsum(weights, axis=-1)
@@ -145,6 +156,17 @@ def loop_period(ids: Sequence[int], *, min_tokens: int = LOOP_MIN_TOKENS, max_pe
         if ids[n - 1 - p] == last and ids[n - span:] == ids[n - span - p:n - p]:
             return p
     return 0
+
+
+@lru_cache(maxsize=1)
+def _compiled_draw() -> Callable[[Any, float, Any], Any] | None:
+    """The Numba draw (cpu/sample_rows.py), or None where Numba is missing or cannot compile or cache it here (a
+    frozen app, a read-only folder): the MLX form samples then."""
+    try:
+        from lemcore.generate.cpu.sample_rows import draw  # lazy: Numba loads in ~0.2 s
+    except (ImportError, RuntimeError, OSError):
+        return None
+    return draw
 
 
 def exp2_weights(scores: Any) -> Any:

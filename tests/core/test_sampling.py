@@ -31,6 +31,31 @@ def test_frequencies_match_the_tempered_softmax(temperature: float) -> None:
         assert abs(counts[i] / draws - p) < 4 * math.sqrt(p * (1 - p) / draws) + 1e-4, (i, counts, expected)
 
 
+def test_the_compiled_draw_picks_the_entry_the_mlx_form_picks_for_the_same_random_numbers() -> None:
+    # Both invert the running total of the same weights: for random numbers away from the boundaries between
+    # entries (where float32 sums in different orders may differ) they must pick the same entry, across blocks.
+    import mlx.core as mx
+    import numpy as np
+
+    from lemcore.generate.cpu.sample_rows import draw
+    from lemcore.generate.sampling import exp2_weights
+
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((6, 1000)).astype(np.float32) * 3
+    logits[5, 700] = 60.0  # one entry holding nearly all the weight, deep in the row
+    scale = 1.0 / (math.log(2.0) * 0.7)
+    cumulative = np.cumsum(np.asarray(exp2_weights(mx.array(logits) * scale)), axis=-1, dtype=np.float64)
+    cumulative /= cumulative[:, -1:]
+    for _ in range(50):
+        uniform = rng.uniform(size=6)
+        expected = (cumulative < uniform[:, None]).sum(axis=-1)
+        near_a_boundary = np.abs(cumulative - uniform[:, None]).min(axis=-1) < 1e-5
+        got = draw(logits, scale, uniform)
+        assert ((got == expected) | near_a_boundary).all(), (got, expected)
+    assert draw(logits, scale, np.array([0.0] * 5 + [0.5])).tolist() == [0] * 5 + [700]
+    assert draw(logits, scale, np.full(6, 0.999999)).max() < 1000  # ids stay in range at the top end
+
+
 def test_large_logits_do_not_overflow_and_ids_stay_in_range() -> None:
     import mlx.core as mx
 

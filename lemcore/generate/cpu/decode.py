@@ -251,7 +251,7 @@ def warm_kernels() -> bool:
     first Start), so the app does it before its window shows (docs/platform-notes.md, "GUI stalls while answers
     stream"). Whether they loaded; never raises: without Numba, MLX decodes and NumPy does the softmax."""
     try:
-        for kernels in ("decode_attention", "decode_products", "prefill_kernels", "softmax_rows"):
+        for kernels in ("decode_attention", "decode_products", "prefill_kernels", "sample_rows", "softmax_rows"):
             importlib.import_module(f"lemcore.generate.cpu.{kernels}")  # loading is the point
     except Exception:  # noqa: BLE001 - best effort: the engine says nothing either and decodes on MLX
         return False
