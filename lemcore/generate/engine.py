@@ -190,6 +190,10 @@ class MLXGenerator:
         text_model = getattr(model, "language_model", model)
         self._body = getattr(text_model, "model", text_model)
         self._numpy_decoder: Any = False  # not built yet (see _decoder)
+        # Where the NumPy step decodes, batch caches in float16, as llama.cpp keeps its cache by default: the step's
+        # attention reads half the bytes (lemcore/generate/cpu/decode.py, `batch_caches_in_numpy`). False keeps
+        # float32, equal to mlx-lm's decoding to float32 rounding (the greedy-equality tests).
+        self.half_cache = True
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: int = 8, report: Report = no_report,
@@ -372,7 +376,8 @@ class MLXGenerator:
         featured: int | None = None
         last_stream = 0.0
         # Batch caches built in NumPy where the NumPy step decodes (why: lemcore/generate/cpu/decode.py).
-        caches = batch_caches_in_numpy(sampling.max_tokens) if self._decoder() is not None else nullcontext()
+        caches = (batch_caches_in_numpy(sampling.max_tokens, half=self.half_cache) if self._decoder() is not None
+                  else nullcontext())
         with cpu_fast_paths(self.model), caches, closing(self._batch_generator(sampling)) as gen:
             while True:
                 if cancel is not None:

@@ -142,6 +142,49 @@ def test_batches_built_in_numpy_equal_mlx_lms_and_leave_room() -> None:
     assert ours[0].keys.shape[0] == 5 and ours[0]._idx == 300
 
 
+def test_half_batch_caches_hold_the_prompts_rounded_and_decode_within_a_stated_tolerance() -> None:
+    """float16 batch caches (the engine's default where the NumPy step decodes): the merged keys and values are
+    the prompts' float32 ones rounded to float16, and each step's logits stay within 2e-3 of MLX's float32
+    decoding (logits up to ~7 here; float32 caches agree within 1e-4), through growth, a filter and a join."""
+    from mlx_lm.models.cache import KVCache
+
+    model = _model()
+    decoder = NumpyDecoder.for_model(model)
+    stock = [KVCache.merge([p[i] for p in [_single(model, n, seed) for seed, n in enumerate((40, 7, 250))]])
+             for i in range(len(model.layers))]
+    with batch_caches_in_numpy(half=True):
+        ours = [KVCache.merge([p[i] for p in [_single(model, n, seed) for seed, n in enumerate((40, 7, 250))]])
+                for i in range(len(model.layers))]
+    assert ours[0].keys.dtype == ours[0].values.dtype == mx.float16
+    for a, b in zip(ours, stock):
+        for x, y in zip(a.keys_and_values(), b.keys_and_values()):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y).astype(np.float16))
+    rng = np.random.default_rng(2)
+
+    def steps(n: int, batch: int) -> None:
+        for _ in range(n):
+            inputs = mx.array(rng.integers(0, VOCAB, (batch, 1)).astype(np.int32))
+            assert decoder.covers(inputs, ours)
+            with cpu_fast_paths(model):
+                expected = np.asarray(model(inputs, cache=stock)[:, -1, :])
+            assert np.abs(decoder(inputs, ours) - expected).max() < 2e-3
+
+    steps(8, 3)  # 250 + 8 crosses the 256-position step: the buffer grows, still float16
+    assert ours[0].keys.dtype == mx.float16 and ours[0].keys.shape[2] > 256
+    for caches in (stock, ours):
+        for c in caches:
+            c.filter([0, 2])
+    steps(3, 2)
+    joining = [_single(model, 30, 5)]
+    with batch_caches_in_numpy(half=True):
+        for side in (stock, ours):
+            for c, new in zip(side, [KVCache.merge([p[i] for p in copy.deepcopy(joining)])
+                                     for i in range(len(model.layers))]):
+                c.extend(new)
+    assert ours[0].keys.dtype == mx.float16 and ours[0].keys.shape[0] == 3
+    steps(3, 3)
+
+
 def test_batches_get_room_for_whole_answers_up_to_a_limit() -> None:
     """Built with room for the answers, a batch never grows while it decodes (each growth copied the whole
     cache); the room is capped, beyond it the cache grows in mlx-lm's steps as before."""
@@ -213,11 +256,13 @@ def test_the_engine_decodes_with_it_and_matches_mlx_lm_greedy(tiny_llama: Path, 
                         real_call(self, inputs, cache))
     rooms = []
     real_block = engine.batch_caches_in_numpy
-    monkeypatch.setattr(engine, "batch_caches_in_numpy", lambda room: rooms.append(room) or real_block(room))
+    monkeypatch.setattr(engine, "batch_caches_in_numpy",
+                        lambda room, half: rooms.append(room) or real_block(room, half=half))
     model, tokenizer = load_mlx_model(tiny_llama)
     items = [GenItem(i, [{"role": "user", "content": q}]) for i, q in
              enumerate(("Name three birds.", "Why keep a promise?", "What is a fair price?"))]
     gen = MLXGenerator(model, tokenizer, batch_size=2)  # three prompts, two slots: one joins mid-run
+    gen.half_cache = False  # float32 caches: equal to mlx-lm to float32 rounding (float16: the test below)
     results = {}
     feed = iter(items)
     gen.run(lambda: next(feed, None), Sampling(temperature=0, max_tokens=10), lambda r: results.setdefault(r.key, r))
@@ -225,6 +270,22 @@ def test_the_engine_decodes_with_it_and_matches_mlx_lm_greedy(tiny_llama: Path, 
     assert rooms == [10]  # batch caches are built with room for whole answers
     for it in items:
         assert results[it.key].text == tokenizer.decode(_stock_greedy_ids(model, tokenizer, it.messages, 10))
+
+
+def test_the_engine_decodes_on_half_caches_by_default(tiny_llama: Path, monkeypatch) -> None:
+    from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, load_mlx_model
+
+    dtypes = set()
+    real_call = NumpyDecoder.__call__
+    monkeypatch.setattr(NumpyDecoder, "__call__", lambda self, inputs, cache: dtypes.add(cache[0].keys.dtype) or
+                        real_call(self, inputs, cache))
+    model, tokenizer = load_mlx_model(tiny_llama)
+    gen = MLXGenerator(model, tokenizer, batch_size=2)
+    assert gen.half_cache
+    results = []
+    feed = iter([GenItem(i, [{"role": "user", "content": f"Question {i}?"}]) for i in range(3)])
+    gen.run(lambda: next(feed, None), Sampling(temperature=0, max_tokens=6), results.append)
+    assert dtypes == {mx.float16} and len(results) == 3 and all(r.tokens > 0 for r in results)
 
 
 @pytest.mark.parametrize("rows, inner, batch", [(16, 64, 16), (13, 37, 7), (3, 5, 2), (8, 9, 1), (97, 576, 15),

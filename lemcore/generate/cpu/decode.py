@@ -105,7 +105,8 @@ class NumpyDecoder:
     # -- the step ------------------------------------------------------------------------------------
     def covers(self, inputs: Any, cache: Any) -> bool:
         """Whether this call is a decoding step this class runs: one token per sequence into mlx-lm batch
-        caches that hold a prompt already and have no pending right padding."""
+        caches (float32, or float16 as `batch_caches_in_numpy` builds them with `half`) that hold a prompt
+        already and have no pending right padding."""
         import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
         from mlx_lm.models.cache import BatchKVCache  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
@@ -113,7 +114,8 @@ class NumpyDecoder:
             return False
         first = cache[0]
         return all(type(c) is BatchKVCache and c.keys is not None and c._right_padding is None
-                   and c._idx == first._idx and c.keys.dtype == c.values.dtype == mx.float32 for c in cache)
+                   and c._idx == first._idx and c.keys.dtype == c.values.dtype
+                   and c.keys.dtype in (mx.float32, mx.float16) for c in cache)
 
     def __call__(self, inputs: Any, cache: Any) -> Any:
         """Logits (batch, vocab), float32 NumPy, for `inputs` (batch, 1) after the cached positions; the
@@ -238,8 +240,8 @@ def _writable_buffers(cache: Any) -> tuple[Any, Any]:
     # One copy (after a filter; or past the buffer's end, mlx-lm growing it in steps of `cache.step`).
     capacity = max(keys.shape[2], _room(filled, cache.step))
     batch, heads, _, dim = keys.shape
-    cache.keys, keys_grown = _zeros((batch, heads, capacity, dim))
-    cache.values, values_grown = _zeros((batch, heads, capacity, values.shape[3]))
+    cache.keys, keys_grown = _zeros((batch, heads, capacity, dim), cache.keys.dtype)
+    cache.values, values_grown = _zeros((batch, heads, capacity, values.shape[3]), cache.values.dtype)
     keys_grown[:, :, :filled] = keys[:, :, :filled]
     values_grown[:, :, :filled] = values[:, :, :filled]
     return keys_grown, values_grown
@@ -294,27 +296,33 @@ MAX_ROOM = 1024
 
 
 @contextmanager
-def batch_caches_in_numpy(room: int = 1) -> Iterator[None]:
+def batch_caches_in_numpy(room: int = 1, *, half: bool = False) -> Iterator[None]:
     """While the engine decodes with `NumpyDecoder`: mlx-lm's `BatchKVCache.merge` (prompts forming a batch) and
     `BatchKVCache.extend` (a prompt joining one) build float32 caches in NumPy, one copy of each sequence's keys
     and values, with room for `room` more positions (at most `MAX_ROOM`; the engine passes its answers' token
     limit). mlx-lm's merge writes each sequence into the batch with an MLX slice update that copied the whole
     batch buffer every time (~120 ms per layer for 15 sandwiches, ~3.6 s per batch of SmolLM2), and both left no
     room, so the first decoding step copied everything again, and every 256 positions after that (~1.2 s for 16
-    sandwiches each time). Other caches and dtypes keep mlx-lm's code; mlx-lm's functions are put back on exit."""
+    sandwiches each time). With `half`, the batch caches hold float16 (the prompts' float32 keys and values
+    rounded once, as they are copied in; each step's rounded as they are written): the decoding attention reads
+    half the bytes, 52 -> 33 ms of a ~92 ms 16-sequence step here (docs/platform-notes.md, "NumPy decoding step").
+    Other caches and dtypes keep mlx-lm's code; mlx-lm's functions are put back on exit."""
     from mlx_lm.models.cache import BatchKVCache  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     stock_merge, stock_extend = BatchKVCache.__dict__["merge"], BatchKVCache.__dict__["extend"]
 
     room = max(1, min(room, MAX_ROOM))
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
+
+    dtype = mx.float16 if half else mx.float32
 
     def merge(cls: Any, caches: list[Any]) -> Any:
-        if not _float32_caches(caches):
+        if not _float_caches(caches):
             return stock_merge.__func__(cls, caches)
-        return _merged(cls, caches, room)
+        return _merged(cls, caches, room, dtype)
 
     def extend(self: Any, other: Any) -> None:
-        if not _float32_caches([self, other]):
+        if not _float_caches([self, other]):
             stock_extend(self, other)
         else:
             _extended(self, other, room)
@@ -326,25 +334,27 @@ def batch_caches_in_numpy(room: int = 1) -> Iterator[None]:
         BatchKVCache.merge, BatchKVCache.extend = stock_merge, stock_extend  # type: ignore[method-assign]
 
 
-def _float32_caches(caches: list[Any]) -> bool:
+def _float_caches(caches: list[Any]) -> bool:
+    """Caches our merge and extend build from: float32 (prompts') or float16 (our half batch caches)."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
-    return all(c.keys is not None and c.keys.dtype == c.values.dtype == mx.float32 and c.keys.ndim == 4
-               for c in caches)
+    return all(c.keys is not None and c.keys.dtype == c.values.dtype and c.keys.dtype in (mx.float32, mx.float16)
+               and c.keys.ndim == 4 for c in caches)
 
 
-def _zeros(shape: tuple[int, ...]) -> tuple[Any, Any]:
-    """A float32 MLX array of zeros and a writable NumPy view of it. Allocated by MLX, whose buffer cache hands
+def _zeros(shape: tuple[int, ...], dtype: Any = None) -> tuple[Any, Any]:
+    """An MLX array of zeros (float32 unless `dtype` says otherwise) and a writable NumPy view of it. Allocated by MLX, whose buffer cache hands
     back memory it already holds: a fresh NumPy array and a copy into MLX took ~130 ms per layer in the engine
     (new pages touched twice), this ~6 ms for a batch of 16 SmolLM2 sandwiches."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
-    array = mx.zeros(shape, mx.float32)
+    dtype = mx.float32 if dtype is None else dtype
+    array = mx.zeros(shape, dtype)
     mx.eval(array)
     view = np.asarray(array)
     if view.flags.writeable and view.flags.c_contiguous:
         return array, view
-    array = mx.array(np.zeros(shape, np.float32))  # an MLX whose buffers export otherwise: copy once
+    array = mx.array(np.zeros(shape, view.dtype))  # an MLX whose buffers export otherwise: copy once
     view = np.asarray(array)
     if not view.flags.writeable:  # MLX exports its buffers writable: a change there
         raise RuntimeError("MLX returned read-only cache buffers; the NumPy decoding step cannot run")
@@ -356,8 +366,9 @@ def _room(filled: int, step: int, room: int = 1) -> int:
     return -(-(filled + room) // step) * step
 
 
-def _merged(cls: Any, caches: list[Any], room: int = 1) -> Any:
-    """mlx-lm's BatchKVCache.merge for non-empty float32 KVCaches: right-justified at the longest, left padding.
+def _merged(cls: Any, caches: list[Any], room: int = 1, dtype: Any = None) -> Any:
+    """mlx-lm's BatchKVCache.merge for non-empty float32 KVCaches: right-justified at the longest, left padding,
+    in `dtype` (float32 unless given).
     Consumes the prompts' caches: each one's buffers are let go as soon as they are copied (BatchGenerator drops
     them after the merge anyway), so the next layer's batch buffers can take that memory. Holding them to the
     end, building a 16-sandwich batch took 3.6-4.0 s (318K page faults); letting go, 0.56-0.64 s (82K)
@@ -368,8 +379,8 @@ def _merged(cls: Any, caches: list[Any], room: int = 1) -> Any:
     _, heads, _, key_dim = caches[0].keys.shape
     value_dim = caches[0].values.shape[3]
     capacity = _room(longest, cls.step, room)
-    keys, key_view = _zeros((len(caches), heads, capacity, key_dim))
-    values, value_view = _zeros((len(caches), heads, capacity, value_dim))
+    keys, key_view = _zeros((len(caches), heads, capacity, key_dim), dtype)
+    values, value_view = _zeros((len(caches), heads, capacity, value_dim), dtype)
     for row, (pad, cache, n) in enumerate(zip(padding, caches, lengths)):
         key_view[row, :, pad:pad + n] = np.asarray(cache.keys)[0, :, :n]
         value_view[row, :, pad:pad + n] = np.asarray(cache.values)[0, :, :n]
@@ -382,8 +393,8 @@ def _merged(cls: Any, caches: list[Any], room: int = 1) -> Any:
 
 
 def _extended(cache: Any, other: Any, room: int = 1) -> None:
-    """mlx-lm's BatchKVCache.extend for float32 batch caches: `other`'s sequences join `cache`'s, both
-    right-justified at the later position."""
+    """mlx-lm's BatchKVCache.extend for our batch caches: `other`'s sequences join `cache`'s, both
+    right-justified at the later position, in `cache`'s dtype."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     filled = max(cache._idx, other._idx)
@@ -391,8 +402,8 @@ def _extended(cache: Any, other: Any, room: int = 1) -> None:
     parts = [(c, filled - c._idx) for c in (cache, other)]
     batch = sum(c.keys.shape[0] for c, _ in parts)
     heads, key_dim, value_dim = cache.keys.shape[1], cache.keys.shape[3], cache.values.shape[3]
-    keys, key_view = _zeros((batch, heads, capacity, key_dim))
-    values, value_view = _zeros((batch, heads, capacity, value_dim))
+    keys, key_view = _zeros((batch, heads, capacity, key_dim), cache.keys.dtype)
+    values, value_view = _zeros((batch, heads, capacity, value_dim), cache.values.dtype)
     row = 0
     for c, shift in parts:
         rows = c.keys.shape[0]

@@ -21,14 +21,44 @@ set_thread_wait()
 
 import numba  # noqa: E402 - after the thread wait
 import numpy as np  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import types  # noqa: E402
+from numba.extending import intrinsic, overload  # noqa: E402
+
+
+@intrinsic
+def _half_bits_to_float(typingctx: Any, bits: Any) -> Any:  # pragma: no cover - runs inside Numba's compiler
+    """The float32 value of the IEEE half-precision float whose bits are `bits` (uint16): one conversion
+    instruction (F16C), vectorised with the loop. Numba has no float16 arithmetic on the CPU."""
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    return types.float32(types.uint16), codegen
+
+
+def as_float32(value: Any) -> Any:  # pragma: no cover - replaced by the overload inside compiled code
+    """A cache element as float32: a float32 as it is, the bits of a float16 (uint16) converted."""
+    return value
+
+
+@overload(as_float32, inline="always")
+def _as_float32(value: Any) -> Any:  # pragma: no cover - runs inside Numba's compiler
+    if value == types.uint16:
+        def convert(value: Any) -> Any:
+            return _half_bits_to_float(value)
+        return convert
+
+    def same(value: Any) -> Any:
+        return value
+    return same
 
 
 def attend(queries: Any, keys: Any, values: Any, length: int, first: Any, out: Any) -> None:
     """out[b, h, g] = softmax(queries[b, h, g] . keys[b, h, first[b]:length]) @ values[b, h, first[b]:length].
 
     queries (batch, kv_heads, group, dim) are scaled by 1/sqrt(dim) * log2(e) already, so the softmax is a base-2
-    one; keys and values are the whole C-contiguous cache buffers (batch, kv_heads, capacity, dim), of which the
-    first `length` positions are filled; `first[b]` is sequence b's first real position (before it: padding).
+    one; keys and values are the whole C-contiguous cache buffers (batch, kv_heads, capacity, dim), float32 or
+    float16 (half the bytes to read: docs/platform-notes.md, "NumPy decoding step"), of which the first `length`
+    positions are filled; `first[b]` is sequence b's first real position (before it: padding).
     Weights below 2 ** -126 of the largest are clamped there, as in attention.py (subnormals are slow).
 
     Three passes: Numba's scores (each row less its maximum), NumPy's vectorised `exp2` over all of them at once
@@ -37,9 +67,14 @@ def attend(queries: Any, keys: Any, values: Any, length: int, first: Any, out: A
     """
     batch, kv_heads, group, _ = queries.shape
     weights = np.empty((batch, kv_heads, group, length), np.float32)
-    _scores(queries, keys, length, first, weights)
+    _scores(queries, _compiled_view(keys), length, first, weights)
     np.exp2(weights, out=weights)
-    _weighted_values(weights, values, length, first, out)
+    _weighted_values(weights, _compiled_view(values), length, first, out)
+
+
+def _compiled_view(cache: Any) -> Any:
+    """A float16 cache as its bits (uint16, which the kernels convert); a float32 one as it is."""
+    return cache.view(np.uint16) if cache.dtype == np.float16 else cache
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -56,7 +91,7 @@ def _scores(queries: Any, keys: Any, length: int, first: Any, scores: Any) -> No
             for g in range(group):
                 acc = np.float32(0.0)
                 for d in range(dim):
-                    acc += q[g, d] * k[t, d]
+                    acc += q[g, d] * as_float32(k[t, d])
                 s[g, t] = acc
         for g in range(group):
             top = np.float32(-3.0e38)
@@ -85,7 +120,7 @@ def _weighted_values(weights: Any, values: Any, length: int, first: Any, out: An
             for g in range(group):
                 weight = w[g, t]
                 for d in range(dim):
-                    acc[g, d] += weight * v[t, d]
+                    acc[g, d] += weight * as_float32(v[t, d])
         for g in range(group):
             total = np.float32(0.0)
             for t in range(start, length):
