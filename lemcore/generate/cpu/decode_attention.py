@@ -44,7 +44,7 @@ def as_float32(value: Any) -> Any:  # pragma: no cover - replaced by the overloa
 def _as_float32(value: Any) -> Any:  # pragma: no cover - runs inside Numba's compiler
     if value == types.uint16:
         def convert(value: Any) -> Any:
-            return _half_bits_to_float(value)
+            return _half_bits_to_float(value)  # type: ignore[call-arg]  # Numba passes the typing context
         return convert
 
     def same(value: Any) -> Any:
