@@ -434,7 +434,8 @@ def main() -> None:
     model, tokenizer = load_mlx_model(folder)
     messages, ids = sandwiches(tokenizer, args.prompts)
     print(f"{os.cpu_count()} cores, memory read {bw:.1f} GB/s, float32 matmul {gflops:.0f} GFLOP/s, "
-          f"BLAS {blas_library()}; {args.prompts} sandwiches of {min(map(len, ids[:-1]))}-"
+          f"BLAS {blas_library()} (OPENBLAS_CORETYPE {os.environ.get('OPENBLAS_CORETYPE', 'not set')}); "
+          f"{args.prompts} sandwiches of {min(map(len, ids[:-1]))}-"
           f"{max(map(len, ids[:-1]))} tokens, {args.max_tokens} answer tokens, temperature 0.3, "
           f"load {_load():.2f}", flush=True)
 
