@@ -84,13 +84,13 @@ def many_rows(q: Any, k: Any, v: Any, mask: Any, length: int) -> Any:
         denominators = _exp2_rows(rows_2d)
     else:
         denominators = np.concatenate(_in_parallel(lambda lo, hi: _exp2_rows(rows_2d[lo:hi]), len(rows_2d)))
-    out = _weighted_values(n, v) if kernel is not None else np.matmul(n, v)
+    out = _times_values(n, v) if kernel is not None else np.matmul(n, v)
     # Normalise the (rows x dim) output rather than the (rows x span) weights: fewer elements.
     out *= np.reciprocal(denominators).reshape(b, kv_heads, -1, 1)
     return out
 
 
-def _weighted_values(n: Any, v: Any) -> Any:
+def _times_values(n: Any, v: Any) -> Any:
     """np.matmul(n, v) for softmax weights n (b, kv_heads, rows, span) and values v (b, kv_heads, span, dim), on
     the decoding step's Numba product kernel against the values transposed (the long span as its inner
     dimension): 262-292 vs OpenBLAS's 203-226 GFLOP/s with the Haswell kernels this machine's environment asks

@@ -16,7 +16,8 @@ attention.py's prefill attention), into a prompt's `KVCache`; anything not cover
 
 Covered: mlx-lm's `llama` model class (Llama, SmolLM, Mistral-style checkpoints) in float32, unquantized, no
 biases, plain RoPE, full attention in every layer. Everything else returns None from `for_model` and decodes
-on MLX as before. Equal to MLX's step to float32 rounding (tests/core/test_numpy_decode.py).
+on MLX as before. Equal to MLX's step to float32 rounding (tests/core/test_numpy_decode.py) with float32 batch
+caches; the engine builds them in float16 (`batch_caches_in_numpy`, `half`), within a stated tolerance.
 """
 
 from __future__ import annotations
@@ -305,15 +306,15 @@ def batch_caches_in_numpy(room: int = 1, *, half: bool = False) -> Iterator[None
     room, so the first decoding step copied everything again, and every 256 positions after that (~1.2 s for 16
     sandwiches each time). With `half`, the batch caches hold float16 (the prompts' float32 keys and values
     rounded once, as they are copied in; each step's rounded as they are written): the decoding attention reads
-    half the bytes, 52 -> 33 ms of a ~92 ms 16-sequence step here (docs/platform-notes.md, "NumPy decoding step").
+    half the bytes, 52-57 -> 40-48 ms of a ~92 ms 16-sequence step here (docs/platform-notes.md, "NumPy decoding
+    step").
     Other caches and dtypes keep mlx-lm's code; mlx-lm's functions are put back on exit."""
+    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
     from mlx_lm.models.cache import BatchKVCache  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
     stock_merge, stock_extend = BatchKVCache.__dict__["merge"], BatchKVCache.__dict__["extend"]
 
     room = max(1, min(room, MAX_ROOM))
-    import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
-
     dtype = mx.float16 if half else mx.float32
 
     def merge(cls: Any, caches: list[Any]) -> Any:
@@ -343,9 +344,9 @@ def _float_caches(caches: list[Any]) -> bool:
 
 
 def _zeros(shape: tuple[int, ...], dtype: Any = None) -> tuple[Any, Any]:
-    """An MLX array of zeros (float32 unless `dtype` says otherwise) and a writable NumPy view of it. Allocated by MLX, whose buffer cache hands
-    back memory it already holds: a fresh NumPy array and a copy into MLX took ~130 ms per layer in the engine
-    (new pages touched twice), this ~6 ms for a batch of 16 SmolLM2 sandwiches."""
+    """An MLX array of zeros (float32 unless `dtype` says otherwise) and a writable NumPy view of it. Allocated by
+    MLX, whose buffer cache hands back memory it already holds: a fresh NumPy array and a copy into MLX took ~130
+    ms per layer in the engine (new pages touched twice), this ~6 ms for a batch of 16 SmolLM2 sandwiches."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     dtype = mx.float32 if dtype is None else dtype

@@ -27,9 +27,9 @@ import numba  # noqa: E402 - after the thread wait
 import numpy as np  # noqa: E402
 
 # Activation rows per block: a block (with the 4 weight rows in use) stays in a core's L2 cache (1 MB on our
-# machine) while every weight block passes over it. Prompt chunks (512 rows) read all their rows from L3 again
-# for each 4 weight rows without it: 270-364 GFLOP/s untiled, 303-413 in blocks of ~256 KB (docs/platform-notes.md,
-# "Prefill").
+# machine) while every weight block passes over it. Without blocks a prompt chunk (512 rows) was read from L3 again
+# for every 4 weight rows: 191-292 GFLOP/s for 512 x 576 x 1536, 303-321 in blocks of ~256 KB
+# (docs/platform-notes.md, "Prefill").
 _BLOCK_BYTES = 256 * 1024
 
 

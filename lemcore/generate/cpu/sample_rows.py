@@ -4,7 +4,7 @@ The MLX form (`exp2_weights`, a cumulative sum, a comparison and a count over th
 ms of a ~92 ms 16-sequence SmolLM2 step here: five passes over 16 x 49K logits on MLX's scalar CPU kernels. This
 is one row per thread task: the row's maximum, the tempered weights and their total in one vectorised pass
 (2 ** x from exp2.py, as the prefill softmax), then the block of 256 entries where the running total reaches the
-target, and the entry inside it (docs/platform-notes.md, "NumPy decoding step"). Same arithmetic as the MLX form:
+target, and the entry inside it (docs/platform-notes.md, "Sampling"). Same arithmetic as the MLX form:
 weights 2 ** max(scale * (logit - max), -126), the first entry whose running total reaches u times the total.
 
 Imported only by sampling.py, inside its functions: loading Numba takes about a second.
