@@ -108,15 +108,13 @@ class NumpyDecoder:
         """Whether this call is a decoding step this class runs: one token per sequence into mlx-lm batch
         caches (float32, or float16 as `batch_caches_in_numpy` builds them with `half`) that hold a prompt
         already and have no pending right padding."""
-        import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
         from mlx_lm.models.cache import BatchKVCache  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 
         if inputs.ndim != 2 or inputs.shape[1] != 1 or not cache or len(cache) != len(self.layers):
             return False
         first = cache[0]
-        return all(type(c) is BatchKVCache and c.keys is not None and c._right_padding is None
-                   and c._idx == first._idx and c.keys.dtype == c.values.dtype
-                   and c.keys.dtype in (mx.float32, mx.float16) for c in cache)
+        return _float_caches(cache) and all(type(c) is BatchKVCache and c._right_padding is None
+                                            and c._idx == first._idx for c in cache)
 
     def __call__(self, inputs: Any, cache: Any) -> Any:
         """Logits (batch, vocab), float32 NumPy, for `inputs` (batch, 1) after the cached positions; the
@@ -336,7 +334,7 @@ def batch_caches_in_numpy(room: int = 1, *, half: bool = False) -> Iterator[None
 
 
 def _float_caches(caches: list[Any]) -> bool:
-    """Caches our merge and extend build from: float32 (prompts') or float16 (our half batch caches)."""
+    """Caches our merge, extend and decoding step take: float32 (prompts') or float16 (our half batch caches)."""
     import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
     return all(c.keys is not None and c.keys.dtype == c.values.dtype and c.keys.dtype in (mx.float32, mx.float16)
