@@ -77,10 +77,14 @@ def test_a_prompts_cache_grows_once_to_hold_the_whole_prompt(tiny_llama: Path) -
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
-def test_numpy_prefill_fills_the_cache_as_mlx_lm_does_and_leaves_the_shared_prefix_alone(tiny_llama: Path) -> None:
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled-products", "dot-products"])
+def test_numpy_prefill_fills_the_cache_as_mlx_lm_does_and_leaves_the_shared_prefix_alone(tiny_llama: Path,
+                                                                                          tiled: bool) -> None:
     """Covered models read prompts with their layers in NumPy (decode.py, `fill`): the same keys and values as
     mlx-lm's own chunked prefill, to float32 rounding; a prompt started from the shared prefix's cache leaves
-    that cache as it was (the NumPy layers write in place, so into buffers of the prompt's own)."""
+    that cache as it was (the NumPy layers write in place, so into buffers of the prompt's own). Both ways of
+    taking the chunk's products: prefill_products.py's tiles (where the CPU has AVX-512) and decode_products.py's
+    dot products (elsewhere)."""
     import copy
 
     import mlx.core as mx
@@ -94,6 +98,10 @@ def test_numpy_prefill_fills_the_cache_as_mlx_lm_does_and_leaves_the_shared_pref
     gen = MLXGenerator(model, tokenizer)
     decoder = gen._decoder()
     assert decoder is not None and decoder.fills(make_prompt_cache(model))
+    if tiled and decoder._tiled is None:
+        pytest.skip("the tiled kernel runs only where the CPU has AVX-512")
+    if not tiled:
+        decoder._tiled = None
     calls: list[int] = []
     fill = decoder.fill
 

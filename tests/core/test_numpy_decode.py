@@ -368,9 +368,11 @@ def test_warming_the_kernels_loads_numba_or_says_it_could_not(monkeypatch) -> No
     assert "lemcore.generate.cpu.softmax_rows" in sys.modules
     assert "lemcore.generate.cpu.prefill_kernels" in sys.modules
     assert "lemcore.generate.cpu.sample_rows" in sys.modules
+    assert "lemcore.generate.cpu.prefill_products" in sys.modules
     import lemcore.generate.cpu as package
 
-    kernels = ("decode_attention", "decode_products", "prefill_kernels", "sample_rows", "softmax_rows")
+    kernels = ("decode_attention", "decode_products", "prefill_kernels", "prefill_products", "sample_rows",
+               "softmax_rows")
     for name in kernels:  # as if never imported
         monkeypatch.delitem(sys.modules, f"lemcore.generate.cpu.{name}")
         monkeypatch.delattr(package, name)

@@ -50,6 +50,23 @@ class _Layer:
     wd: Any
 
 
+@dataclass(frozen=True)
+class _Normed:
+    """A prompt chunk's normalised activations: as `columns` for prefill_products.py's tiled kernel (its products'
+    results live in its buffer for the slot named until that slot's next use), else as rows for
+    decode_products.py's. Called with weights: the product, (tokens, out)."""
+    tokens: int
+    rows: Any
+    columns: Any
+    tiled: Any
+    dot: Any
+
+    def __call__(self, weights: Any, slot: str = "product") -> Any:
+        if self.columns is not None:
+            return self.tiled(self.columns, self.tokens, weights, slot)
+        return self.dot(self.rows, weights)
+
+
 def _np(array: Any) -> Any:
     """A read-only NumPy view of an evaluated MLX array (no copy)."""
     view = np.asarray(array)
@@ -63,10 +80,16 @@ class NumpyDecoder:
     def __init__(self, model: Any) -> None:
         import mlx.core as mx  # lazy: `import lemcore` stays free of MLX (ARCHITECTURE.md, "Layers")
 
-        from lemcore.generate.cpu import decode_attention, decode_products, prefill_kernels  # lazy: Numba
+        from lemcore.generate.cpu import (  # Numba
+            decode_attention,
+            decode_products,
+            prefill_kernels,
+            prefill_products,
+        )
 
         self._attend = decode_attention.attend
         self._products = decode_products.products
+        self._tiled: Any = prefill_products if prefill_products.AVAILABLE else None
         self._rms_norm, self._rope_into = prefill_kernels.rms_norm, prefill_kernels.rope_into
         body = model.model
         first = body.layers[0].self_attn
@@ -180,8 +203,6 @@ class NumpyDecoder:
         Through MLX a 512-token chunk's layer spent ~10 ms of ~50 on element-wise work (MLX's scalar CPU
         kernels) and conversions to and from NumPy around the attention (docs/platform-notes.md, "Prefill");
         RMSNorm and RoPE here are Numba passes (prefill_kernels.py)."""
-        from lemcore.generate.cpu.attention import many_rows  # lazy, as the module's other kernels
-
         length = len(tokens)
         at = cache[0].offset
         cos, sin = self._rotation(np.arange(at, at + length, dtype=np.float32))
@@ -190,24 +211,51 @@ class NumpyDecoder:
         # Query heads that share a kv head become rows of one matrix, as attention.py's callers give them.
         rows = np.empty((1, kv_heads, group * length, dim), np.float32)
         x = self.embed[np.asarray(tokens, dtype=np.int64)]  # (length, hidden): a new array, added to below
-        # The weight products on decode_products.py's kernel, not BLAS: a 1.6K-token prompt 1.16-1.17x faster here
-        # (docs/platform-notes.md, "Prefill").
-        mul = self._products
         for layer, layer_cache in zip(self.layers, cache):
             keys, values = np.asarray(layer_cache.keys), np.asarray(layer_cache.values)
             if keys.shape[2] < at + length:  # the compiled RoPE writes without bounds checks: never past the end
                 raise ValueError(f"the cache holds {keys.shape[2]} positions, not {at + length}: call own_buffers")
-            h = self._rms_norm(x, layer.norm1, self.eps)
-            self._rope_into(mul(h, layer.wk), cos, sin, _ONE, keys[0], 1, at)
-            values[0, :, at:at + length] = mul(h, layer.wv).reshape(length, kv_heads, dim).transpose(1, 0, 2)
-            self._rope_into(mul(h, layer.wq), cos, sin, self.query_scale, rows[0], group, 0)
-            out = many_rows(rows, keys[:, :, :at + length], values[:, :, :at + length], "causal", length)
-            x += mul(np.ascontiguousarray(out.reshape(heads, length, dim).transpose(1, 0, 2)).reshape(length, -1),
-                     layer.wo)
-            h = self._rms_norm(x, layer.norm2, self.eps)
-            x += mul(swiglu_numpy(mul(h, layer.wg), mul(h, layer.wu)), layer.wd)
+            by = self._normed(x, layer.norm1)
+            self._rope_into(by(layer.wk), cos, sin, _ONE, keys[0], 1, at)
+            values[0, :, at:at + length] = by(layer.wv).reshape(length, kv_heads, dim).transpose(1, 0, 2)
+            self._rope_into(by(layer.wq), cos, sin, self.query_scale, rows[0], group, 0)
+            x += self._attention(rows, keys, values, at, length, layer.wo)
+            x += self._mlp(self._normed(x, layer.norm2), layer)
         for layer_cache in cache:  # what update_and_fetch would have done
             layer_cache.offset = at + length
+
+    # The chunk's products: on prefill_products.py's tiled kernel where the CPU has AVX-512, its inputs written
+    # token-contiguous by the pass that makes them; else on decode_products.py's (1.16-1.17x OpenBLAS's Haswell
+    # kernels here). Figures: docs/platform-notes.md, "Prefill".
+    def _normed(self, x: Any, weight: Any) -> _Normed:
+        """RMSNorm(x) of a chunk's activations x (tokens, hidden), ready for its products."""
+        tiled = self._tiled
+        if tiled is not None:
+            return _Normed(len(x), None, tiled.norm_columns(x, weight, self.eps, "normed"), tiled.products, None)
+        return _Normed(len(x), self._rms_norm(x, weight, self.eps), None, None, self._products)
+
+    def _attention(self, rows: Any, keys: Any, values: Any, at: int, length: int, weights: Any) -> Any:
+        """The chunk's causal attention through the output projection: (length, hidden). rows: the queries as
+        attention.py's `many_rows` takes them; keys and values: the cache's buffers, filled up to at + length."""
+        from lemcore.generate.cpu.attention import many_rows  # lazy, as the module's other kernels
+
+        tiled = self._tiled
+        if tiled is not None and self.head_dim % tiled.PAD == 0:
+            attended = tiled.attention_columns(rows[0], keys[0], values[0], at, length, "attended")
+            return tiled.products(attended, length, weights, "product")
+        out = many_rows(rows, keys[:, :, :at + length], values[:, :, :at + length], "causal", length)
+        out = out.reshape(self.q_heads, length, self.head_dim).transpose(1, 0, 2)
+        return self._products(np.ascontiguousarray(out).reshape(length, -1), weights)
+
+    def _mlp(self, by: _Normed, layer: _Layer) -> Any:
+        """The SwiGLU MLP of a layer, `by` from `_normed`; on the tiled kernel the gate and up products come out
+        laid out for the down product, and SwiGLU is element-wise on them."""
+        if by.columns is not None:
+            tiled = self._tiled
+            gate = tiled.products_as_columns(by.columns, layer.wg, "gate")
+            gated = tiled.swiglu_in_place(gate, tiled.products_as_columns(by.columns, layer.wu, "up"))
+            return tiled.products(gated, by.tokens, layer.wd, "product")
+        return self._products(swiglu_numpy(by(layer.wg), by(layer.wu)), layer.wd)
 
     def _rotation(self, positions: Any) -> tuple[Any, Any]:
         """RoPE's cos and sin for float32 `positions`: (positions, half) each."""
@@ -252,7 +300,8 @@ def warm_kernels() -> bool:
     first Start), so the app does it before its window shows (docs/platform-notes.md, "GUI stalls while answers
     stream"). Whether they loaded; never raises: without Numba, MLX decodes and NumPy does the softmax."""
     try:
-        for kernels in ("decode_attention", "decode_products", "prefill_kernels", "sample_rows", "softmax_rows"):
+        for kernels in ("decode_attention", "decode_products", "prefill_kernels", "prefill_products", "sample_rows",
+                        "softmax_rows"):
             importlib.import_module(f"lemcore.generate.cpu.{kernels}")  # loading is the point
     except Exception:  # noqa: BLE001 - best effort: the engine says nothing either and decodes on MLX
         return False

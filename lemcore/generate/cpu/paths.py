@@ -51,3 +51,6 @@ def cpu_fast_paths(model: Any) -> Iterator[bool]:
         for module, name, stock in swapped:
             setattr(module, name, stock)
         release_workspace()  # the prefill's score buffer, tens of MB, not kept between runs
+        tiled = sys.modules.get("lemcore.generate.cpu.prefill_products")  # loaded only where the NumPy prefill ran
+        if tiled is not None:
+            tiled.release_buffers()  # its layers' buffers, ~20 MB for SmolLM2's 512-token chunks
