@@ -64,13 +64,20 @@ def _step_both(model, decoder, mlx_caches, numpy_caches, tokens) -> float:
     return float(np.abs(np.asarray(expected) - got).max())
 
 
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled-products", "dot-products"])
 @pytest.mark.parametrize("variant", [{}, {"tie_word_embeddings": False},
                                      {"rope_scaling": {"type": "linear", "factor": 2.0}}],
                          ids=["tied-head", "own-head", "linear-rope"])
-def test_steps_match_mlx_through_padding_growth_a_sequence_leaving_and_one_joining(variant: dict) -> None:
+def test_steps_match_mlx_through_padding_growth_a_sequence_leaving_and_one_joining(variant: dict, tiled: bool) -> None:
+    # Both ways of taking the step's products: prefill_products.py's tiles where the CPU has AVX-512,
+    # decode_products.py's dot products elsewhere.
     model = _model(**variant)
     decoder = NumpyDecoder.for_model(model)
     assert decoder is not None
+    if tiled and decoder._tiled is None:
+        pytest.skip("the tiled kernel runs only where the CPU has AVX-512")
+    if not tiled:
+        decoder._tiled = None
     rng = np.random.default_rng(1)
     # 250 + 10 steps crosses the cache's 256-position step: the decoder grows the buffer itself.
     mlx_caches = _prefilled(model, [250, 40, 7])

@@ -151,26 +151,25 @@ class NumpyDecoder:
         positions = np.asarray(first.offset).astype(np.float32)  # each sequence's position of this token
         starts = np.ascontiguousarray(np.asarray(first.left_padding), dtype=np.int64)
         cos, sin = self._rotation(positions)
-        products = self._products
         x = self.embed[tokens]  # (batch, hidden): a new array (fancy indexing), added to in place below
         attended = np.empty((batch, self.kv_heads, self.q_heads // self.kv_heads, self.head_dim), np.float32)
         for layer, layer_cache in zip(self.layers, cache):
             keys, values = _writable_buffers(layer_cache)
-            h = self._rms_norm(x, layer.norm1, self.eps)
-            q = self._rope(products(h, layer.wq), self.q_heads, cos, sin)  # (batch, heads, dim)
-            keys[:, :, at, :] = self._rope(products(h, layer.wk), self.kv_heads, cos, sin)
-            values[:, :, at, :] = products(h, layer.wv).reshape(batch, self.kv_heads, self.head_dim)
+            by = self._normed(x, layer.norm1)
+            q = self._rope(by(layer.wq), self.q_heads, cos, sin)  # (batch, heads, dim)
+            keys[:, :, at, :] = self._rope(by(layer.wk), self.kv_heads, cos, sin)
+            values[:, :, at, :] = by(layer.wv).reshape(batch, self.kv_heads, self.head_dim)
             queries = q.reshape(attended.shape)  # query heads grouped by the kv head they share
             queries *= self.query_scale
             self._attend(queries, keys, values, at + 1, starts, attended)
-            x += products(attended.reshape(batch, -1), layer.wo)
-            h = self._rms_norm(x, layer.norm2, self.eps)
-            x += products(swiglu_numpy(products(h, layer.wg), products(h, layer.wu)), layer.wd)
+            x += self._rows_times(attended.reshape(batch, -1), layer.wo)
+            x += self._mlp(self._normed(x, layer.norm2), layer)
         offset = mx.array(np.asarray(first.offset) + 1)
         for layer_cache in cache:  # what update_and_fetch would have done
             layer_cache._idx = at + 1
             layer_cache.offset = offset
-        return products(self._rms_norm(x, self.final_norm, self.eps), self.head)
+        # In a buffer kept between steps on the tiled kernel: the caller copies the logits into MLX at once.
+        return self._normed(x, self.final_norm)(self.head, "logits")
 
     # -- prefill -------------------------------------------------------------------------------------
     def fills(self, cache: Any) -> bool:
@@ -224,15 +223,23 @@ class NumpyDecoder:
         for layer_cache in cache:  # what update_and_fetch would have done
             layer_cache.offset = at + length
 
-    # The chunk's products: on prefill_products.py's tiled kernel where the CPU has AVX-512, its inputs written
-    # token-contiguous by the pass that makes them; else on decode_products.py's (1.16-1.17x OpenBLAS's Haswell
-    # kernels here). Figures: docs/platform-notes.md, "Prefill".
+    # The products of prompt chunks and of decoding steps: on prefill_products.py's tiled kernel where the CPU has
+    # AVX-512, its inputs written token-contiguous by the pass that makes them; else on decode_products.py's
+    # (1.16-1.17x OpenBLAS's Haswell kernels for chunks here). Figures: docs/platform-notes.md, "Prefill" and
+    # "NumPy decoding step".
     def _normed(self, x: Any, weight: Any) -> _Normed:
         """RMSNorm(x) of a chunk's activations x (tokens, hidden), ready for its products."""
         tiled = self._tiled
         if tiled is not None:
             return _Normed(len(x), None, tiled.norm_columns(x, weight, self.eps, "normed"), tiled.products, None)
         return _Normed(len(x), self._rms_norm(x, weight, self.eps), None, None, self._products)
+
+    def _rows_times(self, x: Any, weights: Any) -> Any:
+        """x (tokens, inner) @ weights.T, on the tiled kernel (x laid out first) where there is one."""
+        tiled = self._tiled
+        if tiled is not None:
+            return tiled.products(tiled.columns(x, "rows"), len(x), weights, "product")
+        return self._products(x, weights)
 
     def _attention(self, rows: Any, keys: Any, values: Any, at: int, length: int, weights: Any) -> Any:
         """The chunk's causal attention through the output projection: (length, hidden). rows: the queries as
