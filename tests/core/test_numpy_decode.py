@@ -66,8 +66,9 @@ def _step_both(model, decoder, mlx_caches, numpy_caches, tokens) -> float:
 
 @pytest.mark.parametrize("tiled", [True, False], ids=["tiled-products", "dot-products"])
 @pytest.mark.parametrize("variant", [{}, {"tie_word_embeddings": False},
-                                     {"rope_scaling": {"type": "linear", "factor": 2.0}}],
-                         ids=["tied-head", "own-head", "linear-rope"])
+                                     {"rope_scaling": {"type": "linear", "factor": 2.0}},
+                                     {"hidden_size": 80, "num_attention_heads": 10}],
+                         ids=["tied-head", "own-head", "linear-rope", "five-heads-per-kv-head"])
 def test_steps_match_mlx_through_padding_growth_a_sequence_leaving_and_one_joining(variant: dict, tiled: bool) -> None:
     # Both ways of taking the step's products: prefill_products.py's tiles where the CPU has AVX-512,
     # decode_products.py's dot products elsewhere.
