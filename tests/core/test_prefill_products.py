@@ -76,7 +76,7 @@ def test_products_laid_out_as_columns_feed_the_next_product() -> None:
                                rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("at, length", [(0, 50), (40, 21), (1000, 512), (7, 1)])
+@pytest.mark.parametrize("at, length", [(0, 50), (40, 21), (1000, 512), (7, 1), (30, 77)])
 def test_chunk_attention_equals_many_rows_laid_out_for_the_output_projection(at: int, length: int) -> None:
     # Positions at..at + length of a cache with room past them (the kernel must not read past at + length);
     # 3 kv heads of 3 query heads each, as SmolLM2's; chunks from the start, mid-prompt, a whole 512-token one,

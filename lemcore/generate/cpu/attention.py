@@ -70,7 +70,7 @@ def many_rows(q: Any, k: Any, v: Any, mask: Any, length: int) -> Any:
     b, kv_heads, group_rows, _ = q.shape
     # The scores go into a buffer kept between calls: their size changes with every chunk's position, and as
     # MLX buffers each new size was fresh memory (docs/platform-notes.md, "Prefill").
-    n = scores_workspace((b, kv_heads, group_rows, k.shape[2]))
+    n = _workspace((b, kv_heads, group_rows, k.shape[2]))
     np.matmul(q, k.swapaxes(-1, -2), out=n)
     rows_2d = n.reshape(-1, n.shape[-1])
     kernel = _compiled_softmax()
@@ -79,7 +79,7 @@ def many_rows(q: Any, k: Any, v: Any, mask: Any, length: int) -> Any:
         _mask_in_place(n, mask, _mask_5d(mask, kv_heads, group_rows // length), length)
     if kernel is not None:  # one pass over the scores (softmax_rows.py)
         denominators = np.empty(len(rows_2d), np.float32)
-        kernel(rows_2d, length if causal_in_kernel and length > 1 else 0, denominators, rows_2d.shape[1])
+        kernel(rows_2d, length if causal_in_kernel and length > 1 else 0, denominators)
     elif rows_2d.size < _SPLIT_AT:
         denominators = _exp2_rows(rows_2d)
     else:
@@ -107,7 +107,7 @@ def _times_values(n: Any, v: Any) -> Any:
 _SCRATCH = threading.local()
 
 
-def scores_workspace(shape: tuple[int, ...]) -> Any:
+def _workspace(shape: tuple[int, ...]) -> Any:
     """A C-contiguous float32 array of `shape` on this thread's buffer, grown when too small (its contents are
     whatever the last call left)."""
     size = math.prod(shape)
@@ -203,7 +203,7 @@ def _exp2_rows(rows: Any) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _compiled_softmax() -> Callable[[Any, int, Any, int], None] | None:
+def _compiled_softmax() -> Callable[[Any, int, Any], None] | None:
     """The Numba prefill softmax (softmax_rows.py), or None where Numba is missing or cannot compile or cache
     it here (a frozen app, a read-only folder): NumPy's softmax runs then."""
     try:

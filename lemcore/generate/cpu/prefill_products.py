@@ -1,19 +1,25 @@
-"""The weight products of a prompt chunk (decode.py, `NumpyDecoder.fill`) on a register-tiled kernel.
+"""The matrix products of prompt chunks and decoding steps (decode.py, `NumpyDecoder`) on a register-tiled kernel.
 
 decode_products.py's kernel takes dot products along the inner dimension and sums each vector's lanes at the end:
 ~290 GFLOP/s for a 512-token chunk here, about 60% of what the cores' FMA units do. This one keeps its sums
 in 24 AVX-512 registers, each 16 tokens' outputs for one weight row, so nothing is summed across lanes: per
 inner index it loads 3 vectors of 16 tokens' activations and 8 weights (one per weight row), and issues 24 FMAs.
-That needs the activations token-contiguous, (inner, tokens): `columns` writes them so, padded with zeros to a
-multiple of 16 tokens. 385-452 vs 242-352 GFLOP/s on the chunk's shapes (docs/platform-notes.md, "Prefill").
+That needs the activations token-contiguous, (inner, tokens): the passes that make them write them so, padded
+with zeros to a multiple of 16 tokens (`columns`, `norm_columns`; the gate and up products come out that way,
+`products_as_columns`, so SwiGLU is element-wise on them). 385-452 vs 242-352 GFLOP/s on a chunk's shapes; a
+decoding step's 16 rows are one column of tiles (docs/platform-notes.md, "Prefill", "NumPy decoding step").
 
 The tile is written in LLVM IR (a Numba intrinsic) because LLVM does not build this register tiling from
 Numba's loops: scalar source for the same tile compiled to 14 GFLOP/s. Outputs are stored in place in the
 usual (tokens, out) layout, in a buffer whose row length is an odd number of cache lines: with 1536 floats
 (exactly 96 lines) the 48 rows of one tile fell into two of L1's sets and the product ran at 229 GFLOP/s.
 
+A chunk's causal attention runs on the same tile (`attention_columns`): per head and block of 64 query rows, the
+scores, their softmax and the weighted values while the block's scores are in L2, only up to each tile's last
+position, written as the output projection's input.
+
 Only where the CPU has AVX-512 (`AVAILABLE`): with 16 vector registers (AVX2) or 128-bit ones (NEON) the tile's
-24 sums would not fit in registers; decode.py keeps decode_products.py's kernel there.
+24 sums would not fit in registers; decode.py keeps decode_products.py's kernel and attention.py's there.
 
 Imported only by decode.py, inside its functions: loading Numba takes about a second.
 """
@@ -68,9 +74,10 @@ def _tile_intrinsic(vectors: int, transposed: bool) -> Any:
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             weights, acts, outs = (context.make_array(t)(context, builder, a) for t, a in zip(sig.args[:3], args[:3]))
             first_row, first_col, count = args[3], args[4], args[5]
-            row_stride = builder.extract_value(weights.shape, 1)
-            act_stride = builder.extract_value(acts.shape, 1)
-            out_stride = builder.extract_value(outs.shape, 1)
+            # Row strides in elements from the arrays' byte strides: views of a wider buffer work too.
+            four = ir.Constant(weights.strides.type.element, 4)
+            row_stride, act_stride, out_stride = (builder.sdiv(builder.extract_value(a.strides, 0), four)
+                                                  for a in (weights, acts, outs))
             intp = row_stride.type
             fma = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]  # Numba's helpers are untyped
                 builder.module, ir.FunctionType(_VEC, [_VEC] * 3), "llvm.fma.v16f32")
@@ -178,7 +185,7 @@ def products(xt: Any, tokens: int, weights: Any, slot: str | None = None) -> Any
     # the output C-contiguous for the consumers that vectorise on that (RoPE).
     padded = lines + 1 if math.gcd(lines, 64) >= 16 else lines
     out = _buffer(slot, (xt.shape[1], padded * LANES if padded != lines else out_rows))
-    _products(weights, xt, out, _block(inner), inner, False, 0, 0)
+    _products(weights, xt, out, _block(inner), inner, False)
     return out[:tokens, :out_rows]
 
 
@@ -187,7 +194,7 @@ def products_as_columns(xt: Any, weights: Any, slot: str | None = None) -> Any:
     result: (out, padded tokens), stored 16 tokens at a time; the padding columns come out zero."""
     out_rows, inner = weights.shape
     out = _buffer(slot, (out_rows, xt.shape[1]))
-    _products(weights, xt, out, _block(inner), inner, True, 0, 0)
+    _products(weights, xt, out, _block(inner), inner, True)
     return out
 
 
@@ -195,35 +202,22 @@ def attention_columns(rows: Any, keys: Any, values: Any, at: int, length: int, s
     """Causal attention of a chunk of `length` tokens from position `at`, laid out as `columns` lays out the output
     projection's input: (heads * dim, length padded), inner index head * dim + d. rows (kv_heads, group * length,
     dim): the queries, scaled by log2(e) / sqrt(dim), the query heads that share a kv head one after another (as
-    attention.py's `many_rows` takes them); keys and values (kv_heads, >= at + length, dim), C-contiguous.
-    Scores on the tile with 16-wide stores against the keys laid out as columns, only up to each tile's last
-    position; softmax_rows.py's pass; weights times values on the tile with the values as they are (the span as
-    inner index, each tile's up to its last position), written straight into the head's rows of the result."""
-    from lemcore.generate.cpu.attention import (
-        scores_workspace,  # lazy: attention.py's buffer, kept between calls
-    )
-    from lemcore.generate.cpu.softmax_rows import exp2_rows
-
+    attention.py's `many_rows` takes them); keys and values (kv_heads, >= at + length, dim), C-contiguous, read
+    up to at + length. One parallel pass (`_chunk_attention`) over blocks of 64 query rows per head."""
     kv_heads, group_rows, dim = rows.shape
-    group = group_rows // length
     span = at + length
     padded_span = -(-span // PAD) * PAD
-    scores = scores_workspace((group_rows, padded_span))
-    sums = np.empty(group_rows, np.float32)
-    out = _buffer(slot, (kv_heads * group * dim, -(-length // PAD) * PAD))
-    out[:, length:] = 0.0  # the padding columns: the heads below write the chunk's own
+    key_columns = _buffer("keys", (kv_heads, dim, padded_span))
     for h in range(kv_heads):
-        _products(rows[h], columns(keys[h, :span], "keys"), scores, _block(dim), dim, True, length, at)
-        exp2_rows(scores, length, sums, span)
-        scale = np.reciprocal(sums)
-        for g in range(group):
-            head = out[(h * group + g) * dim:(h * group + g + 1) * dim]
-            weights = scores[g * length:(g + 1) * length]
-            # One block of all `dim` columns: the values (span x dim) stay in L2, and each tile covers the head's 64
-            # columns as two 32-wide halves rather than 48 and a 16-wide rest that reads its weights again.
-            _products(weights, values[h, :span], head, dim, span, False, length, at)
-            head[:, :length] *= scale[g * length:(g + 1) * length]
+        _columns(keys[h, :span], key_columns[h])
+    out = _buffer(slot, (kv_heads * group_rows // length * dim, -(-length // PAD) * PAD))  # heads * dim rows
+    out[:, length:] = 0.0
+    scratch = _buffer("scores", (numba.get_num_threads(), _ATTENTION_ROWS, padded_span))
+    _chunk_attention(rows, key_columns, values, out, scratch, at, length, _ATTENTION_ROWS)
     return out
+
+
+_ATTENTION_ROWS = 64  # query rows per block: 64 x 1.6K scores (~400 KB) stay in L2
 
 
 def _block(inner: int) -> int:
@@ -272,6 +266,70 @@ def _swiglu(gate: Any, up: Any) -> None:  # pragma: no cover - compiled loop
         gate[i] = g * up[i] * (np.float32(1.0) if g >= 0 else e) / (np.float32(1.0) + e)
 
 
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _chunk_attention(rows: Any, key_columns: Any, values: Any, out: Any, scratch: Any, at: int, length: int,
+                     block: int) -> None:  # pragma: no cover - Numba runs the compiled loop
+    """Causal attention of a chunk, one task per (query head, block of `block` of its rows): the block's scores on
+    the tile (16-wide stores against key_columns (kv_heads, dim, padded span)), its softmax, and its weights times
+    values on the tile, into out's rows for that head (head * dim + d, token), all while the block's scores (in
+    this thread's scratch, (block, padded span)) are in L2. Only what the causal mask keeps: each tile's keys up
+    to its last row's position. Tasks go low and high blocks in turn, so each thread's contiguous share of them
+    holds as many keys."""
+    kv_heads, group_rows, dim = rows.shape
+    group = group_rows // length
+    heads = kv_heads * group
+    blocks = (length + block - 1) // block
+    for task in numba.prange(heads * blocks):
+        turn = task // heads
+        b = turn // 2 if turn % 2 == 0 else blocks - 1 - turn // 2
+        head = task % heads
+        h = head // group
+        lo = b * block
+        n = min(length, lo + block) - lo
+        first = (head % group) * length + lo
+        queries = rows[h, first:first + n]
+        keys = key_columns[h]
+        scores = scratch[numba.get_thread_id()]
+        result = out[head * dim:(head + 1) * dim, lo:]
+        tiles = n // ROWS
+        for tile in range(tiles):
+            j = tile * ROWS
+            _span(queries, keys, scores, j, 0, (at + lo + j + ROWS + LANES - 1) // LANES * LANES, dim, True)
+        for r in range(tiles * ROWS, n):
+            for t in range(at + lo + r + 1):
+                acc = np.float32(0.0)
+                for d in range(dim):
+                    acc += queries[r, d] * keys[d, t]
+                scores[r, t] = acc
+        sums = np.empty(n, np.float32)
+        for r in range(n):
+            row = scores[r]
+            seen = at + lo + r + 1
+            top = np.float32(-3.0e38)
+            for t in range(seen):
+                top = max(top, row[t])
+            total = np.float32(0.0)
+            for t in range(seen):
+                weight = exp2_clamped(row[t] - top)
+                row[t] = weight
+                total += weight
+            for t in range(seen, at + lo + n):  # what a tile of later rows reads: the mask's zeros
+                row[t] = np.float32(0.0)
+            sums[r] = total
+        for tile in range(tiles):
+            j = tile * ROWS
+            _span(scores, values[h], result, j, 0, dim, at + lo + j + ROWS, False)
+        for r in range(tiles * ROWS, n):
+            for d in range(dim):
+                acc = np.float32(0.0)
+                for t in range(at + lo + r + 1):
+                    acc += scores[r, t] * values[h, t, d]
+                result[d, r] = acc
+        for d in range(dim):
+            for r in range(n):
+                result[d, r] /= sums[r]
+
+
 @numba.njit(inline="always", nogil=True)
 def _span(w: Any, xt: Any, out: Any, j: int, lo: int, hi: int, inner: int,
           transposed: bool) -> None:  # pragma: no cover - Numba inlines the compiled form
@@ -298,16 +356,12 @@ def _span(w: Any, xt: Any, out: Any, j: int, lo: int, hi: int, inner: int,
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _products(w: Any, xt: Any, out: Any, block: int, inner: int, transposed: bool, causal: int,
-              at: int) -> None:  # pragma: no cover - Numba runs the compiled loop
+def _products(w: Any, xt: Any, out: Any, block: int, inner: int,
+              transposed: bool) -> None:  # pragma: no cover - Numba runs the compiled loop
     """out[t, j] (or with `transposed` out[j, t]) = w[j, :inner] . xt[:inner, t] for every column t of xt (a
     multiple of 16). Tasks of 4 tiles of weight rows against one block of `block` columns (a multiple of 48), so
     that a thread's tasks share a block while it is in L2; weight rows past the last multiple of 8 one dot product
-    at a time.
-    With `causal` > 0, w's rows are query rows of a chunk of that many tokens from position `at` (row j is the
-    chunk's token j % causal) and only what their softmax keeps is computed: transposed (queries times keys),
-    the key columns up to the tile's last position, rounded up to 16; else (weights times values), the inner
-    keys up to it (later keys' weights are 0)."""
+    at a time."""
     rows = w.shape[0]
     padded = xt.shape[1]
     tiles = rows // ROWS
@@ -318,16 +372,7 @@ def _products(w: Any, xt: Any, out: Any, block: int, inner: int, transposed: boo
         hi = min(padded, lo + block)
         group = task % groups
         for tile in range(group * 4, min(tiles, group * 4 + 4)):
-            j = tile * ROWS
-            reach, top = inner, hi
-            if causal > 0:
-                last = min(causal - 1, j % causal + ROWS - 1)
-                if transposed:
-                    top = min(hi, (at + last + 1 + LANES - 1) // LANES * LANES)
-                else:
-                    reach = min(inner, at + last + 1)
-            if lo < top:
-                _span(w, xt, out, j, lo, top, reach, transposed)
+            _span(w, xt, out, tile * ROWS, lo, hi, inner, transposed)
         if group == groups - 1:
             for r in range(tiles * ROWS, rows):
                 for t in range(lo, hi):

@@ -28,14 +28,13 @@ from lemcore.generate.cpu.exp2 import exp2_clamped  # noqa: E402
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def exp2_rows(rows: Any, causal: int, sums: Any, span: int) -> None:  # pragma: no cover
-    """In place, the first `span` scores of each row of log2-scaled scores (n_rows, >= span) -> 2 ** (score - the
-    row's maximum), clamped at 2 ** -126; sums[r] = the row's total; columns past `span` are left alone (the
-    tiled attention's rows are padded to a multiple of 16). With `causal` > 0 the rows are query positions of a chunk of that
+def exp2_rows(rows: Any, causal: int, sums: Any) -> None:  # pragma: no cover
+    """In place, each row of log2-scaled scores (n_rows, span) -> 2 ** (score - the row's maximum), clamped at
+    2 ** -126; sums[r] = the row's total. With `causal` > 0 the rows are query positions of a chunk of that
     many tokens, the last of the keys (row r is position r % causal of it): keys after a row's position get
     weight 0, as a causal mask gives. `causal` = 0: every key counts (masks already applied to the scores).
     (Not measured by coverage: Numba runs the compiled loop, not this Python.)"""
-    n_rows = rows.shape[0]
+    n_rows, span = rows.shape
     for r in numba.prange(n_rows):
         row = rows[r]
         seen = span if causal == 0 else span - causal + r % causal + 1
