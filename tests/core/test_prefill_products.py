@@ -36,6 +36,23 @@ def test_products_equal_float64_across_the_tiles_edges(tokens: int, inner: int, 
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.sqrt(inner))
 
 
+def test_slot_buffers_are_reused_grown_and_released_with_the_fast_paths(tiny_llama) -> None:
+    from lemcore.generate.cpu.paths import cpu_fast_paths
+    from lemcore.generate.engine import load_mlx_model
+
+    rng = np.random.default_rng(1)
+    model, _tokenizer = load_mlx_model(tiny_llama)
+    with cpu_fast_paths(model):
+        first = tiled.columns(rng.standard_normal((20, 8), dtype=np.float32), "test")
+        smaller = tiled.columns(rng.standard_normal((5, 8), dtype=np.float32), "test")
+        assert np.shares_memory(first, smaller)  # the same buffer, a smaller view
+        larger = tiled.columns(rng.standard_normal((40, 8), dtype=np.float32), "test")
+        assert not np.shares_memory(first, larger) and larger.shape == (8, 48)  # grown
+        assert not np.shares_memory(tiled.columns(np.ones((5, 8), np.float32)), larger)  # no slot: a new array
+        assert "test" in tiled._SCRATCH.__dict__
+    assert not tiled._SCRATCH.__dict__  # freed when the run ends, as attention.py's scores buffer
+
+
 def test_outputs_are_contiguous_unless_their_rows_would_share_cache_sets() -> None:
     rng = np.random.default_rng(0)
     columns = tiled.columns(rng.standard_normal((50, 32), dtype=np.float32))

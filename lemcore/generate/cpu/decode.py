@@ -52,9 +52,9 @@ class _Layer:
 
 @dataclass(frozen=True)
 class _Normed:
-    """A prompt chunk's normalised activations: as `columns` for prefill_products.py's tiled kernel (its products'
-    results live in its buffer for the slot named until that slot's next use), else as rows for
-    decode_products.py's. Called with weights: the product, (tokens, out)."""
+    """A prompt chunk's or a decoding step's normalised activations: as `columns` for prefill_products.py's tiled
+    kernel (its products' results live in its buffer for the slot named until that slot's next use), else as rows
+    for decode_products.py's. Called with weights: the product, (tokens, out)."""
     tokens: int
     rows: Any
     columns: Any
