@@ -44,6 +44,7 @@ from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 from lemcore.generate.cpu.exp2 import exp2_clamped  # noqa: E402
+from lemcore.generate.cpu.softmax_rows import softmax_row  # noqa: E402
 
 # Numba compiles for this machine's CPU unless told another (NUMBA_CPU_NAME, NUMBA_CPU_FEATURES: then we cannot
 # tell whether the target has AVX-512, and keep the other kernel).
@@ -302,20 +303,8 @@ def _chunk_attention(rows: Any, key_columns: Any, values: Any, out: Any, scratch
                     acc += queries[r, d] * keys[d, t]
                 scores[r, t] = acc
         sums = np.empty(n, np.float32)
-        for r in range(n):
-            row = scores[r]
-            seen = at + lo + r + 1
-            top = np.float32(-3.0e38)
-            for t in range(seen):
-                top = max(top, row[t])
-            total = np.float32(0.0)
-            for t in range(seen):
-                weight = exp2_clamped(row[t] - top)
-                row[t] = weight
-                total += weight
-            for t in range(seen, at + lo + n):  # what a tile of later rows reads: the mask's zeros
-                row[t] = np.float32(0.0)
-            sums[r] = total
+        for r in range(n):  # zeros up to the block's last position: what a tile of later rows reads
+            sums[r] = softmax_row(scores[r], at + lo + r + 1, at + lo + n)
         for tile in range(tiles):
             j = tile * ROWS
             _span(scores, values[h], result, j, 0, dim, at + lo + j + ROWS, False)

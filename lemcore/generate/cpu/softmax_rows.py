@@ -36,16 +36,22 @@ def exp2_rows(rows: Any, causal: int, sums: Any) -> None:  # pragma: no cover
     (Not measured by coverage: Numba runs the compiled loop, not this Python.)"""
     n_rows, span = rows.shape
     for r in numba.prange(n_rows):
-        row = rows[r]
         seen = span if causal == 0 else span - causal + r % causal + 1
-        top = np.float32(-3.0e38)
-        for t in range(seen):
-            top = max(top, row[t])
-        total = np.float32(0.0)
-        for t in range(seen):
-            weight = exp2_clamped(row[t] - top)
-            row[t] = weight
-            total += weight
-        for t in range(seen, span):
-            row[t] = np.float32(0.0)
-        sums[r] = total
+        sums[r] = softmax_row(rows[r], seen, span)
+
+
+@numba.njit(inline="always", fastmath=True, nogil=True)
+def softmax_row(row: Any, seen: int, end: int) -> Any:  # pragma: no cover - Numba inlines the compiled form
+    """In place: row[:seen] -> 2 ** (score - their maximum), clamped at 2 ** -126, and row[seen:end] -> 0 (keys
+    the mask hides); returns the weights' total. Also the tiled prefill attention's (prefill_products.py)."""
+    top = np.float32(-3.0e38)
+    for t in range(seen):
+        top = max(top, row[t])
+    total = np.float32(0.0)
+    for t in range(seen):
+        weight = exp2_clamped(row[t] - top)
+        row[t] = weight
+        total += weight
+    for t in range(seen, end):
+        row[t] = np.float32(0.0)
+    return total
