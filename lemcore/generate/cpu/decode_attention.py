@@ -5,6 +5,11 @@ One query token per sequence against its whole cache: a pass over the keys for t
 1.8K positions x 64 dims, ~44 MB of float32 per layer): the two Numba passes read it at 25-29 GB/s on our 2-core
 machine, against ~13 GB/s for the best NumPy/BLAS arrangement (docs/platform-notes.md, "NumPy decoding step").
 
+Where the CPU has AVX-512 and heads are 64 or 128 wide, both passes run on tiles written in LLVM IR (Numba
+intrinsics, as prefill_products.py's): the scores of 16 positions summed across lanes together, the weighted
+values' sums kept in registers. LLVM's code for the plain loops summed each score's lanes alone and kept the
+values' sums in memory.
+
 Numba compiles on first use (~3 s) and caches the machine code beside this file, or in the user's cache folder
 where that is read-only. Imported only by decode.py, inside its functions: loading Numba takes about a second.
 """
@@ -23,7 +28,11 @@ import numba  # noqa: E402 - after the thread wait
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
 from numba import types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic, overload  # noqa: E402
+
+# The tiles below keep up to 16 sums and partial trees in registers: AVX-512's 32 (prefill_products.py's rule).
+from lemcore.generate.cpu.prefill_products import AVAILABLE as TILED  # noqa: E402
 
 
 @intrinsic
@@ -52,6 +61,144 @@ def _as_float32(value: Any) -> Any:  # pragma: no cover - runs inside Numba's co
     return same
 
 
+_LANES = 16  # float32 values per AVX-512 register
+_F32 = ir.FloatType()
+_VEC = ir.VectorType(_F32, _LANES)
+_I32 = ir.IntType(32)
+_IDX = ir.VectorType(_I32, _LANES)
+
+
+def _cache_row(context: Any, builder: Any, cache: Any, half: bool, at: Any) -> Any:
+    """16 elements of a cache buffer from element index `at`, as <16 x float> (float16 bits converted)."""
+    place = builder.gep(cache.data, [at])
+    if not half:
+        return builder.load(builder.bitcast(place, _VEC.as_pointer()), align=4)
+    bits = builder.load(builder.bitcast(place, ir.VectorType(ir.IntType(16), _LANES).as_pointer()), align=2)
+    return builder.fpext(builder.bitcast(bits, ir.VectorType(ir.HalfType(), _LANES)), _VEC)
+
+
+def _row_stride(builder: Any, array: Any, itemsize: int) -> Any:
+    return builder.sdiv(builder.extract_value(array.strides, 0), ir.Constant(array.strides.type.element, itemsize))
+
+
+def _pair_sums(builder: Any, a: Any, b: Any, sources: int) -> Any:
+    """a and b each hold 16 / sources lanes of partial sums for each of `sources` dot products, in order; the
+    result holds half as many lanes for each of a's and then b's, each the sum of a pair of theirs. Four levels
+    take 16 vectors to one whose lane i is the sum of vector i's lanes."""
+    width = _LANES // sources
+    low = [i * width + j for i in range(sources) for j in range(width // 2)]
+    low += [_LANES + x for x in low]
+    high = [x + width // 2 for x in low]
+    return builder.fadd(builder.shuffle_vector(a, b, ir.Constant(_IDX, low)),
+                        builder.shuffle_vector(a, b, ir.Constant(_IDX, high)))
+
+
+def _score_tile(queries: int, chunks: int) -> Any:
+    """An intrinsic tile(q, k, s, t, g): s[g + i, t:t + 16] = q[g + i] . k[t + r] for i < `queries`, r < 16,
+    with 16 * `chunks` dims. Each key row is read and converted once for the queries; each query's 16 sums are
+    reduced across lanes together (a tree of shuffles, 45 instructions for 16 rows, against ~8 per row alone)."""
+
+    @intrinsic
+    def tile(typingctx: Any, q: Any, k: Any, s: Any, t: Any, g: Any) -> Any:  # pragma: no cover - Numba's compiler
+        signature = types.void(q, k, s, types.intp, types.intp)
+        half = k.dtype == types.uint16
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            qa, ka, sa = (context.make_array(a)(context, builder, v) for a, v in zip(sig.args[:3], args[:3]))
+            row, g0 = args[3], args[4]
+            q_stride, k_stride, s_stride = (_row_stride(builder, qa, 4), _row_stride(builder, ka, 2 if half else 4),
+                                            _row_stride(builder, sa, 4))
+            intp = q_stride.type
+            fma = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]  # Numba's helpers are untyped
+                builder.module, ir.FunctionType(_VEC, [_VEC] * 3), "llvm.fma.v16f32")
+            query_rows = [builder.mul(builder.add(g0, ir.Constant(intp, i)), q_stride) for i in range(queries)]
+            pending: list[list[tuple[int, Any]]] = [[] for _ in range(queries)]
+            for r in range(_LANES):
+                at = builder.mul(builder.add(row, ir.Constant(intp, r)), k_stride)
+                keys = [_cache_row(context, builder, ka, half, builder.add(at, ir.Constant(intp, _LANES * c)))
+                        for c in range(chunks)]
+                for i in range(queries):
+                    total = None
+                    for c in range(chunks):
+                        place = builder.gep(qa.data, [builder.add(query_rows[i], ir.Constant(intp, _LANES * c))])
+                        weight = builder.load(builder.bitcast(place, _VEC.as_pointer()), align=4)
+                        total = builder.fmul(keys[c], weight) if total is None else builder.call(
+                            fma, [keys[c], weight, total])
+                    stack, level = pending[i], 0
+                    while stack and stack[-1][0] == level:  # two of a level make one of the next
+                        total = _pair_sums(builder, stack.pop()[1], total, 1 << level)
+                        level += 1
+                    stack.append((level, total))
+            for i in range(queries):
+                place = builder.gep(sa.data, [builder.add(builder.mul(builder.add(g0, ir.Constant(intp, i)), s_stride),
+                                                          row)])
+                builder.store(pending[i][0][1], builder.bitcast(place, _VEC.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    return tile
+
+
+def _value_span(queries: int, chunks: int) -> Any:
+    """An intrinsic span(w, v, acc, lo, hi, g): acc[g + i] = sum over lo <= t < hi of w[g + i, t] * v[t] for
+    i < `queries`, with 16 * `chunks` dims: the sums stay in registers (queries * chunks <= 16 of them), each value
+    row is read and converted once for the queries."""
+
+    @intrinsic
+    def span(typingctx: Any, w: Any, v: Any, acc: Any, lo: Any, hi: Any,
+             g: Any) -> Any:  # pragma: no cover - runs inside Numba's compiler
+        signature = types.void(w, v, acc, types.intp, types.intp, types.intp)
+        half = v.dtype == types.uint16
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            wa, va, aa = (context.make_array(a)(context, builder, x) for a, x in zip(sig.args[:3], args[:3]))
+            first, last, g0 = args[3], args[4], args[5]
+            w_stride, v_stride, a_stride = (_row_stride(builder, wa, 4), _row_stride(builder, va, 2 if half else 4),
+                                            _row_stride(builder, aa, 4))
+            intp = w_stride.type
+            fma = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]  # Numba's helpers are untyped
+                builder.module, ir.FunctionType(_VEC, [_VEC] * 3), "llvm.fma.v16f32")
+            zero = ir.Constant(_VEC, [0.0] * _LANES)
+            # Allocas in the entry block: LLVM promotes them to registers.
+            sums = [[cgutils.alloca_once_value(builder, zero)  # type: ignore[no-untyped-call]
+                     for _ in range(chunks)] for _ in range(queries)]
+            for row in sums:
+                for total in row:
+                    builder.store(zero, total)  # the span may run in a loop: start from zero each time
+            weight_rows = [builder.mul(builder.add(g0, ir.Constant(intp, i)), w_stride) for i in range(queries)]
+            splat = ir.Constant(_IDX, [0] * _LANES)
+            undefined = ir.Constant(_VEC, ir.Undefined)
+            with cgutils.for_range(builder, builder.sub(last, first)) as loop:
+                t = builder.add(first, loop.index)
+                at = builder.mul(t, v_stride)
+                rows = [_cache_row(context, builder, va, half, builder.add(at, ir.Constant(intp, _LANES * c)))
+                        for c in range(chunks)]
+                for i in range(queries):
+                    weight = builder.load(builder.gep(wa.data, [builder.add(weight_rows[i], t)]))
+                    broadcast = builder.shuffle_vector(
+                        builder.insert_element(undefined, weight, ir.Constant(_I32, 0)), undefined, splat)
+                    for c in range(chunks):
+                        builder.store(builder.call(fma, [broadcast, rows[c], builder.load(sums[i][c])]), sums[i][c])
+            for i in range(queries):
+                out_row = builder.mul(builder.add(g0, ir.Constant(intp, i)), a_stride)
+                for c in range(chunks):
+                    place = builder.gep(aa.data, [builder.add(out_row, ir.Constant(intp, _LANES * c))])
+                    builder.store(builder.load(sums[i][c]), builder.bitcast(place, _VEC.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    return span
+
+
+# Head sizes 64 (4 vectors) and 128 (8): up to 4 and 2 queries per pass, so that the sums fit in registers.
+_score64_1, _score64_2, _score64_3, _score64_4 = (_score_tile(n, 4) for n in (1, 2, 3, 4))
+_score128_1, _score128_2 = (_score_tile(n, 8) for n in (1, 2))
+_value64_1, _value64_2, _value64_3, _value64_4 = (_value_span(n, 4) for n in (1, 2, 3, 4))
+_value128_1, _value128_2 = (_value_span(n, 8) for n in (1, 2))
+
+
 def attend(queries: Any, keys: Any, values: Any, length: int, first: Any, out: Any) -> None:
     """out[b, h, g] = softmax(queries[b, h, g] . keys[b, h, first[b]:length]) @ values[b, h, first[b]:length].
 
@@ -65,10 +212,17 @@ def attend(queries: Any, keys: Any, values: Any, length: int, first: Any, out: A
     (Numba calls a scalar exp2 per score: a fused loop spent more time there than reading the cache), Numba's
     weighted sum of the values. With up to 4 query heads per kv head both Numba passes read and convert each
     cache row once for all of them: 24.8 -> 20.7 ms (scores) and 18.0-18.7 -> 14.5-15.2 ms (values) for 30 layers
-    of 16 sequences x 1.8K float16 positions (docs/platform-notes.md, "NumPy decoding step").
+    of 16 sequences x 1.8K float16 positions (docs/platform-notes.md, "NumPy decoding step"). The tiles
+    (`TILED`, head size 64 or 128) took the same to 11.8-14.3 ms (scores) and 9.5-11.3 ms (values), against
+    14.4-22.6 and 15.3-22.9 ms alternating with the loops; a 16-sequence engine step 47-48 vs 70-77 ms.
     """
-    batch, kv_heads, group, _ = queries.shape
+    batch, kv_heads, group, dim = queries.shape
     weights = np.empty((batch, kv_heads, group, length), np.float32)
+    if TILED and dim in (64, 128) and queries.flags.c_contiguous:
+        _scores_tiled(queries, _compiled_view(keys), length, first, weights)
+        np.exp2(weights, out=weights)
+        _values_tiled(weights, _compiled_view(values), length, first, out)
+        return
     _scores(queries, _compiled_view(keys), length, first, weights)
     np.exp2(weights, out=weights)
     _weighted_values(weights, _compiled_view(values), length, first, out)
@@ -146,6 +300,85 @@ def _weighted_values(weights: Any, values: Any, length: int, first: Any, out: An
                     weight = w[g, t]
                     for d in range(dim):
                         acc[g, d] += weight * as_float32(v[t, d])
+        for g in range(group):
+            total = np.float32(0.0)
+            for t in range(start, length):
+                total += w[g, t]
+            for d in range(dim):
+                o[g, d] = acc[g, d] / total
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _scores_tiled(queries: Any, keys: Any, length: int, first: Any, scores: Any) -> None:  # pragma: no cover
+    """_scores on the intrinsic tiles (head size 64 or 128): 16 positions at a time, up to 4 (or 2) queries per
+    pass; the positions past the last multiple of 16 one dot product at a time."""
+    batch, kv_heads, group, dim = queries.shape
+    step = 4 if dim == 64 else 2
+    for bh in numba.prange(batch * kv_heads):
+        q = queries[bh // kv_heads, bh % kv_heads]
+        k = keys[bh // kv_heads, bh % kv_heads]
+        s = scores[bh // kv_heads, bh % kv_heads]
+        start = first[bh // kv_heads]
+        tiled_end = start + (length - start) // 16 * 16
+        for g in range(0, group, step):
+            n = min(step, group - g)
+            for t in range(start, tiled_end, 16):
+                if dim == 64:
+                    if n == 4:
+                        _score64_4(q, k, s, t, g)
+                    elif n == 3:
+                        _score64_3(q, k, s, t, g)
+                    elif n == 2:
+                        _score64_2(q, k, s, t, g)
+                    else:
+                        _score64_1(q, k, s, t, g)
+                elif n == 2:
+                    _score128_2(q, k, s, t, g)
+                else:
+                    _score128_1(q, k, s, t, g)
+        for t in range(tiled_end, length):
+            for g in range(group):
+                acc = np.float32(0.0)
+                for d in range(dim):
+                    acc += q[g, d] * as_float32(k[t, d])
+                s[g, t] = acc
+        for g in range(group):
+            top = np.float32(-3.0e38)
+            for t in range(start, length):
+                top = max(top, s[g, t])
+            for t in range(start):
+                s[g, t] = np.float32(-126.0)
+            for t in range(start, length):
+                s[g, t] = max(s[g, t] - top, np.float32(-126.0))
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _values_tiled(weights: Any, values: Any, length: int, first: Any, out: Any) -> None:  # pragma: no cover
+    """_weighted_values on the intrinsic spans (head size 64 or 128): the sums in registers, up to 4 (or 2)
+    queries per pass over the values."""
+    batch, kv_heads, group, dim = out.shape
+    step = 4 if dim == 64 else 2
+    for bh in numba.prange(batch * kv_heads):
+        w = weights[bh // kv_heads, bh % kv_heads]
+        v = values[bh // kv_heads, bh % kv_heads]
+        o = out[bh // kv_heads, bh % kv_heads]
+        start = first[bh // kv_heads]
+        acc = np.empty((group, dim), np.float32)
+        for g in range(0, group, step):
+            n = min(step, group - g)
+            if dim == 64:
+                if n == 4:
+                    _value64_4(w, v, acc, start, length, g)
+                elif n == 3:
+                    _value64_3(w, v, acc, start, length, g)
+                elif n == 2:
+                    _value64_2(w, v, acc, start, length, g)
+                else:
+                    _value64_1(w, v, acc, start, length, g)
+            elif n == 2:
+                _value128_2(w, v, acc, start, length, g)
+            else:
+                _value128_1(w, v, acc, start, length, g)
         for g in range(group):
             total = np.float32(0.0)
             for t in range(start, length):
