@@ -296,24 +296,19 @@ def _chunk_attention(rows: Any, key_columns: Any, values: Any, out: Any, scratch
         for tile in range(tiles):
             j = tile * ROWS
             _span(queries, keys, scores, j, 0, (at + lo + j + ROWS + LANES - 1) // LANES * LANES, dim, True)
-        for r in range(tiles * ROWS, n):
-            for t in range(at + lo + r + 1):
-                acc = np.float32(0.0)
-                for d in range(dim):
-                    acc += queries[r, d] * keys[d, t]
-                scores[r, t] = acc
+        left = tiles * ROWS
+        if left < n:  # the last rows on a tile too, from a copy padded with zero rows (scalar loops: ~4x the chunk)
+            padded_rows = np.zeros((ROWS, dim), np.float32)
+            padded_rows[:n - left] = queries[left:n]
+            _span(padded_rows, keys, scores[left:], 0, 0, (at + lo + n + LANES - 1) // LANES * LANES, dim, True)
         sums = np.empty(n, np.float32)
         for r in range(n):  # zeros up to the block's last position: what a tile of later rows reads
             sums[r] = softmax_row(scores[r], at + lo + r + 1, at + lo + n)
         for tile in range(tiles):
             j = tile * ROWS
             _span(scores, values[h], result, j, 0, dim, at + lo + j + ROWS, False)
-        for r in range(tiles * ROWS, n):
-            for d in range(dim):
-                acc = np.float32(0.0)
-                for t in range(at + lo + r + 1):
-                    acc += scores[r, t] * values[h, t, d]
-                result[d, r] = acc
+        if left < n:  # up to the block's last position, where the softmax's zeros end; the padding rows give 0
+            _span(scores[left:], values[h], result[:, left:], 0, 0, dim, at + lo + n, False)
         for d in range(dim):
             for r in range(n):
                 result[d, r] /= sums[r]
