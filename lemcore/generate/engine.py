@@ -259,11 +259,11 @@ class MLXGenerator:
         """
         from mlx_lm.models.cache import make_prompt_cache
 
-        n = len(self._prefix_ids)
-        if self._prefix_cache is not None and n and ids[:n] == self._prefix_ids and len(ids) > n:
-            cache, start = copy.deepcopy(self._prefix_cache), n
+        cache, start = self._prefix_for(ids), 0
+        if cache is None:
+            cache = make_prompt_cache(self.model)
         else:
-            cache, start = make_prompt_cache(self.model), 0
+            start = cache[0].offset
         stop = len(ids) - 1
         chunk_read: Callable[[int], None] | None = None
         if progress is not None:
@@ -276,6 +276,27 @@ class MLXGenerator:
         self._fill(cache, ids, start, stop, cancel, chunk_read)
         if progress is not None and start >= stop:
             progress(len(ids))  # nothing left to read beyond the shared prefix
+        return cache
+
+    def _prefix_for(self, ids: list[int]) -> list[Any] | None:
+        """A copy of the shared prefix's cache holding the tokens `ids` starts with (at least 16, and not the
+        last, which starts decoding), or None. The prefix comes from two sample prompts and can run past what
+        the others share (two gold sandwiches went on with "I'm a", 300 tokens, where the rest share 297-299:
+        11 of 16 prompts were read from the start): a trimmable cache is cut back to what this prompt shares."""
+        prefix, held = self._prefix_ids, self._prefix_cache
+        if held is None or not prefix:
+            return None
+        shared = 0
+        for mine, theirs in zip(ids[: len(ids) - 1], prefix):
+            if mine != theirs:
+                break
+            shared += 1
+        if shared < 16 or (shared < len(prefix) and not all(c.is_trimmable() for c in held)):
+            return None
+        cache = copy.deepcopy(held)
+        if shared < len(prefix):
+            for c in cache:
+                c.trim(len(prefix) - shared)
         return cache
 
     def refusal(self, prompt_tokens: int, max_tokens: int) -> str:

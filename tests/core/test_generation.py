@@ -49,6 +49,42 @@ def test_batched_generation_with_our_prefill_matches_mlx_lm_one_by_one(arch: str
         assert results[it.key].prompt_tokens > 2000
 
 
+@pytest.mark.parametrize("layers", ["numpy", "mlx"])
+def test_a_prompt_that_shares_less_than_the_samples_reuses_what_it_shares(tiny_llama: Path, layers: str) -> None:
+    """The shared prefix comes from two sample prompts; one that parts from them earlier (here: the samples both
+    go on with "Is it fair to") starts from a copy of the prefix's cache cut back to the tokens it shares, not
+    from nothing, and answers exactly as mlx-lm does from scratch."""
+    from lemcore.generate.protocol import PrefillProgress
+
+    model, tokenizer = load_mlx_model(tiny_llama)
+    paths = default_kernel_paths()
+    axioms, kernel = load_axioms(paths.axioms), load_kernel_text(paths.text)
+    questions = ("Is it fair to read a partner's messages?", "Is it fair to keep a friend's secret?",
+                 "Should a town put cameras in its parks?")
+    items = [GenItem(i, build_sandwich(axioms, kernel, q)) for i, q in enumerate(questions)]
+    gen = MLXGenerator(model, tokenizer, batch_size=2)
+    if layers == "mlx":
+        gen._numpy_decoder = None  # as where the NumPy layers do not cover the model
+    prefix = gen.set_shared_prefix([it.messages for it in items[:2]])
+    ids = [encode_prompt(tokenizer, it.messages)[1] for it in items]
+    shared = next(i for i, (a, b) in enumerate(zip(ids[0], ids[2])) if a != b)
+    assert 16 <= shared < prefix
+    held: dict[int, int] = {}
+
+    def report(event) -> None:
+        if isinstance(event, PrefillProgress):
+            held.setdefault(event.key, event.done_tokens)  # the first event: what the copied cache held
+
+    results = {}
+    feed = iter(items)
+    gen.run(lambda: next(feed, None), Sampling(temperature=0, max_tokens=10), lambda r: results.setdefault(r.key, r),
+            report=report)
+    assert held == {0: prefix, 1: prefix, 2: shared}
+    for it in items:
+        assert results[it.key].text == tokenizer.decode(_stock_greedy_ids(model, tokenizer, it.messages, 10))
+    assert len(gen._prefix_cache[0].keys_and_values()[0][0, 0]) == prefix  # the prefix's own cache is untouched
+
+
 def test_a_prompts_cache_grows_once_to_hold_the_whole_prompt(tiny_llama: Path) -> None:
     """mlx-lm grows a prompt cache chunk by chunk (a new buffer and a copy each time); ours grows it once, after
     the first chunk, to the whole prompt, with the same keys and values as mlx-lm's own prefill. (The MLX path,
