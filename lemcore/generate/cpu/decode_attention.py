@@ -33,6 +33,7 @@ from numba.extending import intrinsic, overload  # noqa: E402
 
 # The tiles below keep up to 16 sums and partial trees in registers: AVX-512's 32 (prefill_products.py's rule).
 from lemcore.generate.cpu.prefill_products import AVAILABLE as TILED  # noqa: E402
+from lemcore.generate.cpu.row_max import row_max  # noqa: E402
 
 
 @intrinsic
@@ -262,9 +263,7 @@ def _scores(queries: Any, keys: Any, length: int, first: Any, scores: Any) -> No
                         acc += q[g, d] * as_float32(k[t, d])
                     s[g, t] = acc
         for g in range(group):
-            top = np.float32(-3.0e38)
-            for t in range(start, length):
-                top = max(top, s[g, t])
+            top = row_max(s[g, start:], length - start)  # type: ignore[call-arg]  # Numba passes the context
             for t in range(start):
                 s[g, t] = np.float32(-126.0)
             for t in range(start, length):
@@ -343,9 +342,7 @@ def _scores_tiled(queries: Any, keys: Any, length: int, first: Any, scores: Any)
                     acc += q[g, d] * as_float32(k[t, d])
                 s[g, t] = acc
         for g in range(group):
-            top = np.float32(-3.0e38)
-            for t in range(start, length):
-                top = max(top, s[g, t])
+            top = row_max(s[g, start:], length - start)  # type: ignore[call-arg]  # Numba passes the context
             for t in range(start):
                 s[g, t] = np.float32(-126.0)
             for t in range(start, length):

@@ -24,6 +24,7 @@ import numba  # noqa: E402 - after the thread wait
 import numpy as np  # noqa: E402
 
 from lemcore.generate.cpu.exp2 import exp2_clamped  # noqa: E402
+from lemcore.generate.cpu.row_max import row_max  # noqa: E402
 
 _BLOCK = 256  # entries per block of the running total: one vectorised sum each, then a short scalar walk
 
@@ -43,9 +44,7 @@ def _draw(logits: Any, scale: Any, uniform: Any, weights: Any, tokens: Any) -> N
     batch, vocab = logits.shape
     for b in numba.prange(batch):
         row, w = logits[b], weights[b]
-        top = np.float32(-3.0e38)
-        for i in range(vocab):
-            top = max(top, row[i])
+        top = row_max(row, vocab)  # type: ignore[call-arg]  # Numba passes the typing context
         total = np.float32(0.0)
         for i in range(vocab):
             weight = exp2_clamped((row[i] - top) * scale)

@@ -25,6 +25,7 @@ import numba  # noqa: E402 - after the thread wait
 import numpy as np  # noqa: E402
 
 from lemcore.generate.cpu.exp2 import exp2_clamped  # noqa: E402
+from lemcore.generate.cpu.row_max import row_max  # noqa: E402
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -44,9 +45,7 @@ def exp2_rows(rows: Any, causal: int, sums: Any) -> None:  # pragma: no cover
 def softmax_row(row: Any, seen: int, end: int) -> Any:  # pragma: no cover - Numba inlines the compiled form
     """In place: row[:seen] -> 2 ** (score - their maximum), clamped at 2 ** -126, and row[seen:end] -> 0 (keys
     the mask hides); returns the weights' total. Also the tiled prefill attention's (prefill_products.py)."""
-    top = np.float32(-3.0e38)
-    for t in range(seen):
-        top = max(top, row[t])
+    top = row_max(row, seen)  # type: ignore[call-arg]  # Numba passes the typing context
     total = np.float32(0.0)
     for t in range(seen):
         weight = exp2_clamped(row[t] - top)
