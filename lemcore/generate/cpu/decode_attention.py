@@ -263,7 +263,7 @@ def _scores(queries: Any, keys: Any, length: int, first: Any, scores: Any) -> No
                         acc += q[g, d] * as_float32(k[t, d])
                     s[g, t] = acc
         for g in range(group):
-            top = row_max(s[g, start:], length - start)  # type: ignore[call-arg]  # Numba passes the context
+            top = row_max(s[g, start:], length - start)  # type: ignore[call-arg, var-annotated]  # Numba: the context
             for t in range(start):
                 s[g, t] = np.float32(-126.0)
             for t in range(start, length):
@@ -342,7 +342,7 @@ def _scores_tiled(queries: Any, keys: Any, length: int, first: Any, scores: Any)
                     acc += q[g, d] * as_float32(k[t, d])
                 s[g, t] = acc
         for g in range(group):
-            top = row_max(s[g, start:], length - start)  # type: ignore[call-arg]  # Numba passes the context
+            top = row_max(s[g, start:], length - start)  # type: ignore[call-arg, var-annotated]  # Numba: the context
             for t in range(start):
                 s[g, t] = np.float32(-126.0)
             for t in range(start, length):

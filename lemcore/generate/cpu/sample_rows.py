@@ -44,7 +44,7 @@ def _draw(logits: Any, scale: Any, uniform: Any, weights: Any, tokens: Any) -> N
     batch, vocab = logits.shape
     for b in numba.prange(batch):
         row, w = logits[b], weights[b]
-        top = row_max(row, vocab)  # type: ignore[call-arg]  # Numba passes the typing context
+        top = row_max(row, vocab)  # type: ignore[call-arg, var-annotated]  # Numba passes the context
         total = np.float32(0.0)
         for i in range(vocab):
             weight = exp2_clamped((row[i] - top) * scale)

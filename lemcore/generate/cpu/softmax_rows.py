@@ -45,7 +45,7 @@ def exp2_rows(rows: Any, causal: int, sums: Any) -> None:  # pragma: no cover
 def softmax_row(row: Any, seen: int, end: int) -> Any:  # pragma: no cover - Numba inlines the compiled form
     """In place: row[:seen] -> 2 ** (score - their maximum), clamped at 2 ** -126, and row[seen:end] -> 0 (keys
     the mask hides); returns the weights' total. Also the tiled prefill attention's (prefill_products.py)."""
-    top = row_max(row, seen)  # type: ignore[call-arg]  # Numba passes the typing context
+    top = row_max(row, seen)  # type: ignore[call-arg, var-annotated]  # Numba passes the context
     total = np.float32(0.0)
     for t in range(seen):
         weight = exp2_clamped(row[t] - top)
