@@ -207,6 +207,13 @@ class MLXGenerator:
 
         model, tokenizer = load_mlx_model(path, batch=batch_size, report=tap, cancel=cancel)
         context = _read_context(folders[-1]) if folders else None
+        if folders:
+            from lemcore.generate.cpu.decode import unsupported  # lazy, as the rest of cpu/
+
+            if not unsupported(model):  # the NumPy layers will run: their kernels compiled ahead if not cached
+                from lemcore.generate.cpu.kernel_cache import compile_ahead
+
+                compile_ahead(folders[-1], report=report, cancel=cancel)
         return cls(model, tokenizer, batch_size=batch_size, name=str(path), max_positions=context)
 
     @property

@@ -65,7 +65,7 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class LoadStage(Event):
-    stage: str  # resolve, download, check, load
+    stage: str  # resolve, download, check, load; prepare (the CPU kernels compiled ahead: generate/cpu/kernel_cache.py)
     detail: str
 
 

@@ -1,0 +1,121 @@
+"""Numba's on-disk cache of our CPU kernels: whether it holds them, and filling it ahead in a child process.
+
+The first prompt after an install compiles the kernels for ~10 s (docs/platform-notes.md, "NumPy decoding step").
+Numba's compiler holds the GIL in long stretches, so a window in the same process stalls: the responsiveness
+probe with an empty cache saw 9 stalls over 50 ms, the worst 187 ms. `compile_ahead` instead runs a short
+generation with the same model in a child process, which compiles the kernels with the engine's own argument
+types and writes the cache; this process waits on it with the GIL free, and its first prompt loads machine code.
+
+Best effort throughout: where the cache cannot be read (a Numba whose internals differ), the child cannot start
+(a frozen app) or it fails, the engine compiles in its own process as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lemcore.jobs import CancelToken, Report, no_report
+
+log = logging.getLogger(__name__)
+
+KERNEL_MODULES = ("decode_attention", "decode_products", "prefill_kernels", "prefill_products", "sample_rows",
+                  "softmax_rows")
+_CHILD_FLAG = "LEM_COMPILING_KERNELS"  # set in the child: its own load must not start another
+_TIMEOUT_S = 900.0  # a slow machine compiles for minutes; past this the child is stopped
+
+
+def _stamp(model_path: str | Path) -> Path | None:
+    """The file that says a child compiled the kernels for this model and these kernel sources, in Numba's cache
+    folder for them (so that emptying the cache empties it too); None where that cannot be told."""
+    try:
+        import numba
+
+        modules = [importlib.import_module(f"lemcore.generate.cpu.{name}") for name in KERNEL_MODULES]
+        folder = Path(modules[0]._scores.stats.cache_path)  # where Numba keeps decode_attention's machine code
+        sources = [Path(m.__file__ or "") for m in modules]
+        key = "|".join([numba.__version__, str(Path(model_path).resolve()), sys.version]
+                       + [f"{p.name}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in sources])
+    except Exception:  # noqa: BLE001 - best effort: the engine compiles in process, as without this
+        log.debug("could not find Numba's kernel cache", exc_info=True)
+        return None
+    return folder / f"lem-kernels-{hashlib.sha256(key.encode()).hexdigest()[:16]}.done"
+
+
+def cold(model_path: str | Path) -> bool:
+    """Whether no child has compiled the kernels for this model since their sources last changed, as far as
+    Numba's cache folder tells (False when it cannot be told, or Numba is missing). Numba keeps one index per
+    kernel, but which kernels a model uses depends on the model and the CPU, so the child leaves a stamp."""
+    stamp = _stamp(model_path)
+    return stamp is not None and not stamp.exists()
+
+
+def compile_ahead(model_path: str | Path, *, report: Report = no_report, cancel: CancelToken | None = None,
+                  timeout_s: float = _TIMEOUT_S) -> bool:
+    """If the kernel cache is cold, fill it from a child process that generates a few tokens with the model at
+    `model_path`, and wait for it. Returns whether a child compiled them (False: nothing to do, or it could not,
+    and the engine will compile in process). Cancelling stops the child."""
+    if os.environ.get(_CHILD_FLAG) or getattr(sys, "frozen", False) or not cold(model_path):
+        return False
+    from lemcore.models.loading import LoadStage
+
+    report(LoadStage("prepare", "compiling the CPU kernels (first run)"))
+    started = time.monotonic()
+    child = subprocess.Popen([sys.executable, "-m", __name__, str(model_path)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, _CHILD_FLAG: "1"})
+    try:
+        while child.poll() is None:
+            if cancel is not None and cancel.cancelled:
+                break
+            if time.monotonic() - started > timeout_s:
+                log.warning("compiling the CPU kernels ahead took over %.0f s; stopped, compiling in process",
+                            timeout_s)
+                break
+            time.sleep(0.1)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        _, errors = child.communicate()
+    if cancel is not None:
+        cancel.check()
+    if child.returncode != 0:
+        tail = errors.decode(errors="replace").strip().splitlines()[-1:] if errors else []
+        log.warning("compiling the CPU kernels ahead failed (exit %s%s); compiling in process", child.returncode,
+                    f": {tail[0]}" if tail else "")
+        return False
+    log.info("CPU kernels compiled ahead in %.1f s", time.monotonic() - started)
+    return True
+
+
+def _exercise(model_path: str) -> None:
+    """What the child runs: the generator's prefill, decoding steps and both samplers on three short prompts that
+    share a prefix, through two slots, as the engine runs them (same model, so the same array types; the third
+    prompt decodes alone, and a one-row batch's arrays can type differently, e.g. C-contiguous)."""
+    from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, load_mlx_model
+
+    model, tokenizer = load_mlx_model(model_path, batch=2)
+    generator = MLXGenerator(model, tokenizer, batch_size=2)
+    opening = "Please answer in one short sentence, thinking first about who is affected and how. "
+    messages = [[{"role": "user", "content": opening + question}]
+                for question in ("Is it fair to read a partner's messages?", "Should a town film its parks?",
+                                 "May I share a friend's photo?")]
+    generator.set_shared_prefix(messages[:2])
+    for sampling in (Sampling(temperature=0.7, max_tokens=3, seed=0), Sampling(temperature=0.0, max_tokens=3)):
+        feed = iter([GenItem(i, m) for i, m in enumerate(messages)])
+        results: list[Any] = []
+        generator.run(functools.partial(next, feed, None), sampling, results.append)
+    stamp = _stamp(model_path)
+    if stamp is not None:
+        stamp.write_text("compiled ahead by lemcore.generate.cpu.kernel_cache\n")
+
+
+if __name__ == "__main__":  # the child (compile_ahead)
+    _exercise(sys.argv[1])
