@@ -45,10 +45,11 @@ from lemcore.benchmarks.score import judge_run
 from lemcore.benchmarks.suites import BenchItem, Suite, load_suite, suite_module
 from lemcore.errors import Cancelled, ConfigError, SecretStoreError
 from lemcore.generate.api import APIError, APIGenerator, public_url
-from lemcore.generate.engine import MLXGenerator, encode_prompt, load_mlx_model
+from lemcore.generate.engine import MLXGenerator, encode_prompt, load_mlx_model, prepare_cpu_kernels
 from lemcore.generate.loglik import encode_pair, loglikelihood
 from lemcore.generate.protocol import Generator, GenItem, GenResult, Messages, Sampling
 from lemcore.jobs import CancelToken, Report, no_report
+from lemcore.models.loading import ModelLoaded
 from lemcore.secrets import GENERATION_API_ACCOUNT, KeyringTokenStore, TokenStore
 
 
@@ -220,7 +221,11 @@ def _prepare(run_dir: Path | None, config: BenchConfig, suites: dict[str, Suite]
 def load_generator(config: BenchConfig) -> Generator:
     """MLXGenerator for the model, with the adapter applied when one is given."""
 
-    model, tokenizer = load_mlx_model(config.model)
+    folders: list[Path] = []
+    model, tokenizer = load_mlx_model(
+        config.model, report=lambda event: folders.append(Path(event.folder)) if isinstance(event, ModelLoaded) else None)
+    if folders and not config.adapter:  # with an adapter MLX runs the layers
+        prepare_cpu_kernels(model, folders[-1])
     if config.adapter:
         from mlx_lm.tuner.utils import load_adapters  # lazy: mlx-lm pulls in MLX and transformers (seconds)
 

@@ -169,6 +169,18 @@ def load_mlx_model(path: str | Path, *, batch: int = 1, report: Report = no_repo
     return load_model(str(path), batch=batch, report=report, cancel=cancel)
 
 
+def prepare_cpu_kernels(model: Any, folder: str | Path, *, report: Report = no_report,
+                        cancel: CancelToken | None = None) -> None:
+    """Where our NumPy layers will run this model (loaded from `folder`), have their Numba kernels compiled in a
+    child process first if the cache lacks them (lemcore/generate/cpu/kernel_cache.py: the GUI's sake)."""
+    from lemcore.generate.cpu.decode import unsupported  # lazy, as the rest of cpu/
+
+    if not unsupported(model):
+        from lemcore.generate.cpu.kernel_cache import compile_ahead
+
+        compile_ahead(folder, report=report, cancel=cancel)
+
+
 class MLXGenerator:
     """Loads a model once and generates batches on it. Use from a single (MLX) thread.
 
@@ -208,12 +220,7 @@ class MLXGenerator:
         model, tokenizer = load_mlx_model(path, batch=batch_size, report=tap, cancel=cancel)
         context = _read_context(folders[-1]) if folders else None
         if folders:
-            from lemcore.generate.cpu.decode import unsupported  # lazy, as the rest of cpu/
-
-            if not unsupported(model):  # the NumPy layers will run: their kernels compiled ahead if not cached
-                from lemcore.generate.cpu.kernel_cache import compile_ahead
-
-                compile_ahead(folders[-1], report=report, cancel=cancel)
+            prepare_cpu_kernels(model, folders[-1], report=report, cancel=cancel)
         return cls(model, tokenizer, batch_size=batch_size, name=str(path), max_positions=context)
 
     @property

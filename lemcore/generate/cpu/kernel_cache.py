@@ -34,15 +34,20 @@ _TIMEOUT_S = 900.0  # a slow machine compiles for minutes; past this the child i
 
 
 def _stamp(model_path: str | Path) -> Path | None:
-    """The file that says a child compiled the kernels for this model and these kernel sources, in Numba's cache
-    folder for them (so that emptying the cache empties it too); None where that cannot be told."""
+    """The file that says a child compiled the kernels for a model of this configuration and these kernel
+    sources, in Numba's cache folder for them (emptying the cache empties it too); None where that cannot be
+    told."""
     try:
         import numba
 
         modules = [importlib.import_module(f"lemcore.generate.cpu.{name}") for name in KERNEL_MODULES]
         folder = Path(modules[0]._scores.stats.cache_path)  # where Numba keeps decode_attention's machine code
         sources = [Path(m.__file__ or "") for m in modules]
-        key = "|".join([numba.__version__, str(Path(model_path).resolve()), sys.version]
+        # The model by its config: the kernels' argument types follow its shapes, not its folder (copies and
+        # fine-tunes of one architecture share the machine code).
+        config = Path(model_path) / "config.json"
+        model = config.read_text(errors="replace") if config.is_file() else str(Path(model_path).resolve())
+        key = "|".join([numba.__version__, model, sys.version]
                        + [f"{p.name}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in sources])
     except Exception:  # noqa: BLE001 - best effort: the engine compiles in process, as without this
         log.debug("could not find Numba's kernel cache", exc_info=True)
