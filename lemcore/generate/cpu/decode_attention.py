@@ -34,6 +34,7 @@ from numba.extending import intrinsic, overload  # noqa: E402
 # The tiles below keep up to 16 sums and partial trees in registers: AVX-512's 32 (prefill_products.py's rule).
 from lemcore.generate.cpu.prefill_products import AVAILABLE as TILED  # noqa: E402
 from lemcore.generate.cpu.row_max import row_max  # noqa: E402
+from lemcore.generate.cpu.softmax_rows import softmax_row  # noqa: E402
 
 
 @intrinsic
@@ -215,14 +216,16 @@ def attend(queries: Any, keys: Any, values: Any, length: int, first: Any, out: A
     cache row once for all of them: 24.8 -> 20.7 ms (scores) and 18.0-18.7 -> 14.5-15.2 ms (values) for 30 layers
     of 16 sequences x 1.8K float16 positions (docs/platform-notes.md, "NumPy decoding step"). The tiles
     (`TILED`, head size 64 or 128) took the same to 11.8-14.3 ms (scores) and 9.5-11.3 ms (values), against
-    14.4-22.6 and 15.3-22.9 ms alternating with the loops; a 16-sequence engine step 47-48 vs 70-77 ms.
+    14.4-22.6 and 15.3-22.9 ms alternating with the loops; a 16-sequence engine step 47-48 vs 70-77 ms. On the
+    tiles the softmax is softmax_rows.py's one vectorised pass per row (row_max.py's maximum, exp2.py's 2 ** x),
+    inside the scores' parallel loop: no NumPy pass between.
     """
     batch, kv_heads, group, dim = queries.shape
     weights = np.empty((batch, kv_heads, group, length), np.float32)
     if TILED and dim in (64, 128) and queries.flags.c_contiguous:
-        _scores_tiled(queries, _compiled_view(keys), length, first, weights)
-        np.exp2(weights, out=weights)
-        _values_tiled(weights, _compiled_view(values), length, first, out)
+        totals = np.empty((batch, kv_heads, group), np.float32)
+        _scores_tiled(queries, _compiled_view(keys), length, first, weights, totals)
+        _values_tiled(weights, _compiled_view(values), length, first, totals, out)
         return
     _scores(queries, _compiled_view(keys), length, first, weights)
     np.exp2(weights, out=weights)
@@ -308,9 +311,12 @@ def _weighted_values(weights: Any, values: Any, length: int, first: Any, out: An
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _scores_tiled(queries: Any, keys: Any, length: int, first: Any, scores: Any) -> None:  # pragma: no cover
-    """_scores on the intrinsic tiles (head size 64 or 128): 16 positions at a time, up to 4 (or 2) queries per
-    pass; the positions past the last multiple of 16 one dot product at a time."""
+def _scores_tiled(queries: Any, keys: Any, length: int, first: Any, scores: Any,
+                  totals: Any) -> None:  # pragma: no cover - Numba runs the compiled loop
+    """The softmax weights of the scores, unnormalised (2 ** (score - the row's maximum), clamped at 2 ** -126),
+    from first[b] on, and totals[b, h, g] their sum; positions before first[b] are left as they are. The scores on
+    the intrinsic tiles (head size 64 or 128): 16 positions at a time, up to 4 (or 2) queries per pass; the
+    positions past the last multiple of 16 one dot product at a time."""
     batch, kv_heads, group, dim = queries.shape
     step = 4 if dim == 64 else 2
     for bh in numba.prange(batch * kv_heads):
@@ -342,15 +348,12 @@ def _scores_tiled(queries: Any, keys: Any, length: int, first: Any, scores: Any)
                     acc += q[g, d] * as_float32(k[t, d])
                 s[g, t] = acc
         for g in range(group):
-            top = row_max(s[g, start:], length - start)  # type: ignore[call-arg, var-annotated]  # Numba: the context
-            for t in range(start):
-                s[g, t] = np.float32(-126.0)
-            for t in range(start, length):
-                s[g, t] = max(s[g, t] - top, np.float32(-126.0))
+            totals[bh // kv_heads, bh % kv_heads, g] = softmax_row(s[g, start:], length - start, length - start)
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _values_tiled(weights: Any, values: Any, length: int, first: Any, out: Any) -> None:  # pragma: no cover
+def _values_tiled(weights: Any, values: Any, length: int, first: Any, totals: Any,
+                  out: Any) -> None:  # pragma: no cover - Numba runs the compiled loop
     """_weighted_values on the intrinsic spans (head size 64 or 128): the sums in registers, up to 4 (or 2)
     queries per pass over the values."""
     batch, kv_heads, group, dim = out.shape
@@ -377,8 +380,6 @@ def _values_tiled(weights: Any, values: Any, length: int, first: Any, out: Any) 
             else:
                 _value128_1(w, v, acc, start, length, g)
         for g in range(group):
-            total = np.float32(0.0)
-            for t in range(start, length):
-                total += w[g, t]
+            total = totals[bh // kv_heads, bh % kv_heads, g]
             for d in range(dim):
                 o[g, d] = acc[g, d] / total
