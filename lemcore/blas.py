@@ -4,7 +4,8 @@ Linux: re-exec once with Debian's OpenBLAS preloaded (it must load before libmlx
 off (docs/platform-notes.md, "BLAS and OpenBLAS preload"). The same re-exec sets how long idle BLAS and OpenMP
 worker threads spin before they sleep (`THREAD_WAIT`): both libraries read it only when they load, and with
 their defaults a pool that has just finished keeps a core busy for tens of milliseconds, which halved the speed of
-the NumPy decoding step on two cores (docs/platform-notes.md, "NumPy decoding step").
+the NumPy decoding step on two cores (docs/platform-notes.md, "NumPy decoding step"), and how glibc's heap keeps
+freed memory (`HEAP_REUSE`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ _MARK = "LEM_OPENBLAS_REEXEC"
 # 16-sequence step 140-180 ms instead of 105-114 (docs/platform-notes.md, "NumPy decoding step"). Not overridden
 # when set.
 THREAD_WAIT = {"OPENBLAS_THREAD_TIMEOUT": "12", "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "5000"}
+# glibc's heap, read when the process starts: blocks under 32 MB (every layer's cache buffer) from the heap rather
+# than fresh mappings, and freed memory kept for the next allocation rather than handed back, so that later
+# batches of a run reuse the pages of earlier ones (fresh pages cost 1-11 us per 4 KB on our VM;
+# docs/platform-notes.md, "NumPy decoding step"). `trim_heap` hands the memory back when a run ends.
+HEAP_REUSE = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 
 
 def openblas_path() -> str | None:
@@ -43,7 +49,7 @@ def preload_env(env: dict[str, str] | None = None) -> dict[str, str]:
     lib = openblas_path()
     if lib and lib not in env.get("LD_PRELOAD", ""):
         env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
-    for name, value in THREAD_WAIT.items():
+    for name, value in {**THREAD_WAIT, **HEAP_REUSE}.items():
         env.setdefault(name, value)
     return env
 
@@ -55,8 +61,21 @@ def set_thread_wait() -> None:
         os.environ.setdefault(name, value)
 
 
+def trim_heap() -> None:
+    """Hand glibc's free heap memory back to the system (kept during a run: `HEAP_REUSE`). Linux only; never
+    raises."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def reexec_with_openblas() -> None:
-    """Replace this process with itself under LD_PRELOAD=OpenBLAS and `THREAD_WAIT`, once. No-op where it does not
+    """Replace this process with itself under LD_PRELOAD=OpenBLAS, `THREAD_WAIT` and `HEAP_REUSE`, once. No-op where it does not
     apply."""
     if not sys.platform.startswith("linux") or os.environ.get("LEM_NO_OPENBLAS") or os.environ.get(_MARK):
         return

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lemcore.blas import trim_heap
 from lemcore.errors import ModelLoadError
 from lemcore.events import Event
 from lemcore.generate.cpu.decode import batch_caches_in_numpy
@@ -400,6 +401,16 @@ class MLXGenerator:
         cancel, sequences in flight are dropped: their items were never reported as done. A prompt that does
         not fit the context (`refusal`) gets a result with `refused` set at once, and takes no slot.
         """
+        try:
+            return self._run(feed, sampling, on_result, report=report, cancel=cancel, on_tick=on_tick,
+                             stream_every_s=stream_every_s)
+        finally:
+            # The run's caches are gone with its frame: glibc kept their memory for reuse while it ran
+            # (lemcore/blas.py, HEAP_REUSE); hand it back now.
+            trim_heap()
+
+    def _run(self, feed: Feed, sampling: Sampling, on_result: Callable[[GenResult], None], *, report: Report,
+             cancel: CancelToken | None, on_tick: Callable[[], None] | None, stream_every_s: float) -> int:
         import mlx.core as mx
 
         sampling.validate()
