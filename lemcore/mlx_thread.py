@@ -18,6 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Self, TypeVar
 
+from lemcore.blas import trim_heap
+
 T = TypeVar("T")
 
 _STOP = object()  # queue sentinel: no more tasks
@@ -113,6 +115,7 @@ class MLXWorker:
                     return
                 self._execute(*item)
                 del item  # no task's arrays may outlive its run: the streams go at the end
+                trim_heap()  # and the heap memory glibc kept for reuse during it (lemcore/blas.py, HEAP_REUSE)
         finally:
             _release_mlx_streams()
 
