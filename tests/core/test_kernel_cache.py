@@ -66,3 +66,20 @@ def test_a_warm_cache_starts_no_child(tiny_llama: Path, tmp_path: Path) -> None:
     _run(tiny_llama, cache)
     got = _run(tiny_llama, cache)
     assert got["before"] is False and "prepare" not in got["stages"] and got["misses"] == {}
+
+
+def test_a_child_that_fails_leaves_the_engine_to_compile_and_a_cancel_stops_it(tmp_path: Path, caplog) -> None:
+    from lemcore.errors import Cancelled
+    from lemcore.generate.cpu import kernel_cache
+    from lemcore.jobs import CancelToken
+
+    missing = tmp_path / "no-model-here"
+    assert kernel_cache.cold(missing)  # never compiled for it
+    with caplog.at_level("WARNING", logger=kernel_cache.__name__):
+        assert kernel_cache.compile_ahead(missing) is False  # the child could not load it
+    assert "compiling in process" in caplog.text
+    assert kernel_cache.cold(missing)  # no stamp left behind
+    cancel = CancelToken()
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        kernel_cache.compile_ahead(missing, cancel=cancel)

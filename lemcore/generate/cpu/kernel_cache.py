@@ -19,6 +19,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -74,25 +75,28 @@ def compile_ahead(model_path: str | Path, *, report: Report = no_report, cancel:
 
     report(LoadStage("prepare", "compiling the CPU kernels (first run)"))
     started = time.monotonic()
-    child = subprocess.Popen([sys.executable, "-m", __name__, str(model_path)], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, _CHILD_FLAG: "1"})
-    try:
-        while child.poll() is None:
-            if cancel is not None and cancel.cancelled:
-                break
-            if time.monotonic() - started > timeout_s:
-                log.warning("compiling the CPU kernels ahead took over %.0f s; stopped, compiling in process",
-                            timeout_s)
-                break
-            time.sleep(0.1)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        _, errors = child.communicate()
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty child cannot fill it and block
+        child = subprocess.Popen([sys.executable, "-m", __name__, str(model_path)], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=errors, env={**os.environ, _CHILD_FLAG: "1"})
+        try:
+            while child.poll() is None:
+                if cancel is not None and cancel.cancelled:
+                    break
+                if time.monotonic() - started > timeout_s:
+                    log.warning("compiling the CPU kernels ahead took over %.0f s; stopped, compiling in process",
+                                timeout_s)
+                    break
+                time.sleep(0.1)
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+        errors.seek(0)
+        said = errors.read()
     if cancel is not None:
         cancel.check()
     if child.returncode != 0:
-        tail = errors.decode(errors="replace").strip().splitlines()[-1:] if errors else []
+        tail = said.decode(errors="replace").strip().splitlines()[-1:]
         log.warning("compiling the CPU kernels ahead failed (exit %s%s); compiling in process", child.returncode,
                     f": {tail[0]}" if tail else "")
         return False
