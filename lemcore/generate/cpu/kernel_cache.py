@@ -3,8 +3,9 @@
 The first prompt after an install compiles the kernels for ~10 s (docs/platform-notes.md, "NumPy decoding step").
 Numba's compiler holds the GIL in long stretches, so a window in the same process stalls: the responsiveness
 probe with an empty cache saw 9 stalls over 50 ms, the worst 187 ms. `compile_ahead` instead runs a short
-generation with the same model in a child process, which compiles the kernels with the engine's own argument
-types and writes the cache; this process waits on it with the GIL free, and its first prompt loads machine code.
+generation with the same model in a child process (`lemcore/generate/kernel_warmup.py`), which compiles the
+kernels with the engine's own argument types and writes the cache; this process waits on it with the GIL free,
+and its first prompt loads machine code.
 
 Best effort throughout: where the cache cannot be read (a Numba whose internals differ), the child cannot start
 (a frozen app) or it fails, the engine compiles in its own process as before.
@@ -12,7 +13,6 @@ Best effort throughout: where the cache cannot be read (a Numba whose internals 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import logging
@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from lemcore.jobs import CancelToken, Report, no_report
 
@@ -30,6 +29,7 @@ log = logging.getLogger(__name__)
 
 KERNEL_MODULES = ("decode_attention", "decode_products", "prefill_kernels", "prefill_products", "sample_rows",
                   "softmax_rows")
+_CHILD = "lemcore.generate.kernel_warmup"  # the child's module: it runs the engine, which sits above this one
 _CHILD_FLAG = "LEM_COMPILING_KERNELS"  # set in the child: its own load must not start another
 _TIMEOUT_S = 900.0  # a slow machine compiles for minutes; past this the child is stopped
 
@@ -76,7 +76,7 @@ def compile_ahead(model_path: str | Path, *, report: Report = no_report, cancel:
     report(LoadStage("prepare", "compiling the CPU kernels (first run)"))
     started = time.monotonic()
     with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty child cannot fill it and block
-        child = subprocess.Popen([sys.executable, "-m", __name__, str(model_path)], stdin=subprocess.DEVNULL,
+        child = subprocess.Popen([sys.executable, "-m", _CHILD, str(model_path)], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=errors, env={**os.environ, _CHILD_FLAG: "1"})
         try:
             while child.poll() is None:
@@ -104,27 +104,8 @@ def compile_ahead(model_path: str | Path, *, report: Report = no_report, cancel:
     return True
 
 
-def _exercise(model_path: str) -> None:
-    """What the child runs: the generator's prefill, decoding steps and both samplers on three short prompts that
-    share a prefix, through two slots, as the engine runs them (same model, so the same array types; the third
-    prompt decodes alone, and a one-row batch's arrays can type differently, e.g. C-contiguous)."""
-    from lemcore.generate.engine import GenItem, MLXGenerator, Sampling, load_mlx_model
-
-    model, tokenizer = load_mlx_model(model_path, batch=2)
-    generator = MLXGenerator(model, tokenizer, batch_size=2)
-    opening = "Please answer in one short sentence, thinking first about who is affected and how. "
-    messages = [[{"role": "user", "content": opening + question}]
-                for question in ("Is it fair to read a partner's messages?", "Should a town film its parks?",
-                                 "May I share a friend's photo?")]
-    generator.set_shared_prefix(messages[:2])
-    for sampling in (Sampling(temperature=0.7, max_tokens=3, seed=0), Sampling(temperature=0.0, max_tokens=3)):
-        feed = iter([GenItem(i, m) for i, m in enumerate(messages)])
-        results: list[Any] = []
-        generator.run(functools.partial(next, feed, None), sampling, results.append)
+def mark_compiled(model_path: str | Path) -> None:
+    """Leave the stamp `cold` looks for (the child, once its generation has compiled everything)."""
     stamp = _stamp(model_path)
     if stamp is not None:
-        stamp.write_text("compiled ahead by lemcore.generate.cpu.kernel_cache\n")
-
-
-if __name__ == "__main__":  # the child (compile_ahead)
-    _exercise(sys.argv[1])
+        stamp.write_text("compiled ahead by lemcore.generate.kernel_warmup\n")
