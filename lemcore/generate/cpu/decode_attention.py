@@ -32,6 +32,7 @@ from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic, overload  # noqa: E402
 
 # The tiles below keep up to 16 sums and partial trees in registers: AVX-512's 32 (prefill_products.py's rule).
+from lemcore.generate.cpu import vector_ir  # noqa: E402
 from lemcore.generate.cpu.prefill_products import AVAILABLE as TILED  # noqa: E402
 from lemcore.generate.cpu.row_max import row_max  # noqa: E402
 from lemcore.generate.cpu.softmax_rows import softmax_row  # noqa: E402
@@ -63,11 +64,7 @@ def _as_float32(value: Any) -> Any:  # pragma: no cover - runs inside Numba's co
     return same
 
 
-_LANES = 16  # float32 values per AVX-512 register
-_F32 = ir.FloatType()
-_VEC = ir.VectorType(_F32, _LANES)
-_I32 = ir.IntType(32)
-_IDX = ir.VectorType(_I32, _LANES)
+_LANES, _VEC, _IDX = vector_ir.LANES, vector_ir.VEC, vector_ir.INDICES
 
 
 def _cache_row(context: Any, builder: Any, cache: Any, half: bool, at: Any) -> Any:
@@ -77,10 +74,6 @@ def _cache_row(context: Any, builder: Any, cache: Any, half: bool, at: Any) -> A
         return builder.load(builder.bitcast(place, _VEC.as_pointer()), align=4)
     bits = builder.load(builder.bitcast(place, ir.VectorType(ir.IntType(16), _LANES).as_pointer()), align=2)
     return builder.fpext(builder.bitcast(bits, ir.VectorType(ir.HalfType(), _LANES)), _VEC)
-
-
-def _row_stride(builder: Any, array: Any, itemsize: int) -> Any:
-    return builder.sdiv(builder.extract_value(array.strides, 0), ir.Constant(array.strides.type.element, itemsize))
 
 
 def _pair_sums(builder: Any, a: Any, b: Any, sources: int) -> Any:
@@ -108,11 +101,11 @@ def _score_tile(queries: int, chunks: int) -> Any:
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             qa, ka, sa = (context.make_array(a)(context, builder, v) for a, v in zip(sig.args[:3], args[:3]))
             row, g0 = args[3], args[4]
-            q_stride, k_stride, s_stride = (_row_stride(builder, qa, 4), _row_stride(builder, ka, 2 if half else 4),
-                                            _row_stride(builder, sa, 4))
+            stride = vector_ir.row_stride
+            q_stride, k_stride, s_stride = (stride(builder, qa, 4), stride(builder, ka, 2 if half else 4),
+                                            stride(builder, sa, 4))
             intp = q_stride.type
-            fma = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]  # Numba's helpers are untyped
-                builder.module, ir.FunctionType(_VEC, [_VEC] * 3), "llvm.fma.v16f32")
+            fma = vector_ir.fma(builder)
             query_rows = [builder.mul(builder.add(g0, ir.Constant(intp, i)), q_stride) for i in range(queries)]
             pending: list[list[tuple[int, Any]]] = [[] for _ in range(queries)]
             for r in range(_LANES):
@@ -156,21 +149,13 @@ def _value_span(queries: int, chunks: int) -> Any:
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             wa, va, aa = (context.make_array(a)(context, builder, x) for a, x in zip(sig.args[:3], args[:3]))
             first, last, g0 = args[3], args[4], args[5]
-            w_stride, v_stride, a_stride = (_row_stride(builder, wa, 4), _row_stride(builder, va, 2 if half else 4),
-                                            _row_stride(builder, aa, 4))
+            stride = vector_ir.row_stride
+            w_stride, v_stride, a_stride = (stride(builder, wa, 4), stride(builder, va, 2 if half else 4),
+                                            stride(builder, aa, 4))
             intp = w_stride.type
-            fma = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]  # Numba's helpers are untyped
-                builder.module, ir.FunctionType(_VEC, [_VEC] * 3), "llvm.fma.v16f32")
-            zero = ir.Constant(_VEC, [0.0] * _LANES)
-            # Allocas in the entry block: LLVM promotes them to registers.
-            sums = [[cgutils.alloca_once_value(builder, zero)  # type: ignore[no-untyped-call]
-                     for _ in range(chunks)] for _ in range(queries)]
-            for row in sums:
-                for total in row:
-                    builder.store(zero, total)  # the span may run in a loop: start from zero each time
+            fma = vector_ir.fma(builder)
+            sums = vector_ir.zeroed_sums(builder, queries, chunks)
             weight_rows = [builder.mul(builder.add(g0, ir.Constant(intp, i)), w_stride) for i in range(queries)]
-            splat = ir.Constant(_IDX, [0] * _LANES)
-            undefined = ir.Constant(_VEC, ir.Undefined)
             with cgutils.for_range(builder, builder.sub(last, first)) as loop:
                 t = builder.add(first, loop.index)
                 at = builder.mul(t, v_stride)
@@ -178,8 +163,7 @@ def _value_span(queries: int, chunks: int) -> Any:
                         for c in range(chunks)]
                 for i in range(queries):
                     weight = builder.load(builder.gep(wa.data, [builder.add(weight_rows[i], t)]))
-                    broadcast = builder.shuffle_vector(
-                        builder.insert_element(undefined, weight, ir.Constant(_I32, 0)), undefined, splat)
+                    broadcast = vector_ir.broadcast(builder, weight)
                     for c in range(chunks):
                         builder.store(builder.call(fma, [broadcast, rows[c], builder.load(sums[i][c])]), sums[i][c])
             for i in range(queries):

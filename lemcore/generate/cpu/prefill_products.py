@@ -43,6 +43,7 @@ from numba import types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
+from lemcore.generate.cpu import vector_ir  # noqa: E402
 from lemcore.generate.cpu.exp2 import exp2_clamped  # noqa: E402
 from lemcore.generate.cpu.softmax_rows import softmax_row  # noqa: E402
 
@@ -51,15 +52,14 @@ from lemcore.generate.cpu.softmax_rows import softmax_row  # noqa: E402
 AVAILABLE = ("+avx512f" in binding.get_host_cpu_features().flatten().split(",")
              and not (os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES")))
 ROWS = 8  # weight rows per tile
-LANES = 16  # float32 values per AVX-512 register
+LANES = vector_ir.LANES  # float32 values per AVX-512 register
 PAD = LANES  # activation columns are padded to a multiple of this
 # Activation columns per block: a block of `columns`' output (inner x block floats, ~256 KB) stays in a core's L2
 # while every weight tile passes over it (decode_products.py says the same of its blocks).
 _BLOCK_BYTES = 256 * 1024
 
-_F32 = ir.FloatType()
-_VEC = ir.VectorType(_F32, LANES)
-_I32 = ir.IntType(32)
+_VEC = vector_ir.VEC
+_I32 = vector_ir.I32
 
 
 def _tile_intrinsic(vectors: int, transposed: bool) -> Any:
@@ -75,33 +75,19 @@ def _tile_intrinsic(vectors: int, transposed: bool) -> Any:
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             weights, acts, outs = (context.make_array(t)(context, builder, a) for t, a in zip(sig.args[:3], args[:3]))
             first_row, first_col, count = args[3], args[4], args[5]
-            # Row strides in elements from the arrays' byte strides: views of a wider buffer work too.
-            four = ir.Constant(weights.strides.type.element, 4)
-            row_stride, act_stride, out_stride = (builder.sdiv(builder.extract_value(a.strides, 0), four)
-                                                  for a in (weights, acts, outs))
+            row_stride, act_stride, out_stride = (vector_ir.row_stride(builder, a, 4) for a in (weights, acts, outs))
             intp = row_stride.type
-            fma = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]  # Numba's helpers are untyped
-                builder.module, ir.FunctionType(_VEC, [_VEC] * 3), "llvm.fma.v16f32")
-            zero = ir.Constant(_VEC, [0.0] * LANES)
-            # Allocas in the entry block: LLVM promotes them to registers (the sums never touch memory).
-            sums = [[cgutils.alloca_once_value(builder, zero)  # type: ignore[no-untyped-call]
-                     for _ in range(vectors)] for _ in range(ROWS)]
-            for row in sums:
-                for total in row:
-                    builder.store(zero, total)  # the tile may run in a loop: start from zero each time
+            fma = vector_ir.fma(builder)
+            sums = vector_ir.zeroed_sums(builder, ROWS, vectors)  # in registers: the sums never touch memory
             rows = [builder.gep(weights.data, [builder.mul(builder.add(first_row, ir.Constant(intp, r)), row_stride)])
                     for r in range(ROWS)]
-            splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
-            undefined = ir.Constant(_VEC, ir.Undefined)
             with cgutils.for_range(builder, count) as loop:
                 k = loop.index
                 at = builder.gep(acts.data, [builder.add(builder.mul(k, act_stride), first_col)])
                 loaded = [builder.load(builder.bitcast(builder.gep(at, [ir.Constant(intp, LANES * v)]),
                                                        _VEC.as_pointer()), align=4) for v in range(vectors)]
                 for r in range(ROWS):
-                    weight = builder.load(builder.gep(rows[r], [k]))
-                    broadcast = builder.shuffle_vector(
-                        builder.insert_element(undefined, weight, ir.Constant(_I32, 0)), undefined, splat)
+                    broadcast = vector_ir.broadcast(builder, builder.load(builder.gep(rows[r], [k])))
                     for v in range(vectors):
                         builder.store(builder.call(fma, [broadcast, loaded[v], builder.load(sums[r][v])]), sums[r][v])
             for r in range(ROWS):

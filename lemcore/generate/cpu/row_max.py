@@ -19,10 +19,11 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-_LANES = 16
+from lemcore.generate.cpu.vector_ir import F32 as _F32
+from lemcore.generate.cpu.vector_ir import LANES as _LANES
+from lemcore.generate.cpu.vector_ir import VEC as _VEC
+
 _UNROLL = 4  # running maxima: independent chains, so each step need not wait for the last
-_F32 = ir.FloatType()
-_VEC = ir.VectorType(_F32, _LANES)
 _LOWEST = -3.0e38  # below any score or logit; what an empty row gives
 
 
