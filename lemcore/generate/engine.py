@@ -170,6 +170,16 @@ def load_mlx_model(path: str | Path, *, batch: int = 1, report: Report = no_repo
     return load_model(str(path), batch=batch, report=report, cancel=cancel)
 
 
+def _common_length(sequences: list[list[int]]) -> int:
+    """How many leading tokens all the sequences share."""
+    common = 0
+    for column in zip(*sequences):
+        if len(set(column)) != 1:
+            break
+        common += 1
+    return common
+
+
 def prepare_cpu_kernels(model: Any, folder: str | Path, *, report: Report = no_report,
                         cancel: CancelToken | None = None) -> None:
     """Where our NumPy layers will run this model (loaded from `folder`), have their Numba kernels compiled in a
@@ -242,12 +252,7 @@ class MLXGenerator:
         if len(encoded) < 2:
             self._prefix_ids, self._prefix_cache = [], None
             return 0
-        common = 0
-        for column in zip(*encoded):
-            if len(set(column)) != 1:
-                break
-            common += 1
-        common = min(common, min(len(e) for e in encoded) - 1)  # keep at least one token to process
+        common = min(_common_length(encoded), min(len(e) for e in encoded) - 1)  # keep one token to process
         if common < 16 or (self.max_positions is not None and common >= self.max_positions):
             # Not worth a cache copy; or longer than any prompt the model takes (those are refused anyway).
             self._prefix_ids, self._prefix_cache = [], None
@@ -301,11 +306,7 @@ class MLXGenerator:
         prefix, held = self._prefix_ids, self._prefix_cache
         if held is None or not prefix:
             return None
-        shared = 0
-        for mine, theirs in zip(ids[: len(ids) - 1], prefix):
-            if mine != theirs:
-                break
-            shared += 1
+        shared = _common_length([ids[: len(ids) - 1], prefix])
         if shared < 16 or (shared < len(prefix) and not all(c.is_trimmable() for c in held)):
             return None
         cache = copy.deepcopy(held)
