@@ -26,7 +26,7 @@ VERDICT_WORDS = {"green": "Fits", "yellow": "Tight", "red": "Too big"}
 STAGE_WORDS = {
     LoadStage: {"resolve": "finding the model", "download": "getting the model", "check": "checking that it fits "
                 "in memory", "load": "loading it",
-                "prepare": "preparing it to run fast on this processor (first time only, about a minute at most)"},
+                "prepare": "making it run fast on this processor (only the first time, up to a minute)"},
     DownloadProgress: {"listing": "looking up the files", "downloading": "downloading",
                        "linking": "putting the files in place", "done": "downloaded"},
     ConvertProgress: {"read": "reading the built-in model", "tensors": "converting the built-in model",
